@@ -246,6 +246,9 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
         model.save_pretrained(final_dir)
         tokenizer.save_pretrained(final_dir)
         retriever_tokenizer.save_pretrained(os.path.join(final_dir, RETRIEVER_TOKENIZER_DIR))
+        write_model_card(
+            final_dir, model, data_args, model_args, retrieval_args, trainer.state.global_step, before, after
+        )
         results = {"before": before, "after": after, "train": trainer.state.log_history}
         with open(os.path.join(training_args.output_dir, "results.json"), "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
@@ -255,6 +258,40 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
         if training_args.push_to_hub:
             trainer.push_to_hub()
     return trainer
+
+
+def write_model_card(final_dir, model, data_args, model_args, retrieval_args, steps, before, after) -> None:
+    """Render `model_cards/model_card_template.md` into `final_dir/README.md` with the measured results."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    template = os.path.join(os.path.dirname(__file__), "..", "..", "model_cards", "model_card_template.md")
+    if not os.path.exists(template):  # an installed package without the repository's model_cards/
+        return
+    cfg = model.config
+    card_data = ModelCardData(
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=["jmlr", "retrieval-augmented-generation", "medical", "trl"],
+    )
+    table = format_comparison(before, after) if before is not None else json.dumps(after, indent=2)
+    card = ModelCard.from_template(
+        card_data,
+        template_path=template,
+        model_name=os.path.basename(os.path.dirname(os.path.abspath(final_dir))),
+        generator=model_args.model_name_or_path,
+        retriever=retrieval_args.retriever_name_or_path,
+        repo_id=final_dir,
+        task=data_args.task,
+        retrieval_loss=cfg.retrieval_loss,
+        num_candidates=cfg.num_candidates,
+        num_sampled=cfg.num_sampled,
+        num_context_documents=cfg.num_context_documents,
+        steps=steps,
+        eval_dataset=f"{data_args.task} evaluation split",
+        results_table=table,
+    )
+    card.save(os.path.join(final_dir, "README.md"))
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None) -> TrlParser:
