@@ -9,6 +9,8 @@ is always treated as a fixed target: it is detached here, so a caller cannot tra
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -73,8 +75,8 @@ def lsr_loss(
     if negative_logits is not None and negative_logits.shape[-1] > 0:
         num_neg = negative_logits.shape[-1]
         logits = torch.cat([logits, negative_logits], dim=-1)
-        log_q_neg = torch.full_like(negative_logits, torch.log(torch.tensor(negative_mass / num_neg)).item())
-        log_q = torch.cat([log_q + torch.log1p(torch.tensor(-negative_mass)).item(), log_q_neg], dim=-1)
+        log_q_neg = torch.full_like(negative_logits, math.log(negative_mass / num_neg))
+        log_q = torch.cat([log_q + math.log1p(-negative_mass), log_q_neg], dim=-1)
         valid = torch.cat([valid, torch.ones_like(negative_logits, dtype=torch.bool)], dim=-1)
     log_p = F.log_softmax(logits, dim=-1)
     kl = (log_p.exp() * (log_p - log_q)).masked_fill(~valid, 0.0)

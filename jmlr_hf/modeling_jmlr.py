@@ -68,7 +68,8 @@ def build_target(
 ) -> str:
     """The training target. For multiple choice, `answer` is a letter and the target names the option's text too."""
     if options:
-        index = OPTION_LETTERS.find(answer)
+        # `str.find` matches substrings: "" would be found at 0 (option A) and "AB" too; only one letter is valid.
+        index = OPTION_LETTERS.find(answer) if len(answer) == 1 else -1
         if index < 0 or index >= len(options):
             raise ValueError(f"answer {answer!r} is not one of the option letters {OPTION_LETTERS[: len(options)]}")
         answer = f"{answer}: {options[index]}"
@@ -140,6 +141,10 @@ class JMLRRetriever(nn.Module):
         super().__init__()
         self.scoring = config.scoring
         self.encoder = encoder if encoder is not None else AutoModel.from_config(config.retriever)
+        # Scores come from token embeddings: a pooler head (BERT's) would be a parameter that never trains, and an
+        # unused parameter breaks DDP's gradient reduction.
+        if getattr(self.encoder, "pooler", None) is not None:
+            self.encoder.pooler = None
         hidden_size = self.encoder.config.hidden_size
         self.linear = nn.Linear(hidden_size, config.projection_dim, bias=False) if config.projection_dim else None
 
@@ -432,7 +437,10 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         colbert_linear = _find_colbert_linear(retriever_name_or_path)
         if colbert_linear is not None:
             retrieval_kwargs.setdefault("projection_dim", colbert_linear.shape[0])
+        # A new composite config resets its sub-configs' attention implementation; keep what the loaded models use.
+        attn = (generator.config._attn_implementation, encoder.config._attn_implementation)
         config = JMLRConfig(generator=generator.config, retriever=encoder.config, **retrieval_kwargs)
+        config.generator._attn_implementation, config.retriever._attn_implementation = attn
         model = cls(config, generator=generator, retriever_encoder=encoder)
         if colbert_linear is not None and model.retriever.linear is not None:
             if tuple(model.retriever.linear.weight.shape) != tuple(colbert_linear.shape):

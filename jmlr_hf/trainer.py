@@ -84,7 +84,8 @@ def sample_without_replacement(
     softmax (the Plackett-Luce model), in one vectorised call.
     """
     uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
-    gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20)).clamp(min=1e-20))
+    # Parenthesised: `-torch.log(u).clamp(...)` would clamp log(u) < 0 up to 1e-20 and negate it, giving NaN noise.
+    gumbel = -torch.log((-torch.log(uniform.clamp(min=1e-20))).clamp(min=1e-20))
     return (logits.detach().float() + gumbel).topk(num_samples, dim=-1).indices
 
 
