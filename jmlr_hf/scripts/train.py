@@ -19,17 +19,18 @@ import os
 from dataclasses import dataclass, field, fields
 
 import torch
-from datasets import Dataset, concatenate_datasets, load_from_disk
+from datasets import Dataset, load_from_disk
 from transformers import AutoTokenizer
 from trl import ModelConfig, TrlParser, get_peft_config
 
-from jmlr_hf import data as jdata
 from jmlr_hf.configuration_jmlr import JMLRConfig
 from jmlr_hf.evaluation import evaluate_model, format_comparison
 from jmlr_hf.index import DocumentIndex, StaleIndexError
 from jmlr_hf.modeling_jmlr import JMLRForCausalLM
+from jmlr_hf.plots import plot_training_curves
 from jmlr_hf.pretrained import resolve_model_path
 from jmlr_hf.retrieval import add_candidates
+from jmlr_hf.tasks import TASKS, load_named_corpus, load_task
 from jmlr_hf.trainer import (
     RETRIEVER_TOKENIZER_DIR,
     JointRetrievalConfig,
@@ -38,8 +39,6 @@ from jmlr_hf.trainer import (
 )
 
 logger = logging.getLogger(__name__)
-
-TASKS = ("pubmedqa", "medmcqa", "medqa", "mmlu")
 
 
 @dataclass
@@ -105,40 +104,10 @@ class RetrievalArguments:
 
 
 def load_questions(args: DataArguments, split: str) -> Dataset:
-    data_dir = args.data_dir or str(jdata.default_data_dir())
     path = args.train_file if split == "train" else args.eval_file
-    if args.task == "pubmedqa":
-        return jdata.load_pubmedqa(path or os.path.join(data_dir, "corpus/pubmedqa_pqal/ori_pqal.json"), split=split)
-    if args.task == "mmlu":
-        return jdata.load_mmlu(path or os.path.join(data_dir, "qa/mmlu_med"))
-    if args.task == "medmcqa":
-        full = jdata.load_medmcqa(path or os.path.join(data_dir, "qa/medmcqa/dev.json"), require_rationale=True)
-    elif args.task == "medqa":
-        if path is None:
-            raise ValueError("task 'medqa' needs --train_file/--eval_file (jind11 JSON lines)")
-        full = jdata.load_medqa(path)
-    else:
-        raise ValueError(f"unknown task {args.task!r}; expected one of {TASKS}")
-    if path is not None and split == "eval" and args.eval_file:
-        return full
-    train, held_out = jdata.split_by_hash(full, args.eval_fraction)
-    return train if split == "train" else held_out
-
-
-def load_corpus(args: DataArguments, generator_tokenizer) -> Dataset:
-    data_dir = args.data_dir or str(jdata.default_data_dir())
-    medquad = os.path.join(data_dir, "corpus/medquad/medquad_answers.jsonl.gz")
-    if args.corpus == "pubmedqa":
-        corpus = jdata.load_pubmedqa_corpus(os.path.join(data_dir, "corpus/pubmedqa_pqal/ori_pqal.json"))
-    elif args.corpus == "medquad":
-        corpus = jdata.load_medquad_corpus(medquad)
-    else:
-        corpus = jdata.load_corpus(args.corpus)
-    if args.distractor_passages:
-        distractors = jdata.load_medquad_corpus(medquad, limit=args.distractor_passages)
-        keep = ["id", "title", "text"]
-        corpus = concatenate_datasets([corpus.select_columns(keep), distractors.select_columns(keep)])
-    return corpus
+    if args.task in ("medmcqa", "medqa") and path is not None and split == "test":
+        return load_task(args.task, None, data_dir=args.data_dir, path=path)  # an explicit evaluation file
+    return load_task(args.task, split, data_dir=args.data_dir, path=path, eval_fraction=args.eval_fraction)
 
 
 def load_model(model_args: ModelConfig, retrieval_args: RetrievalArguments):
@@ -198,7 +167,13 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
     with training_args.main_process_first(desc="index and pre-retrieval"):
         if training_args.process_index == 0 or not os.path.exists(os.path.join(prepared_dir, "train")):
             index = build_or_load_index(
-                model, retriever_tokenizer, lambda: load_corpus(data_args, tokenizer), data_args, index_dir
+                model,
+                retriever_tokenizer,
+                lambda: load_named_corpus(
+                    data_args.corpus, data_dir=data_args.data_dir, distractor_passages=data_args.distractor_passages
+                ),
+                data_args,
+                index_dir,
             )
             splits = {}
             for split, limit in (("train", data_args.train_limit), ("eval", data_args.eval_limit)):
@@ -250,6 +225,7 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
             final_dir, model, data_args, model_args, retrieval_args, trainer.state.global_step, before, after
         )
         results = {"before": before, "after": after, "train": trainer.state.log_history}
+        plot_training_curves(trainer.state.log_history, os.path.join(training_args.output_dir, "training_curves.png"))
         with open(os.path.join(training_args.output_dir, "results.json"), "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
         if before is not None:

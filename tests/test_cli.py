@@ -1,0 +1,56 @@
+"""The `jmlr` command end to end on the real retriever (all-MiniLM-L6-v2) and small local files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from datasets import load_from_disk
+
+from jmlr_hf.cli import main
+from jmlr_hf.index import DocumentIndex
+
+pytestmark = pytest.mark.integration
+
+CORPUS = [
+    {
+        "id": "d1",
+        "title": "Anaphylaxis",
+        "text": "Intramuscular epinephrine is the first-line treatment of anaphylaxis.",
+    },
+    {"id": "d2", "title": "Iron", "text": "Iron deficiency causes a microcytic anemia with a low ferritin."},
+    {"id": "d3", "title": "Potassium", "text": "Hyperkalemia produces peaked T waves on the ECG."},
+    {"id": "d4", "title": "Humerus", "text": "A midshaft humerus fracture can injure the radial nerve."},
+    {"id": "d5", "title": "Kidney", "text": "The kidney filters the blood and makes urine."},
+]
+
+
+def test_index_then_retrieve(tmp_path, capsys):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in CORPUS))
+    main(["index", "--corpus", str(corpus), "--retriever", "all-minilm-l6-v2", "--output", str(tmp_path / "index")])
+    assert "Indexed 5 documents" in capsys.readouterr().out
+    assert len(DocumentIndex.load(tmp_path / "index")) == 5
+
+    out = tmp_path / "questions"
+    main(
+        [
+            "retrieve",
+            "--index",
+            str(tmp_path / "index"),
+            "--task",
+            "medqa",
+            "--questions",
+            "tests/fixtures/medqa_tiny.jsonl",
+            "--num-candidates",
+            "3",
+            "--output",
+            str(out),
+        ]
+    )
+    rows = load_from_disk(str(out))
+    assert all(len(c) == 3 and len(ids) == 3 for c, ids in zip(rows["candidates"], rows["candidate_ids"]))
+    top = {row["question"]: row["candidate_ids"][0] for row in rows}
+    # The off-the-shelf retriever finds the passage that answers each of these questions.
+    assert top["Which drug is first-line treatment for anaphylaxis?"] == "d1"
+    assert top["Which electrolyte abnormality produces peaked T waves on ECG?"] == "d3"
