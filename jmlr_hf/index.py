@@ -38,8 +38,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -48,6 +46,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from datasets import Dataset
 from tqdm.auto import tqdm
+
+from jmlr_hf.atomic import atomic_directory
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -269,22 +269,6 @@ def _sha256(path: Path) -> str:
         while chunk := handle.read(_HASH_CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    # Makes renames durable on POSIX; directories cannot be opened for fsync on Windows, where it is skipped.
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_documents(documents: Dataset, path: Path) -> None:
@@ -667,11 +651,7 @@ class DocumentIndex:
                 raise FileExistsError(
                     f"{directory} is a non-empty directory without {CONFIG_FILE}: refusing to replace it with an index."
                 )
-        parent = directory.parent
-        parent.mkdir(parents=True, exist_ok=True)
-
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=parent))
-        try:
+        with atomic_directory(directory) as tmp:
             cpu_index = self._index if self._gpu_device is None else faiss.index_gpu_to_cpu(self._index)
             faiss.write_index(cpu_index, str(tmp / INDEX_FILE))
             _write_documents(self._documents, tmp / DOCUMENTS_FILE)
@@ -679,12 +659,6 @@ class DocumentIndex:
             config["sha256"] = {name: _sha256(tmp / name) for name in (INDEX_FILE, DOCUMENTS_FILE)}
             # The config goes last: a directory with a config is a complete one.
             _write_json(config, tmp / CONFIG_FILE)
-            for name in (INDEX_FILE, DOCUMENTS_FILE, CONFIG_FILE):
-                _fsync_file(tmp / name)
-            _swap_into_place(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         logger.info("Saved the %s index of %d documents to %s.", self._kind, len(self), directory)
         return directory
 
@@ -847,23 +821,3 @@ def _training_sample(embeddings: np.ndarray, nlist: int) -> np.ndarray:
         return embeddings
     rows = np.sort(np.random.default_rng(_TRAIN_SAMPLE_SEED).choice(len(embeddings), size=limit, replace=False))
     return embeddings[rows]
-
-
-def _swap_into_place(tmp: Path, directory: Path) -> None:
-    """Replace ``directory`` with the complete directory ``tmp``, keeping the old one until the new one is in place."""
-    if not directory.exists():
-        os.replace(tmp, directory)
-        _fsync_dir(directory.parent)
-        return
-    # A directory cannot be atomically replaced by another non-empty one on POSIX, so the old one is renamed aside
-    # first; if the second rename fails, it is renamed back.
-    backup = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
-    backup.rmdir()
-    os.replace(directory, backup)
-    try:
-        os.replace(tmp, directory)
-    except BaseException:
-        os.replace(backup, directory)
-        raise
-    _fsync_dir(directory.parent)
-    shutil.rmtree(backup, ignore_errors=True)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from .atomic import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -71,17 +71,10 @@ def smollm2_path() -> Path:
         del model.config.quantization_config
     model.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
-    # Write next to the target and rename, so that an interrupted conversion never leaves a half-written checkpoint.
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_ALIAS}-", dir=target.parent))
-    try:
+    # An interrupted conversion must never leave a half-written checkpoint that the next run would trust.
+    with atomic_directory(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -260,6 +260,23 @@ def test_logging_and_loss_composition(tmp_path, make_tiny_model, generator_token
     assert log["loss"] != pytest.approx(log["lm_loss"] + log["retrieval_loss"], rel=1e-5)
 
 
+def test_evaluate_reports_the_joint_losses(tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer):
+    model = make_tiny_model(0, retrieval_loss="lsr", in_batch_negatives=True)
+    trainer = make_trainer(
+        model,
+        make_args(tmp_path, per_device_eval_batch_size=2),
+        generator_tokenizer,
+        retriever_tokenizer,
+        eval_dataset=Dataset.from_list(TOY_ROWS * 2),
+    )
+    weights = snapshot(model)
+    metrics = trainer.evaluate()
+    assert set(metrics) >= {"eval_loss", "eval_lm_loss", "eval_retrieval_loss"}
+    assert metrics["eval_loss"] > metrics["eval_lm_loss"] > 5.0  # λ = 1 and a positive retrieval loss
+    after = snapshot(model)
+    assert all(torch.equal(weights[name], after[name]) for name in weights), "evaluation must not train"
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The retriever learns the LLM's preference
 # ---------------------------------------------------------------------------------------------------------------------

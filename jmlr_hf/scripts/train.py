@@ -23,6 +23,7 @@ from datasets import Dataset, load_from_disk
 from transformers import AutoTokenizer
 from trl import ModelConfig, TrlParser, get_peft_config
 
+from jmlr_hf.atomic import atomic_directory
 from jmlr_hf.configuration_jmlr import JMLRConfig
 from jmlr_hf.evaluation import evaluate_model, format_comparison
 from jmlr_hf.index import DocumentIndex, StaleIndexError
@@ -218,12 +219,15 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
         after = run_eval("after training")
         final_dir = os.path.join(training_args.output_dir, "final")
         cfg.index_repo_id = os.path.abspath(index_dir)
-        model.save_pretrained(final_dir)
-        tokenizer.save_pretrained(final_dir)
-        retriever_tokenizer.save_pretrained(os.path.join(final_dir, RETRIEVER_TOKENIZER_DIR))
-        write_model_card(
-            final_dir, model, data_args, model_args, retrieval_args, trainer.state.global_step, before, after
-        )
+        with atomic_directory(final_dir) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            retriever_tokenizer.save_pretrained(os.path.join(tmp, RETRIEVER_TOKENIZER_DIR))
+            card = render_model_card(
+                final_dir, model, data_args, model_args, retrieval_args, trainer.state.global_step, before, after
+            )
+            if card is not None:
+                card.save(os.path.join(tmp, "README.md"))
         results = {"before": before, "after": after, "train": trainer.state.log_history}
         plot_training_curves(trainer.state.log_history, os.path.join(training_args.output_dir, "training_curves.png"))
         with open(os.path.join(training_args.output_dir, "results.json"), "w", encoding="utf-8") as f:
@@ -236,13 +240,13 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
     return trainer
 
 
-def write_model_card(final_dir, model, data_args, model_args, retrieval_args, steps, before, after) -> None:
-    """Render `model_cards/model_card_template.md` into `final_dir/README.md` with the measured results."""
+def render_model_card(final_dir, model, data_args, model_args, retrieval_args, steps, before, after):
+    """The model card for `final_dir`, from `model_cards/model_card_template.md`, with the measured results."""
     from huggingface_hub import ModelCard, ModelCardData
 
     template = os.path.join(os.path.dirname(__file__), "..", "..", "model_cards", "model_card_template.md")
     if not os.path.exists(template):  # an installed package without the repository's model_cards/
-        return
+        return None
     cfg = model.config
     card_data = ModelCardData(
         license="apache-2.0",
@@ -267,7 +271,7 @@ def write_model_card(final_dir, model, data_args, model_args, retrieval_args, st
         eval_dataset=f"{data_args.task} evaluation split",
         results_table=table,
     )
-    card.save(os.path.join(final_dir, "README.md"))
+    return card
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None) -> TrlParser:

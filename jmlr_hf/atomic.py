@@ -1,0 +1,68 @@
+"""Crash-safe writes of whole directories (indices, converted and final checkpoints).
+
+A directory is written completely under a temporary sibling name, flushed, and only then renamed into place, so an
+interrupted save never leaves a half-written directory where a complete one is expected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    # Makes renames durable on POSIX; directories cannot be opened for fsync on Windows, where it is skipped.
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def swap_into_place(tmp: Path, directory: Path) -> None:
+    """Replace ``directory`` with the complete directory ``tmp``, keeping the old one until the new one is in place."""
+    if not directory.exists():
+        os.replace(tmp, directory)
+        fsync_dir(directory.parent)
+        return
+    # A directory cannot be atomically replaced by another non-empty one on POSIX, so the old one is renamed aside
+    # first; if the second rename fails, it is renamed back.
+    backup = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
+    backup.rmdir()
+    os.replace(directory, backup)
+    try:
+        os.replace(tmp, directory)
+    except BaseException:
+        os.replace(backup, directory)
+        raise
+    fsync_dir(directory.parent)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(directory: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling of ``directory`` to write into; on success it replaces ``directory`` (every file
+    flushed first), on failure it is removed and ``directory`` is left as it was."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        yield tmp
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                fsync_file(path)
+        swap_into_place(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,59 @@
+"""`accelerate launch recipes/train.py` end to end on the real small models and PubMedQA, then `jmlr answer`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jmlr_hf.data import default_data_dir
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_recipe_under_accelerate_then_answer(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    accelerate = Path(sys.executable).with_name("accelerate")
+    command = [
+        str(accelerate), "launch", "--config_file", str(ROOT / "recipes/accelerate_configs/cpu.yaml"),
+        str(ROOT / "recipes/train.py"), "--config", str(ROOT / "recipes/demo.yaml"),
+        "--output_dir", str(out), "--data_dir", str(default_data_dir()),
+        "--distractor_passages", "20", "--train_limit", "4", "--eval_limit", "6", "--eval_answer_limit", "2",
+        "--max_steps", "2", "--save_steps", "1", "--logging_steps", "1",
+        "--num_candidates", "4", "--num_sampled", "2", "--max_document_length", "48",
+    ]  # fmt: skip
+    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "| evidence@1 |" in run.stdout  # the before/after table
+
+    results = json.loads((out / "results.json").read_text())
+    for phase in ("before", "after"):
+        assert set(results[phase]) >= {"recall@1", "recall@2", "evidence@1", "accuracy", "answer_nll"}
+        assert results[phase]["num_questions"] == 6 and results[phase]["num_answered"] == 2
+    assert [e["step"] for e in results["train"] if "lm_loss" in e] == [1, 2]
+    assert (out / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    final = out / "final"
+    config = json.loads((final / "config.json").read_text())
+    assert config["model_type"] == "jmlr" and config["index_repo_id"] == str(out / "index")
+    assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM"}
+    assert (final / "retriever_tokenizer" / "tokenizer.json").exists()
+    assert "| answer_nll |" in (final / "README.md").read_text()  # the card carries the measured results
+    assert not list(out.glob(".final.tmp-*")), "the atomic save left a temporary directory"
+
+    # `jmlr answer` finds the index through the saved config and prints the documents it used.
+    answer = subprocess.run(
+        [str(Path(sys.executable).with_name("jmlr")), "answer", "--model", str(final), "--max-new-tokens", "8",
+         "Do mitochondria play a role in remodelling lace plant leaves during programmed cell death?"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert answer.returncode == 0, answer.stderr[-4000:]
+    assert answer.stdout.startswith("Answer:") and "Documents used:" in answer.stdout
+    assert answer.stdout.count("  [") == 2  # K = 2 documents, as demo.yaml sets
