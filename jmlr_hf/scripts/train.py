@@ -12,7 +12,6 @@ Parsed like TRL's own scripts: `TrlParser` over the data arguments, `JointRetrie
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -274,11 +273,8 @@ def render_model_card(final_dir, model, data_args, model_args, retrieval_args, s
     return card
 
 
-def make_parser(subparsers: argparse._SubParsersAction | None = None) -> TrlParser:
-    dataclass_types = (DataArguments, JointRetrievalConfig, ModelConfig, RetrievalArguments)
-    if subparsers is not None:
-        return subparsers.add_parser("train", help="Run the JMLR training recipe", dataclass_types=dataclass_types)
-    return TrlParser(dataclass_types)
+def make_parser() -> TrlParser:
+    return TrlParser((DataArguments, JointRetrievalConfig, ModelConfig, RetrievalArguments))
 
 
 def cli_main(argv: list[str] | None = None):
