@@ -1,9 +1,10 @@
-"""The `jmlr` command: `index`, `retrieve`, `train` and `answer`.
+"""The `jmlr` command: `index`, `retrieve`, `train`, `answer` and `evaluate`.
 
 jmlr index    --corpus pubmedqa --retriever all-minilm-l6-v2 --output outputs/index
 jmlr retrieve --index outputs/index --retriever all-minilm-l6-v2 --task pubmedqa --split test --output q.jsonl
 jmlr train    --config recipes/demo.yaml
 jmlr answer   --model outputs/demo/final "Does aspirin prevent heart attacks?"
+jmlr evaluate --model smollm2-135m-instruct --task mmlu --mode both --limit 20 --output outputs/eval/mmlu.json
 """
 
 from __future__ import annotations
@@ -118,6 +119,60 @@ def cmd_answer(args: argparse.Namespace) -> None:
         print(f"  [{rank}] {hits[i]['id']} (retriever score {float(scores[i]):.3f}): {texts[i][:200]}")
 
 
+def resolve_evaluation_split(task: str, split: str | None, questions: str | None) -> str:
+    """The split `jmlr evaluate` reads: `"train"`, `"test"` or `"all"`.
+
+    `--split` when given. Otherwise an explicit MedQA/MedMCQA `--questions` file is an evaluation file and is read
+    whole (as in the training recipe; MedQA comes as separate train/dev/test files); everything else reads `"test"`:
+    the held-out hash split of the bundled MedMCQA file, the official PubMedQA-L test ids, all of MMLU-Med.
+    """
+    if split is not None:
+        if task == "mmlu" and split == "train":
+            raise SystemExit("MMLU-Med has only test questions: use --split test (or all)")
+        return split
+    return "all" if questions is not None and task in ("medqa", "medmcqa") else "test"
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluation import EvaluationModel, evaluate_dataset
+    from .index import DocumentIndex
+    from .tasks import load_task
+
+    split = resolve_evaluation_split(args.task, args.split, args.questions)
+    questions = load_task(args.task, None if split == "all" else split, data_dir=args.data_dir, path=args.questions)
+    if args.limit is not None:
+        questions = questions.select(range(min(args.limit, len(questions))))
+    model = EvaluationModel.from_pretrained(args.model, args.retriever)
+    index = None
+    if args.index:
+        if not model.has_retriever:
+            raise SystemExit("--index needs a retriever: a trained JMLR model as --model, or --retriever")
+        fingerprint = model.jmlr.retriever.weights_fingerprint()
+        index = DocumentIndex.load(args.index, expected_fingerprint=fingerprint, on_stale="warn")
+    result = evaluate_dataset(
+        model,
+        questions,
+        mode=args.mode,
+        index=index,
+        num_candidates=args.num_candidates,
+        num_documents=args.num_documents if index is not None else 0,
+        max_new_tokens=args.max_new_tokens,
+    )
+    result.settings.update(
+        task=args.task,
+        split=split,
+        questions=args.questions,
+        limit=args.limit,
+        model=args.model,
+        retriever=args.retriever,
+        index=args.index,
+    )
+    print(result.to_markdown())
+    if args.output:
+        json_path, markdown_path = result.save(args.output)
+        print(f"\nWrote {json_path} and {markdown_path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data import default_data_dir
     from .tasks import TASKS
@@ -155,6 +210,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--options", nargs="*", default=None, help="Options of a multiple-choice question")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.set_defaults(func=cmd_answer)
+
+    p = sub.add_parser("evaluate", help="Answer accuracy (and retrieval quality) on a QA set")
+    p.add_argument("--model", required=True, help="A trained JMLR model, or a causal LM (path, Hub id or alias)")
+    p.add_argument("--retriever", default=None, help="An encoder to pair with a plain causal LM (not with JMLR)")
+    p.add_argument("--index", default=None, help="Document index to retrieve from (default: closed book)")
+    p.add_argument("--task", required=True, choices=list(TASKS))
+    p.add_argument("--questions", default=None, help="Questions file (default: the task's file in --data-dir)")
+    p.add_argument(
+        "--split",
+        default=None,
+        choices=["train", "test", "all"],
+        help="Default: test; all of an explicit --questions file for medqa and medmcqa",
+    )
+    p.add_argument("--limit", type=int, default=None, help="Evaluate only the first N questions")
+    p.add_argument("--mode", default="both", choices=["likelihood", "generative", "both"], help="Default: both")
+    p.add_argument("--max-new-tokens", type=int, default=16, help="Tokens generated per question (generative)")
+    p.add_argument("--num-candidates", type=int, default=None, help="Candidates from --index (default: config)")
+    p.add_argument("--num-documents", type=int, default=None, help="Documents in the prompt (default: config)")
+    p.add_argument("--output", default=None, help="Results JSON (the Markdown table goes next to it, .md)")
+    p.add_argument("--data-dir", default=str(default_data_dir()))
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -122,6 +122,37 @@ def truncate_to_tokens(tokenizer, text: str, max_tokens: int) -> str:
     return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
 
 
+@torch.no_grad()
+def answer_nll(
+    causal_lm: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    micro_batch_size: int | None = None,
+) -> torch.Tensor:
+    """Mean NLL per sequence `[n]` over its labelled (answer) tokens under `causal_lm`, without gradient.
+
+    The n right-padded sequences go through the model in batched forwards of `micro_batch_size` (all at once by
+    default), not one forward each. The mean (not the sum) over tokens keeps `lm_temperature` comparable across answers
+    of different lengths; for ranking the documents of one question the two are equivalent.
+    """
+    step = micro_batch_size or input_ids.shape[0]
+    out = []
+    for start in range(0, input_ids.shape[0], step):
+        sl = slice(start, start + step)
+        # Trim the shared right padding of this micro-batch: fewer positions, same result.
+        width = int(attention_mask[sl].sum(-1).max())
+        ids, mask, lab = input_ids[sl, :width], attention_mask[sl, :width], labels[sl, :width]
+        logits = causal_lm(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+        target = lab[:, 1:]
+        token_nll = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), target.reshape(-1).clamp(min=0), reduction="none"
+        ).view(target.shape)
+        valid = (target != -100).to(token_nll.dtype)
+        out.append((token_nll * valid).sum(-1) / valid.sum(-1).clamp(min=1))
+    return torch.cat(out)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Retriever
 # --------------------------------------------------------------------------------------------------------------------
@@ -386,7 +417,6 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         ).to(device)
         return self.retriever(query["input_ids"], query["attention_mask"], docs["input_ids"], docs["attention_mask"])
 
-    @torch.no_grad()
     def answer_nll(
         self,
         input_ids: torch.Tensor,
@@ -394,27 +424,8 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         labels: torch.Tensor,
         micro_batch_size: int | None = None,
     ) -> torch.Tensor:
-        """Mean NLL per sequence `[n]` over its labelled (answer) tokens, without gradient.
-
-        The n sequences go through the generator in batched forwards of `micro_batch_size` (all at once by default),
-        not one forward each. The mean (not the sum) over tokens keeps `lm_temperature` comparable across answers of
-        different lengths; for ranking the documents of one question the two are equivalent.
-        """
-        step = micro_batch_size or input_ids.shape[0]
-        out = []
-        for start in range(0, input_ids.shape[0], step):
-            sl = slice(start, start + step)
-            # Trim the shared right padding of this micro-batch: fewer positions, same result.
-            width = int(attention_mask[sl].sum(-1).max())
-            ids, mask, lab = input_ids[sl, :width], attention_mask[sl, :width], labels[sl, :width]
-            logits = self.generator(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
-            target = lab[:, 1:]
-            token_nll = F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), target.reshape(-1).clamp(min=0), reduction="none"
-            ).view(target.shape)
-            valid = (target != -100).to(token_nll.dtype)
-            out.append((token_nll * valid).sum(-1) / valid.sum(-1).clamp(min=1))
-        return torch.cat(out)
+        """Mean NLL per sequence `[n]` of the generator over its labelled (answer) tokens; see `answer_nll`."""
+        return answer_nll(self.generator, input_ids, attention_mask, labels, micro_batch_size)
 
     @classmethod
     def from_components(
