@@ -317,14 +317,14 @@ def test_ranking_moves_toward_lowest_nll_document(
 
     args = make_args(
         tmp_path,
-        max_steps=12,
+        max_steps=24,
         per_device_train_batch_size=1,
         learning_rate=0.0,
-        retriever_learning_rate=2e-3,
+        retriever_learning_rate=1e-3,
         lr_scheduler_type="constant",
-        logging_steps=4,
+        logging_steps=8,
     )
-    make_trainer(model, args, generator_tokenizer, retriever_tokenizer, rows=[row] * 8).train()
+    make_trainer(model, args, generator_tokenizer, retriever_tokenizer, rows=[row] * 24).train()
 
     torch.testing.assert_close(candidate_nll(), nll, atol=0, rtol=0)  # the target did not move
     probs_after = retriever_probs()
