@@ -10,8 +10,6 @@ jmlr evaluate --model smollm2-135m-instruct --task mmlu --mode both --limit 20 -
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 
 
@@ -21,19 +19,13 @@ def load_retriever(name_or_path: str):
     from transformers import AutoModel, AutoTokenizer
 
     from .configuration_jmlr import JMLRConfig
-    from .modeling_jmlr import JMLRForCausalLM, JMLRRetriever
-    from .pretrained import resolve_model_path
-    from .trainer import RETRIEVER_TOKENIZER_DIR
+    from .modeling_jmlr import JMLRRetriever
+    from .pretrained import is_jmlr_checkpoint, load_jmlr_checkpoint, resolve_model_path
 
     path = resolve_model_path(name_or_path)
-    config_file = os.path.join(path, "config.json")
-    if os.path.exists(config_file):
-        with open(config_file, encoding="utf-8") as f:
-            is_jmlr = json.load(f).get("model_type") == JMLRConfig.model_type
-        if is_jmlr:
-            model = JMLRForCausalLM.from_pretrained(path, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(os.path.join(path, RETRIEVER_TOKENIZER_DIR))
-            return model.retriever.eval(), tokenizer, model.config
+    if is_jmlr_checkpoint(path):
+        model, _, retriever_tokenizer = load_jmlr_checkpoint(path)
+        return model.retriever.eval(), retriever_tokenizer, model.config
     encoder = AutoModel.from_pretrained(path, dtype=torch.float32)
     config = JMLRConfig(retriever=encoder.config)
     return JMLRRetriever(config, encoder=encoder).eval(), AutoTokenizer.from_pretrained(path), config
@@ -80,17 +72,13 @@ def cmd_train(argv: list[str]) -> None:
 
 def cmd_answer(args: argparse.Namespace) -> None:
     import torch
-    from transformers import AutoTokenizer
 
     from .index import DocumentIndex, document_text
-    from .modeling_jmlr import JMLRForCausalLM, build_prompt
-    from .pretrained import resolve_model_path
-    from .trainer import RETRIEVER_TOKENIZER_DIR
+    from .modeling_jmlr import build_prompt
+    from .pretrained import load_jmlr_checkpoint, resolve_model_path
 
-    path = resolve_model_path(args.model)
-    model = JMLRForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    retriever_tokenizer = AutoTokenizer.from_pretrained(os.path.join(path, RETRIEVER_TOKENIZER_DIR))
+    model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(resolve_model_path(args.model))
+    model.eval()
     index_dir = args.index or model.config.index_repo_id
     if not index_dir:
         raise SystemExit("No index: pass --index, or train/save a model whose config records index_repo_id")

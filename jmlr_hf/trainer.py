@@ -26,8 +26,8 @@ from trl import SFTConfig, SFTTrainer
 from .configuration_jmlr import JMLRConfig
 from .losses import RETRIEVAL_LOSSES, pairwise_agreement
 from .modeling_jmlr import JMLRForCausalLM, build_prompt, build_target, tokenize_for_lm, truncate_to_tokens
+from .pretrained import RETRIEVER_TOKENIZER_DIR
 
-RETRIEVER_TOKENIZER_DIR = "retriever_tokenizer"
 RETRIEVAL_INPUT_KEYS = ("query_input_ids", "query_attention_mask", "doc_input_ids", "doc_attention_mask")
 
 

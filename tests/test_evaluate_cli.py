@@ -9,7 +9,7 @@ import pytest
 from jmlr_hf.cli import main, resolve_evaluation_split
 from jmlr_hf.data import default_data_dir
 from jmlr_hf.index import DocumentIndex
-from jmlr_hf.trainer import RETRIEVER_TOKENIZER_DIR
+from jmlr_hf.pretrained import RETRIEVER_TOKENIZER_DIR
 
 MEDQA_FIXTURE = "tests/fixtures/medqa_tiny.jsonl"
 CORPUS = [

@@ -24,7 +24,7 @@ from jmlr_hf.index import DocumentIndex
 from jmlr_hf.metrics import macro_f1
 from jmlr_hf.modeling_jmlr import build_prompt
 from jmlr_hf.plots import plot_training_curves
-from jmlr_hf.trainer import RETRIEVER_TOKENIZER_DIR
+from jmlr_hf.pretrained import RETRIEVER_TOKENIZER_DIR
 
 
 def test_retrieval_metrics_hand_computed():

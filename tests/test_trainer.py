@@ -17,8 +17,8 @@ from trl import SFTConfig
 
 from jmlr_hf import JMLRForCausalLM
 from jmlr_hf.modeling_jmlr import build_prompt, build_target, tokenize_for_lm
+from jmlr_hf.pretrained import RETRIEVER_TOKENIZER_DIR
 from jmlr_hf.trainer import (
-    RETRIEVER_TOKENIZER_DIR,
     JointRetrievalCollator,
     JointRetrievalConfig,
     JointRetrievalTrainer,

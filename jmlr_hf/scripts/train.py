@@ -23,16 +23,14 @@ from transformers import AutoTokenizer
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from jmlr_hf.atomic import atomic_directory
-from jmlr_hf.configuration_jmlr import JMLRConfig
 from jmlr_hf.evaluation import evaluate_model, format_comparison
 from jmlr_hf.index import DocumentIndex, StaleIndexError
 from jmlr_hf.modeling_jmlr import JMLRForCausalLM
 from jmlr_hf.plots import plot_training_curves
-from jmlr_hf.pretrained import resolve_model_path
+from jmlr_hf.pretrained import RETRIEVER_TOKENIZER_DIR, is_jmlr_checkpoint, load_jmlr_checkpoint, resolve_model_path
 from jmlr_hf.retrieval import add_candidates
 from jmlr_hf.tasks import TASKS, load_named_corpus, load_task
 from jmlr_hf.trainer import (
-    RETRIEVER_TOKENIZER_DIR,
     JointRetrievalConfig,
     JointRetrievalTrainer,
     merge_generator_adapter,
@@ -114,27 +112,21 @@ def load_model(model_args: ModelConfig, retrieval_args: RetrievalArguments):
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
     overrides = retrieval_args.config_overrides()
     path = resolve_model_path(model_args.model_name_or_path or "smollm2-135m-instruct")
-    if os.path.exists(os.path.join(path, "config.json")) and _is_jmlr_checkpoint(path):
-        model = JMLRForCausalLM.from_pretrained(path, dtype=dtype)
+    if is_jmlr_checkpoint(path):
+        model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(path, dtype=dtype)
         for key, value in overrides.items():
             setattr(model.config, key, value)
         model.config.validate_retrieval_settings()
-        retriever_tokenizer = AutoTokenizer.from_pretrained(os.path.join(path, RETRIEVER_TOKENIZER_DIR))
     else:
         retriever_path = resolve_model_path(retrieval_args.retriever_name_or_path)
         model = JMLRForCausalLM.from_components(
             path, retriever_path, generator_kwargs={"dtype": dtype}, retriever_kwargs={"dtype": dtype}, **overrides
         )
         retriever_tokenizer = AutoTokenizer.from_pretrained(retriever_path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer, retriever_tokenizer
-
-
-def _is_jmlr_checkpoint(path: str) -> bool:
-    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-        return json.load(f).get("model_type") == JMLRConfig.model_type
 
 
 def build_or_load_index(model, retriever_tokenizer, corpus_fn, args: DataArguments, index_dir: str) -> DocumentIndex:
