@@ -41,14 +41,15 @@ class JMLRConfig(PretrainedConfig):
             whose answer NLL the LLM computes to supervise the retriever (paper: 10).
         num_context_documents (`int`, *optional*, defaults to 5):
             K, the number of top-scored documents placed before the question for the LM loss and at inference
-            (paper: 5).
+            (paper: 5). 0 means closed book (the SFT baseline; needs `retrieval_loss_weight=0`).
         retrieval_temperature (`float`, *optional*, defaults to 0.05):
             τ: retriever logits are `score / τ`. Scores lie in [-1, 1] (cosine or mean MaxSim), so τ sets how sharp
             the sampling distribution and the ranking losses are.
         lm_temperature (`float`, *optional*, defaults to 1.0):
             β: the LM's preference over documents is `softmax(-NLL / β)` (used by `lsr` and `ppl_distill`).
         retrieval_loss_weight (`float`, *optional*, defaults to 1.0):
-            λ in `loss = lm_loss + λ * retrieval_loss`.
+            λ in `loss = lm_loss + λ * retrieval_loss`. 0 trains the LLM alone on the top-K documents of a fixed
+            retriever (the RAG-SFT baseline), skipping the NLL pass.
         retrieval_loss (`str`, *optional*, defaults to `"llm_rank"`):
             `"llm_rank"` (the paper's pairwise RankNet loss), `"lsr"` (RePlug's LM-supervised retrieval,
             KL(P_R ‖ Q_LM)) or `"ppl_distill"` (Atlas' perplexity distillation, KL(Q_LM ‖ P_R)).
@@ -128,9 +129,18 @@ class JMLRConfig(PretrainedConfig):
             raise ValueError(f"retrieval_loss must be 'llm_rank', 'lsr' or 'ppl_distill', got {self.retrieval_loss!r}")
         if self.scoring not in ("maxsim", "dense"):
             raise ValueError(f"scoring must be 'maxsim' or 'dense', got {self.scoring!r}")
-        for name in ("num_candidates", "num_sampled", "num_context_documents"):
+        for name in ("num_candidates", "num_sampled"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.num_context_documents < 0:
+            raise ValueError(f"num_context_documents must be at least 0, got {self.num_context_documents}")
+        if self.retrieval_loss_weight < 0:
+            raise ValueError(f"retrieval_loss_weight must be at least 0, got {self.retrieval_loss_weight}")
+        if self.num_context_documents == 0 and self.retrieval_loss_weight > 0:
+            raise ValueError(
+                "num_context_documents=0 (no documents in the prompt) needs retrieval_loss_weight=0: joint training "
+                "teaches the retriever to pick the documents the prompt uses"
+            )
         if self.num_sampled > self.num_candidates:
             raise ValueError(f"num_sampled ({self.num_sampled}) cannot exceed num_candidates ({self.num_candidates})")
         if self.num_context_documents > self.num_candidates:

@@ -170,10 +170,14 @@ def evaluate_model(
     batch_size: int = 16,
     show_progress: bool = True,
 ) -> dict[str, float]:
-    """Retrieval metrics on every row, answer metrics on the first `answer_limit` rows (all when `None`)."""
+    """Retrieval metrics on every row, answer metrics on the first `answer_limit` rows (all when `None`).
+
+    The answers see the top `num_context_documents` candidates (none for a closed-book model, K = 0, whose retrieval
+    metrics still describe its retriever, at k = 1).
+    """
     k = model.config.num_context_documents
     rankings = rank_candidates(model, retriever_tokenizer, dataset, batch_size, show_progress)
-    metrics = retrieval_metrics(dataset, rankings, k)
+    metrics = retrieval_metrics(dataset, rankings, max(k, 1))
     limit = len(dataset) if answer_limit is None else min(answer_limit, len(dataset))
     subset = dataset.select(range(limit))
     metrics.update(answer_metrics(model, tokenizer, subset, rankings[:limit], k, show_progress))

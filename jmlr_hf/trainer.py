@@ -253,10 +253,30 @@ class JointRetrievalTrainer(SFTTrainer):
         device = inputs["query_input_ids"].device
 
         # 1-2. Choose documents with a no-gradient scoring pass; the scores with gradient come in step 5's forward.
-        with torch.no_grad():
-            choice_logits = model(**retrieval_inputs).retrieval_scores.float() / cfg.retrieval_temperature
+        top = None
+        if cfg.num_context_documents > 0:
+            with torch.no_grad():
+                choice_logits = model(**retrieval_inputs).retrieval_scores.float() / cfg.retrieval_temperature
+            top = choice_logits.topk(cfg.num_context_documents, dim=-1).indices  # [B, K]
+        lm_batch = tokenize_for_lm(
+            tokenizer,
+            [
+                build_prompt(
+                    cfg, questions[b], [] if top is None else [documents[b][i] for i in top[b].tolist()], options[b]
+                )
+                for b in range(batch_size)
+            ],
+            targets,
+            cfg.max_length,
+        )
+        lm_batch = {k: v.to(device) for k, v in lm_batch.items()}
+        if cfg.retrieval_loss_weight == 0:
+            # The baselines: SFT without documents (K = 0) or RAG-SFT with a fixed retriever's top K. No NLL pass and
+            # no retrieval loss, so the retriever gets no gradient.
+            outputs = model(**lm_batch, use_cache=False)
+            self._metrics[mode]["lm_loss"].append(self._mean_across_processes(outputs.loss))
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
         sampled = sample_without_replacement(choice_logits, cfg.num_sampled)  # [B, S]
-        top = choice_logits.topk(cfg.num_context_documents, dim=-1).indices  # [B, K]
 
         # 3. Answer NLL given each sampled document: one batched no-gradient forward over the B x S sequences.
         nll_batch = tokenize_for_lm(
@@ -272,18 +292,9 @@ class JointRetrievalTrainer(SFTTrainer):
         lm_nll = self._answer_nll(jmlr, nll_batch, device).view(batch_size, cfg.num_sampled)
 
         # 5. LM loss with the top-K documents before the question; the retriever's scores with gradient, same call.
-        lm_batch = tokenize_for_lm(
-            tokenizer,
-            [
-                build_prompt(cfg, questions[b], [documents[b][i] for i in top[b].tolist()], options[b])
-                for b in range(batch_size)
-            ],
-            targets,
-            cfg.max_length,
-        )
         use_negatives = cfg.in_batch_negatives and cfg.retrieval_loss != "llm_rank" and batch_size > 1
         outputs = model(
-            **{k: v.to(device) for k, v in lm_batch.items()},
+            **lm_batch,
             **retrieval_inputs,
             score_all_pairs=use_negatives,
             use_cache=False,

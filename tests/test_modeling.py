@@ -101,6 +101,9 @@ def test_config_defaults_are_the_paper_settings():
         ({"lm_temperature": -1.0}, "lm_temperature"),
         ({"in_batch_negative_mass": 1.0}, "in_batch_negative_mass"),
         ({"in_batch_negative_mass": 0.0}, "in_batch_negative_mass"),
+        ({"num_context_documents": -1}, "num_context_documents"),
+        ({"retrieval_loss_weight": -0.5}, "retrieval_loss_weight"),
+        ({"num_context_documents": 0}, "num_context_documents=0"),  # closed book needs λ = 0
     ],
 )
 def test_config_invalid_knobs_raise(kwargs, field):

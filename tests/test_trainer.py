@@ -16,6 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig
 
 from jmlr_hf import JMLRForCausalLM
+from jmlr_hf import trainer as trainer_module
 from jmlr_hf.modeling_jmlr import build_prompt, build_target, tokenize_for_lm
 from jmlr_hf.pretrained import RETRIEVER_TOKENIZER_DIR
 from jmlr_hf.trainer import (
@@ -275,6 +276,33 @@ def test_evaluate_reports_the_joint_losses(tmp_path, make_tiny_model, generator_
     assert metrics["eval_loss"] > metrics["eval_lm_loss"] > 5.0  # λ = 1 and a positive retrieval loss
     after = snapshot(model)
     assert all(torch.equal(weights[name], after[name]) for name in weights), "evaluation must not train"
+
+
+@pytest.mark.parametrize("num_context_documents", [0, 2], ids=["sft", "rag-sft"])
+def test_baselines_train_the_llm_alone(
+    tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer, num_context_documents, monkeypatch
+):
+    # λ = 0 is the RAG-SFT baseline (top-K of a fixed retriever), and with K = 0 the SFT baseline (no documents).
+    model = make_tiny_model(0, retrieval_loss_weight=0.0, num_context_documents=num_context_documents)
+    prompts: list[str] = []
+    original = trainer_module.tokenize_for_lm
+
+    def spy(tokenizer, batch_prompts, *args, **kwargs):
+        prompts.extend(batch_prompts)
+        return original(tokenizer, batch_prompts, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "tokenize_for_lm", spy)
+    monkeypatch.setattr(JMLRForCausalLM, "answer_nll", lambda *a, **k: pytest.fail("no NLL pass without λ"))
+    trainer = make_trainer(model, make_args(tmp_path, max_steps=2), generator_tokenizer, retriever_tokenizer)
+    before = snapshot(model)
+    trainer.train()
+    after = snapshot(model)
+    assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("retriever."))
+    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("generator."))
+    logs = [entry for entry in trainer.state.log_history if "lm_loss" in entry]
+    assert len(logs) == 2 and all("retrieval_loss" not in entry for entry in logs)
+    assert len(prompts) == 4  # 2 steps x batch 2: only the LM batches were built
+    assert all(prompt.count("Document [") == num_context_documents for prompt in prompts)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
