@@ -246,7 +246,9 @@ def plot_experiment(records: Sequence[dict], summary: dict, output_dir: str) -> 
                         per_step.setdefault(entry["step"], []).append(entry[key])
             if per_step:
                 steps = sorted(per_step)
-                ax.plot(steps, [statistics.fmean(per_step[s]) for s in steps], marker="o", markersize=3, label=label)
+                mean = [statistics.fmean(per_step[s]) for s in steps]
+                # One colour per arm in every panel, the same as in the bar chart.
+                ax.plot(steps, mean, marker="o", markersize=3, label=label, color=f"C{labels.index(label)}")
         ax.set_title(f"{key} (mean over seeds)", fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
