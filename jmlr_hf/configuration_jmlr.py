@@ -86,7 +86,14 @@ class JMLRConfig(PretrainedConfig):
         index_repo_id (`str`, *optional*):
             Where the document index that goes with this model lives (a local folder or a Hub repository).
         index_revision (`str`, *optional*):
-            Revision of `index_repo_id`.
+            Revision of `index_repo_id` (a commit sha pins exactly the index the model was published with).
+        generator_base_model (`str`, *optional*):
+            Set only for a checkpoint that stores the generator as a LoRA adapter instead of full weights: the Hub id
+            (or folder) of the base causal LM the adapter applies to. `from_pretrained` loads it, then the adapter.
+        generator_base_revision (`str`, *optional*):
+            Revision of `generator_base_model`.
+        generator_adapter (`str`, *optional*):
+            Subfolder of the checkpoint holding the generator's PEFT adapter (with `generator_base_model`).
     """
 
     model_type = "jmlr"
@@ -117,6 +124,9 @@ class JMLRConfig(PretrainedConfig):
     target_template: str = "{answer}. {rationale}"
     index_repo_id: str | None = None
     index_revision: str | None = None
+    generator_base_model: str | None = None
+    generator_base_revision: str | None = None
+    generator_adapter: str | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -151,6 +161,12 @@ class JMLRConfig(PretrainedConfig):
         for name in ("retrieval_temperature", "lm_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if (self.generator_base_model is None) != (self.generator_adapter is None):
+            raise ValueError(
+                "generator_base_model and generator_adapter go together: a generator stored as an adapter needs its "
+                f"base model (got generator_base_model={self.generator_base_model!r}, "
+                f"generator_adapter={self.generator_adapter!r})"
+            )
         if not 0.0 < self.in_batch_negative_mass < 1.0:
             raise ValueError(f"in_batch_negative_mass must be in (0, 1), got {self.in_batch_negative_mass}")
 

@@ -35,6 +35,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .configuration_jmlr import JMLRConfig
 
 OPTION_LETTERS = "ABCDEFGHIJ"
+# `from_pretrained` arguments that say where and how to fetch files (passed on when loading a base + adapter).
+_HUB_KWARGS = ("revision", "token", "cache_dir", "force_download", "local_files_only", "proxies")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -462,6 +464,78 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
             with torch.no_grad():
                 model.retriever.linear.weight.copy_(colbert_linear)
         return model
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """As for any model; a checkpoint that stores its generator as a LoRA adapter (`config.generator_adapter`)
+        is loaded as the base causal LM it names (`config.generator_base_model`) plus that adapter."""
+        config = kwargs.get("config")
+        hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
+        if config is None or isinstance(config, (str, os.PathLike)):
+            config = cls.config_class.from_pretrained(config or pretrained_model_name_or_path, **hub_kwargs)
+        if getattr(config, "generator_adapter", None) is None:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        return cls._from_base_and_adapter(pretrained_model_name_or_path, config, kwargs.get("dtype"), hub_kwargs)
+
+    @classmethod
+    def _from_base_and_adapter(cls, path, config: JMLRConfig, dtype, hub_kwargs: dict) -> "JMLRForCausalLM":
+        try:  # peft is needed only for adapter checkpoints; the try keeps it out of the remote code's requirements
+            from peft import PeftModel
+        except ImportError as err:
+            raise ImportError(
+                f"{path} stores its generator as a LoRA adapter on {config.generator_base_model}: loading it needs "
+                "`pip install peft`"
+            ) from err
+        from safetensors.torch import load_file
+        from transformers.utils import cached_file
+
+        base_kwargs = {key: value for key, value in hub_kwargs.items() if key != "revision"}
+        dtype_kwargs = {"dtype": dtype} if dtype is not None else {}
+        generator = AutoModelForCausalLM.from_pretrained(
+            config.generator_base_model, revision=config.generator_base_revision, **base_kwargs, **dtype_kwargs
+        )
+        encoder = AutoModel.from_config(config.retriever, **dtype_kwargs)
+        model = cls(config, generator=generator, retriever_encoder=encoder)
+        model.set_generator(
+            PeftModel.from_pretrained(generator, path, subfolder=config.generator_adapter, **hub_kwargs)
+        )
+        state = load_file(cached_file(path, "model.safetensors", **hub_kwargs))
+        unexpected = sorted(key for key in state if not key.startswith("retriever."))
+        if unexpected:
+            raise ValueError(
+                f"{path}/model.safetensors of an adapter checkpoint must hold only retriever weights; it also has "
+                f"{unexpected[:5]}"
+            )
+        model.retriever.load_state_dict({key[len("retriever.") :]: value for key, value in state.items()})
+        return model.eval()
+
+    def set_generator(self, generator: nn.Module) -> None:
+        """Replace the generator, e.g. by its PEFT-wrapped or merged self, keeping the tied-weights map in step
+        (a PEFT wrapper moves the generator's parameters under `base_model.model.`)."""
+        self.generator = generator
+        inner = generator.get_base_model() if hasattr(generator, "get_base_model") else generator
+        prefix = "generator.base_model.model." if inner is not generator else "generator."
+        self.all_tied_weights_keys = {
+            f"{prefix}{target}": f"{prefix}{source}" for target, source in (inner.all_tied_weights_keys or {}).items()
+        }
+
+    def load_index(self, index: str | None = None, revision: str | None = None, **kwargs):
+        """The document index that goes with this model: by default the one its config records (`index_repo_id`,
+        pinned to `index_revision`), from the Hub or a local folder. Needs `jmlr_hf` and faiss installed.
+
+        The index's encoder fingerprint is compared with this model's retriever; a mismatch warns, because the
+        index vectors were then computed by other weights. Keyword arguments go to `jmlr_hf.hub.load_index`.
+        """
+        try:  # not a requirement of the remote code: only the index needs jmlr_hf and faiss
+            from jmlr_hf.hub import load_index
+        except ImportError as err:
+            raise ImportError("model.load_index() needs the jmlr_hf package: `pip install jmlr_hf[cpu]`") from err
+        if index is None:
+            index, revision = self.config.index_repo_id, revision or self.config.index_revision
+        if index is None:
+            raise ValueError("This model's config records no index (index_repo_id): pass one, load_index('org/index')")
+        kwargs.setdefault("expected_fingerprint", self.retriever.weights_fingerprint())
+        return load_index(index, revision=revision, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # One class serves both auto classes; `register_for_auto_class` records a single one.

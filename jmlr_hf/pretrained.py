@@ -91,17 +91,29 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def _looks_like_hub_id(name: str) -> bool:
+    return not os.path.exists(name) and name.count("/") <= 1 and not name.startswith((".", "/", "~"))
+
+
 def is_jmlr_checkpoint(path: str | os.PathLike[str]) -> bool:
-    """Whether `path` is a local folder holding a saved JMLR model (its `config.json` has model type `"jmlr"`)."""
+    """Whether `path` — a local folder or a Hub model id — holds a saved JMLR model (a `config.json` with model type
+    `"jmlr"`)."""
     config_file = os.path.join(path, "config.json")
     if not os.path.isfile(config_file):
-        return False
+        if not _looks_like_hub_id(str(path)):
+            return False
+        from transformers.utils import cached_file
+
+        try:
+            config_file = cached_file(str(path), "config.json")
+        except OSError:  # not a model repository, or unreachable: treated as "not a JMLR model" by the callers
+            return False
     with open(config_file, encoding="utf-8") as f:
         return json.load(f).get("model_type") == "jmlr"
 
 
-def load_jmlr_checkpoint(path: str | os.PathLike[str], dtype=None):
-    """`(model, tokenizer, retriever_tokenizer)` of a saved JMLR model folder."""
+def load_jmlr_checkpoint(path: str | os.PathLike[str], dtype=None, **hub_kwargs):
+    """`(model, tokenizer, retriever_tokenizer)` of a saved JMLR model: a local folder or a Hub model id."""
     import torch
     from transformers import AutoTokenizer
 
@@ -109,7 +121,7 @@ def load_jmlr_checkpoint(path: str | os.PathLike[str], dtype=None):
 
     if not is_jmlr_checkpoint(path):
         raise ValueError(f"{path} is not a saved JMLR model (no config.json with model_type 'jmlr')")
-    model = JMLRForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    retriever_tokenizer = AutoTokenizer.from_pretrained(os.path.join(path, RETRIEVER_TOKENIZER_DIR))
+    model = JMLRForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **hub_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path, **hub_kwargs)
+    retriever_tokenizer = AutoTokenizer.from_pretrained(path, subfolder=RETRIEVER_TOKENIZER_DIR, **hub_kwargs)
     return model, tokenizer, retriever_tokenizer

@@ -388,15 +388,9 @@ def apply_peft_to_generator(model: JMLRForCausalLM, peft_config) -> None:
     """Wrap the generator (only) with PEFT. The retriever keeps `requires_grad=True` on all its parameters."""
     from peft import get_peft_model
 
-    model.generator = get_peft_model(model.generator, peft_config)
+    model.set_generator(get_peft_model(model.generator, peft_config))
     for param in model.retriever.parameters():
         param.requires_grad_(True)
-    # The generator's tied weights now live under the PEFT wrapper's prefix.
-    inner = model.generator.get_base_model()
-    prefix = "generator.base_model.model."
-    model.all_tied_weights_keys = {
-        f"{prefix}{target}": f"{prefix}{source}" for target, source in (inner.all_tied_weights_keys or {}).items()
-    }
 
 
 def merge_generator_adapter(model: JMLRForCausalLM) -> JMLRForCausalLM:
@@ -404,9 +398,5 @@ def merge_generator_adapter(model: JMLRForCausalLM) -> JMLRForCausalLM:
     from peft import PeftModel
 
     if isinstance(model.generator, PeftModel):
-        model.generator = model.generator.merge_and_unload()
-        model.all_tied_weights_keys = {
-            f"generator.{target}": f"generator.{source}"
-            for target, source in (model.generator.all_tied_weights_keys or {}).items()
-        }
+        model.set_generator(model.generator.merge_and_unload())
     return model

@@ -1,0 +1,397 @@
+"""Publishing to and loading from the Hugging Face Hub: JMLR models, their document indices, and data sets.
+
+Every push stages the complete set of files in a local folder first and then uploads it as ONE commit
+(`HfApi.upload_folder`). A failure at any point — a network error while LFS files upload, a rejected token, a
+missing repository — therefore leaves the repository exactly as it was, and running the same push again is safe.
+Pushing over an existing repository adds a commit; files that are not part of the upload stay unless
+`delete_patterns` asks otherwise.
+
+* a model repository holds the remote code (`configuration_jmlr.py`, `modeling_jmlr.py`, `auto_map` in the config),
+  the generator (merged full weights, or a LoRA adapter in `generator_adapter/` plus the base model's id), the
+  retriever, both tokenizers (the retriever's in `retriever_tokenizer/`) and a model card;
+* an index is a data set repository (`index.faiss`, `documents.parquet`, `index_config.json`, a card); the model's
+  config records its id and commit (`index_repo_id`, `index_revision`), so that one model id gives both;
+* a data set repository holds `data/<split>-00000-of-00001.parquet` and a data set card (see `reason_data.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+from .atomic import atomic_directory
+from .pretrained import RETRIEVER_TOKENIZER_DIR, load_jmlr_checkpoint
+
+logger = logging.getLogger(__name__)
+
+GENERATOR_ADAPTER_DIR = "generator_adapter"
+INDEX_REPO_TYPE = "dataset"  # the Hub has no index repository type; an index is data
+GeneratorWeights = Literal["merged", "adapter"]
+
+
+class HubError(RuntimeError):
+    """A push or pull failed; the message says why and what state it left (a push never half-publishes)."""
+
+
+@dataclass
+class PushResult:
+    """Where a push went: the repository, the commit it made, and (for a model) the index it records."""
+
+    repo_id: str
+    repo_type: str
+    commit: str
+    url: str
+    index_repo_id: str | None = None
+    index_revision: str | None = None
+
+
+_PUSH_CONSEQUENCE = "Nothing was published (a push is one commit); retrying is safe."
+
+
+@contextmanager
+def _explained(action: str, repo_id: str, consequence: str = _PUSH_CONSEQUENCE) -> Iterator[None]:
+    """Turn Hub errors into one message that says what failed, why, and what state it left."""
+    try:
+        yield
+    except RepositoryNotFoundError as err:
+        why = "the repository does not exist or your token cannot see it"
+        raise HubError(f"{action} {repo_id} failed: {why}. {consequence}") from err
+    except RevisionNotFoundError as err:
+        raise HubError(f"{action} {repo_id} failed: no such branch or revision. {consequence}") from err
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else None
+        if status in (401, 403):
+            why = "the token was rejected or has no write access (set HF_TOKEN or run `hf auth login`)"
+        else:
+            why = f"the Hub answered {status}: {err}" if status else str(err)
+        raise HubError(f"{action} {repo_id} failed: {why}. {consequence}") from err
+    except OSError as err:  # network errors and timeouts (ConnectionError and TimeoutError are OSErrors)
+        raise HubError(f"{action} {repo_id} failed: {err}. {consequence}") from err
+
+
+def _upload(
+    folder: Path,
+    repo_id: str,
+    repo_type: str,
+    *,
+    private: bool,
+    revision: str | None,
+    commit_message: str,
+    delete_patterns: Sequence[str] | None,
+    token: str | None,
+) -> PushResult:
+    api = HfApi(token=token)
+    with _explained("Pushing to", repo_id):
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        if revision not in (None, "main"):
+            api.create_branch(repo_id, repo_type=repo_type, branch=revision, exist_ok=True)
+        info = api.upload_folder(
+            repo_id=repo_id,
+            repo_type=repo_type,
+            folder_path=folder,
+            revision=revision,
+            commit_message=commit_message,
+            delete_patterns=list(delete_patterns) if delete_patterns else None,
+        )
+    logger.info("Pushed %s to %s (commit %s)", folder, info.commit_url, info.oid)
+    return PushResult(repo_id=repo_id, repo_type=repo_type, commit=info.oid, url=info.commit_url)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _is_peft(module: Any) -> bool:
+    return hasattr(module, "peft_config") and hasattr(module, "merge_and_unload")
+
+
+def save_model(
+    model,
+    tokenizer,
+    retriever_tokenizer,
+    directory: str | os.PathLike[str],
+    *,
+    generator_weights: GeneratorWeights = "merged",
+    base_model: str | None = None,
+    base_revision: str | None = None,
+) -> Path:
+    """Save a JMLR model as a self-contained folder (crash-safe: all of it or, after a crash, the old one).
+
+    `generator_weights="merged"` writes full generator weights (a PEFT adapter is merged first). `"adapter"` keeps
+    the generator's LoRA adapter in `generator_adapter/` and writes only the retriever to `model.safetensors`; the
+    config then names the base model the adapter applies to (`base_model`, default: the adapter's own record of it),
+    and `from_pretrained` loads base + adapter.
+    """
+    if generator_weights not in ("merged", "adapter"):
+        raise ValueError(f"generator_weights must be 'merged' or 'adapter', got {generator_weights!r}")
+    config = model.config
+    with atomic_directory(directory) as tmp:
+        if generator_weights == "merged":
+            if _is_peft(model.generator):
+                from .trainer import merge_generator_adapter
+
+                merge_generator_adapter(model)
+            model.save_pretrained(tmp)
+        else:
+            if not _is_peft(model.generator):
+                raise ValueError(
+                    "generator_weights='adapter' needs a generator with a PEFT adapter, but this model's generator has "
+                    "plain (merged) weights: save it with generator_weights='merged'"
+                )
+            adapter_config = next(iter(model.generator.peft_config.values()))
+            base = base_model or adapter_config.base_model_name_or_path
+            previous = (config.generator_base_model, config.generator_base_revision, config.generator_adapter)
+            config.generator_base_model, config.generator_base_revision = base, base_revision
+            config.generator_adapter = GENERATOR_ADAPTER_DIR
+            try:
+                retriever_state = {f"retriever.{k}": v.contiguous() for k, v in model.retriever.state_dict().items()}
+                model.save_pretrained(tmp, state_dict=retriever_state)
+                model.generator.save_pretrained(os.path.join(tmp, GENERATOR_ADAPTER_DIR))
+            finally:
+                config.generator_base_model, config.generator_base_revision, config.generator_adapter = previous
+        tokenizer.save_pretrained(tmp)
+        retriever_tokenizer.save_pretrained(os.path.join(tmp, RETRIEVER_TOKENIZER_DIR))
+    return Path(directory)
+
+
+def push_model(
+    model: str | os.PathLike[str] | Any,
+    repo_id: str,
+    *,
+    tokenizer=None,
+    retriever_tokenizer=None,
+    generator_weights: GeneratorWeights = "merged",
+    base_model: str | None = None,
+    base_revision: str | None = None,
+    index: str | os.PathLike[str] | None = None,
+    index_repo_id: str | None = None,
+    index_revision: str | None = None,
+    push_index_from_config: bool = True,
+    eval_results: Sequence[Any] = (),
+    datasets: Sequence[str] = (),
+    license: str = "apache-2.0",
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    delete_patterns: Sequence[str] | None = None,
+    token: str | None = None,
+) -> PushResult:
+    """Publish a JMLR model (a saved folder, or a model with its two tokenizers) to `repo_id` in one commit.
+
+    Args:
+        generator_weights: `"merged"` (full weights) or `"adapter"` (LoRA adapter + `base_model` reference).
+        base_model: the Hub id of the base generator, for `"adapter"` (required when the adapter records a local
+            folder, which nobody else could load).
+        index: a local index folder to publish as its own repository (`index_repo_id`, default `<repo_id>-index`)
+            before the model; or a Hub id of an index already published. The model's config records the index's
+            repository and commit. By default the index the config already records is used: a local folder is
+            published, a Hub id is kept (`push_index_from_config=False` drops a local one instead).
+        eval_results: `jmlr evaluate` result files/dicts or `EvalResult`s for the card's `model-index`.
+        delete_patterns: files of the repository to delete in the same commit (default: none).
+    """
+    from huggingface_hub import EvalResult
+
+    from .cards import eval_results_from_evaluation, render_model_card
+
+    if isinstance(model, (str, os.PathLike)):
+        model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(model)
+    if tokenizer is None or retriever_tokenizer is None:
+        raise ValueError("push_model needs the model's tokenizer and retriever_tokenizer (or a saved model folder)")
+    config = model.config
+    if generator_weights == "adapter":
+        recorded = base_model or next(iter(getattr(model.generator, "peft_config", {}).values()), None)
+        recorded = recorded if isinstance(recorded, str) or recorded is None else recorded.base_model_name_or_path
+        if recorded is not None and os.path.isdir(recorded):
+            raise ValueError(
+                f"The adapter's base model is the local folder {recorded}, which Hub users cannot load: pass the "
+                "base model's Hub id (base_model=... / --base-model)"
+            )
+    results = [r if isinstance(r, EvalResult) else eval_results_from_evaluation(r) for r in eval_results]
+    flat_results = [r for item in results for r in (item if isinstance(item, list) else [item])]
+
+    index_source = index if index is not None else (config.index_repo_id if push_index_from_config else None)
+    pushed_index = None
+    if index_source is not None and os.path.isdir(index_source):
+        pushed_index = push_index(
+            index_source,
+            index_repo_id or f"{repo_id}-index",
+            model_repo_id=repo_id,
+            private=private,
+            token=token,
+        )
+        config.index_repo_id, config.index_revision = pushed_index.repo_id, pushed_index.commit
+    elif index_source is not None:
+        config.index_repo_id = str(index_source)
+        config.index_revision = index_revision or _current_commit(str(index_source), INDEX_REPO_TYPE, token)
+    else:
+        config.index_repo_id = config.index_revision = None
+
+    with tempfile.TemporaryDirectory(prefix="jmlr-push-") as staging:
+        folder = Path(staging) / "model"
+        save_model(
+            model,
+            tokenizer,
+            retriever_tokenizer,
+            folder,
+            generator_weights=generator_weights,
+            base_model=base_model,
+            base_revision=base_revision,
+        )
+        saved_config = type(config).from_pretrained(folder)
+        card = render_model_card(saved_config, repo_id, eval_results=flat_results, datasets=datasets, license=license)
+        card.save(folder / "README.md")
+        result = _upload(
+            folder,
+            repo_id,
+            "model",
+            private=private,
+            revision=revision,
+            commit_message=commit_message or f"Upload JMLR model ({generator_weights} generator weights)",
+            delete_patterns=delete_patterns,
+            token=token,
+        )
+    result.index_repo_id, result.index_revision = config.index_repo_id, config.index_revision
+    return result
+
+
+def _current_commit(repo_id: str, repo_type: str, token: str | None) -> str:
+    with _explained("Reading", repo_id, "Nothing was published."):
+        return HfApi(token=token).repo_info(repo_id, repo_type=repo_type).sha
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Indices
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def push_index(
+    index_dir: str | os.PathLike[str],
+    repo_id: str,
+    *,
+    model_repo_id: str | None = None,
+    license: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    delete_patterns: Sequence[str] | None = None,
+    token: str | None = None,
+) -> PushResult:
+    """Publish a saved `DocumentIndex` folder as a data set repository, in one commit, with its card.
+
+    The folder is loaded first (checksums verified), so a corrupt index is never published.
+    """
+    from .cards import render_index_card
+    from .index import CONFIG_FILE, DOCUMENTS_FILE, INDEX_FILE, DocumentIndex
+
+    index = DocumentIndex.load(index_dir)
+    with tempfile.TemporaryDirectory(prefix="jmlr-push-") as staging:
+        folder = Path(staging)
+        for name in (INDEX_FILE, DOCUMENTS_FILE, CONFIG_FILE):
+            shutil.copy2(Path(index_dir) / name, folder / name)
+        render_index_card(index, repo_id, model_repo_id=model_repo_id, license=license).save(folder / "README.md")
+        return _upload(
+            folder,
+            repo_id,
+            INDEX_REPO_TYPE,
+            private=private,
+            revision=revision,
+            commit_message=commit_message or f"Upload JMLR document index ({len(index)} documents)",
+            delete_patterns=delete_patterns,
+            token=token,
+        )
+
+
+def load_index(
+    index: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    expected_fingerprint: str | None = None,
+    on_stale: Literal["raise", "warn"] = "warn",
+    token: str | None = None,
+    cache_dir: str | None = None,
+    **load_kwargs: Any,
+):
+    """A `DocumentIndex` from a local folder or a Hub index repository (downloaded once into the Hub cache)."""
+    from .index import CONFIG_FILE, DOCUMENTS_FILE, INDEX_FILE, DocumentIndex
+
+    if not os.path.isdir(index):
+        index = snapshot_download(
+            str(index),
+            repo_type=INDEX_REPO_TYPE,
+            revision=revision,
+            allow_patterns=[INDEX_FILE, DOCUMENTS_FILE, CONFIG_FILE],
+            token=token,
+            cache_dir=cache_dir,
+        )
+    return DocumentIndex.load(index, expected_fingerprint=expected_fingerprint, on_stale=on_stale, **load_kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Data sets and downloads
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def push_dataset_folder(
+    folder: str | os.PathLike[str],
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    delete_patterns: Sequence[str] | None = None,
+    token: str | None = None,
+) -> PushResult:
+    """Publish a data set folder in the Hub layout (`data/*.parquet` + `README.md`) as one commit."""
+    folder = Path(folder)
+    if not (folder / "README.md").exists() or not any((folder / "data").glob("*.parquet")):
+        raise ValueError(f"{folder} is not a data set folder: it needs README.md and data/*.parquet")
+    return _upload(
+        folder,
+        repo_id,
+        "dataset",
+        private=private,
+        revision=revision,
+        commit_message=commit_message or "Upload data set",
+        delete_patterns=delete_patterns,
+        token=token,
+    )
+
+
+def pull(
+    repo_id: str,
+    local_dir: str | os.PathLike[str],
+    *,
+    repo_type: Literal["model", "dataset"] = "model",
+    revision: str | None = None,
+    token: str | None = None,
+) -> Path:
+    """Download a repository into `local_dir`, crash-safely (an interrupted pull leaves no partial folder)."""
+    consequence = f"{local_dir} was left as it was."
+    with _explained("Pulling", repo_id, consequence), atomic_directory(local_dir) as tmp:
+        snapshot_download(repo_id, repo_type=repo_type, revision=revision, local_dir=tmp, token=token)
+        shutil.rmtree(Path(tmp) / ".cache", ignore_errors=True)  # download bookkeeping, not repository content
+    return Path(local_dir)
+
+
+__all__ = [
+    "GENERATOR_ADAPTER_DIR",
+    "HubError",
+    "PushResult",
+    "load_index",
+    "pull",
+    "push_dataset_folder",
+    "push_index",
+    "push_model",
+    "save_model",
+]
