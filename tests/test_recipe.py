@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from huggingface_hub import ModelCard
 
 from jmlr_hf.data import default_data_dir
 
@@ -46,6 +47,9 @@ def test_recipe_under_accelerate_then_answer(tmp_path):
     assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM"}
     assert (final / "retriever_tokenizer" / "tokenizer.json").exists()
     assert "| answer_nll |" in (final / "README.md").read_text()  # the card carries the measured results
+    card = ModelCard.load(final / "README.md")
+    assert {r.metric_name for r in card.data.eval_results} >= {"accuracy", "answer_nll", "recall@1", "evidence@1"}
+    assert card.data.base_model == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
     assert not list(out.glob(".final.tmp-*")), "the atomic save left a temporary directory"
 
     # `jmlr answer` finds the index through the saved config and prints the documents it used.
