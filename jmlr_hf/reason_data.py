@@ -91,6 +91,7 @@ __all__ = [
     "SPLITS",
     "build_from_medmcqa",
     "build_from_medqa_reason_csv",
+    "load_reason_split",
     "normalize_whitespace",
     "render_dataset_card",
     "save_reason_dataset",
@@ -849,3 +850,22 @@ def save_reason_dataset(dataset_dict: DatasetDict, directory: str | os.PathLike[
         card.save(tmp / "README.md")
     logger.info("Wrote %s (%s).", directory, ", ".join(f"{n} {len(s)}" for n, s in dataset_dict.items()))
     return directory
+
+
+def load_reason_split(path_or_id: str | os.PathLike[str], split: str, **load_kwargs: Any) -> Dataset:
+    """One split of a MedQA-Reason-style data set: a Hub id, or a folder written by [`save_reason_dataset`].
+
+    `split` is `"train"`, `"validation"` or `"test"`; the rows come back with [`REASON_FEATURES`], ready for the
+    trainer and `jmlr evaluate` (the task `medqa-reason`). A data set without the schema's columns raises a
+    [`jmlr_hf.data.DataFormatError`] that names the missing columns.
+    """
+    import datasets
+
+    source = str(path_or_id)
+    loaded = datasets.load_dataset(source, split=split, **load_kwargs)
+    if not isinstance(loaded, Dataset):  # streaming: materialise, the trainer needs random access
+        loaded = Dataset.from_list(list(loaded))
+    missing = [name for name in REASON_FEATURES if name not in loaded.column_names]
+    if missing:
+        raise DataFormatError(source, f"split {split!r}", ", ".join(missing), "missing column(s) of REASON_FEATURES")
+    return loaded.select_columns(list(REASON_FEATURES)).cast(REASON_FEATURES)

@@ -12,7 +12,7 @@ from datasets import Dataset, concatenate_datasets
 
 from . import data as jdata
 
-TASKS = ("pubmedqa", "medmcqa", "medqa", "mmlu")
+TASKS = ("pubmedqa", "medmcqa", "medqa", "mmlu", "medqa-reason")
 TASK_FILES = {
     "pubmedqa": "corpus/pubmedqa_pqal/ori_pqal.json",
     "medmcqa": "qa/medmcqa/dev.json",
@@ -32,7 +32,8 @@ def load_task(
     """The questions of `task` for `split` (`"train"`, `"test"` or `None` for all).
 
     PubMedQA-L uses its official test ids; MMLU-Med is test-only; MedMCQA (rows with an explanation) and MedQA are
-    split deterministically by a hash of the id, `eval_fraction` held out.
+    split deterministically by a hash of the id, `eval_fraction` held out. A MedQA-Reason-style data set
+    (`medqa-reason`: a Hub id or a folder written by `jmlr push dataset`) has its own splits (`None` reads `test`).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
@@ -40,7 +41,15 @@ def load_task(
     if path is None:
         if task == "medqa":
             raise ValueError("task 'medqa' needs a file in the jind11 JSON-lines format (no MedQA file is bundled)")
+        if task == "medqa-reason":
+            raise ValueError(
+                "task 'medqa-reason' needs a data set: a Hub id or a folder written by `jmlr push dataset`"
+            )
         path = os.path.join(data_dir, TASK_FILES[task])
+    if task == "medqa-reason":  # a published MedQA-Reason-style data set: its own train/validation/test splits
+        from .reason_data import load_reason_split
+
+        return load_reason_split(path, split or "test")
     if task == "pubmedqa":
         return jdata.load_pubmedqa(path, split=split)
     if task == "mmlu":

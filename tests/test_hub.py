@@ -21,9 +21,10 @@ from transformers import AutoModelForCausalLM
 
 from jmlr_hf import JMLRForCausalLM
 from jmlr_hf.cli import main as jmlr
-from jmlr_hf.data import load_corpus, load_medmcqa
+from jmlr_hf.data import DataFormatError, load_corpus, load_medmcqa
 from jmlr_hf.hub import HubError, load_index, push_index, push_model, save_model
 from jmlr_hf.index import DocumentIndex, encode_queries_with
+from jmlr_hf.tasks import load_task
 from jmlr_hf.trainer import apply_peft_to_generator
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -310,18 +311,32 @@ def test_push_dataset_then_load_dataset_and_streaming_give_identical_rows(hub, f
     card = DatasetCard.load(repo_id, repo_type="dataset")
     card.validate(repo_type="dataset")
     assert card.data.license == "mit"
+    # ... and the published data set is a task the recipe and `jmlr evaluate` can use directly.
+    assert load_task("medqa-reason", "train", path=repo_id).to_list() == expected["train"].to_list()
+    with pytest.raises(DataFormatError, match="missing column"):
+        load_task("medqa-reason", "train", path=unique_corpus(tmp_path))
+
+
+MEDRAG = [
+    {"id": f"t{i}", "title": f"Title {i}", "content": f"Content {i}.", "contents": f"Title {i}. Content {i}."}
+    for i in range(12)
+]
+
+
+def unique_corpus(tmp_path: Path) -> str:
+    """A new Hub data set repository holding a corpus in the MedRAG layout (as `MedRAG/textbooks` has it)."""
+    corpus_id = unique("medrag-corpus")
+    HfApi().create_repo(corpus_id, repo_type="dataset")
+    folder = tmp_path / corpus_id.split("/")[1]
+    folder.mkdir()
+    Dataset.from_list(MEDRAG).to_parquet(folder / "train-00000-of-00001.parquet")
+    HfApi().upload_folder(repo_id=corpus_id, repo_type="dataset", folder_path=folder, path_in_repo="data")
+    return corpus_id
 
 
 def test_corpora_and_questions_load_from_hub_ids_including_medrag_layout_streaming(hub, fresh_hf_cache, tmp_path):
-    medrag = [
-        {"id": f"t{i}", "title": f"Title {i}", "content": f"Content {i}.", "contents": f"Title {i}. Content {i}."}
-        for i in range(12)
-    ]
-    corpus_id = unique("medrag-corpus")
-    HfApi().create_repo(corpus_id, repo_type="dataset")
-    (tmp_path / "corpus").mkdir()
-    Dataset.from_list(medrag).to_parquet(tmp_path / "corpus" / "train-00000-of-00001.parquet")
-    HfApi().upload_folder(repo_id=corpus_id, repo_type="dataset", folder_path=tmp_path / "corpus", path_in_repo="data")
+    medrag = MEDRAG
+    corpus_id = unique_corpus(tmp_path)
 
     for kwargs in ({}, {"streaming": True}):
         corpus = load_corpus(corpus_id, **kwargs)
