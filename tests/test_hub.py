@@ -216,12 +216,16 @@ def test_a_failed_push_publishes_nothing_and_a_retry_works(hub, trained_dir, rou
     assert len(hub.commits(repo_id)) == len(before) + 1
 
 
-def test_a_rejected_token_and_a_missing_repo_give_clear_errors(trained_dir, tmp_path):
+def test_a_rejected_token_and_a_missing_repo_give_clear_errors(hub, trained_dir, tmp_path):
     with pytest.raises(HubError, match="token was rejected"):
         push_model(trained_dir, unique("jmlr-auth"), push_index_from_config=False, token="hf_not_a_valid_token")
     with pytest.raises(HubError, match="does not exist"):
         jmlr(["pull", "model", unique("missing"), "--output", str(tmp_path / "pulled")])
     assert not (tmp_path / "pulled").exists()
+    repo_id = unique("jmlr-no-index")
+    with pytest.raises(HubError, match="does not exist"):  # an index id that was never published
+        push_model(trained_dir, repo_id, index=unique("no-such-index"))
+    assert not hub.repo_exists(repo_id)
 
 
 def test_cli_push_pull_and_answer_from_one_id(hub, fresh_hf_cache, trained_dir, tmp_path, capsys):
