@@ -7,7 +7,9 @@ The recipe's evaluation of a JMLR model on questions with pre-retrieved candidat
       gold article — the section that carries the answer);
     * `accuracy`: with the top-K documents before the question, the answer choice with the lowest NLL is the gold
       one (for PubMedQA the decision yes/no/maybe, for multiple choice the option letter);
-    * `answer_nll`: mean per-token NLL of the reference target (answer and rationale).
+    * `answer_nll`: mean per-token NLL of the reference target (answer and rationale);
+    * optionally `generative_accuracy`: greedy decoding, then the harness's answer extraction (below), with the
+      count of replies that name no single answer (`generative_unparseable`, counted wrong).
 
 The general harness behind `jmlr evaluate` ([`evaluate_dataset`]) runs any of three setups, wrapped as an
 [`EvaluationModel`]: a trained JMLR model, a plain causal LM with a separate retriever encoder, or a causal LM alone.
@@ -127,6 +129,23 @@ def _choice_nll(
     return [float(nll) * len(ids) for nll, ids in zip(mean_nll.tolist(), choice_ids, strict=True)]
 
 
+def _context_documents(
+    config: JMLRConfig,
+    tokenizer,
+    row: dict[str, Any],
+    ranking: Sequence[int] | None,
+    num_documents: int,
+    truncate_documents: bool,
+) -> list[str]:
+    """The top `num_documents` candidates of `row` by `ranking`, cut to `max_document_length` tokens if asked."""
+    if ranking is None:
+        return []
+    documents = [row["candidates"][j] for j in ranking[:num_documents]]
+    if truncate_documents:
+        documents = [truncate_to_tokens(tokenizer, doc, config.max_document_length) for doc in documents]
+    return documents
+
+
 @torch.no_grad()
 def answer_metrics(
     model: JMLRForCausalLM,
@@ -135,16 +154,22 @@ def answer_metrics(
     rankings: Sequence[Sequence[int]] | None,
     num_documents: int,
     show_progress: bool = True,
+    *,
+    truncate_documents: bool = False,
 ) -> dict[str, float]:
     """`accuracy` (lowest-NLL choice) and `answer_nll` with the top `num_documents` candidates in the prompt.
 
-    With `rankings=None` or `num_documents=0` the prompt has no documents (the closed-book baseline).
+    With `rankings=None` or `num_documents=0` the prompt has no documents (the closed-book baseline). With
+    `truncate_documents`, each document is cut to the config's `max_document_length` generator tokens, as the
+    trainer's collator and `jmlr evaluate` do, so the model is measured on prompts shaped like its training prompts
+    (off by default, which keeps earlier measurements reproducible).
     """
     model.eval()
     cfg = model.config
     correct, nlls = 0, []
     for i, row in enumerate(tqdm(dataset, desc="Answering", disable=not show_progress)):
-        docs = [] if rankings is None else [row["candidates"][j] for j in rankings[i][:num_documents]]
+        ranking = None if rankings is None else rankings[i]
+        docs = _context_documents(cfg, tokenizer, row, ranking, num_documents, truncate_documents)
         options = list(row.get("options") or [])
         prompt = build_prompt(cfg, row["question"], docs, options)
         choices = list(OPTION_LETTERS[: len(options)]) if options else list(OPEN_CHOICES)
@@ -160,6 +185,44 @@ def answer_metrics(
     }
 
 
+@torch.no_grad()
+def generative_metrics(
+    model: JMLRForCausalLM,
+    tokenizer,
+    retriever_tokenizer,
+    dataset: Dataset,
+    rankings: Sequence[Sequence[int]] | None,
+    num_documents: int,
+    *,
+    max_new_tokens: int = 16,
+    truncate_documents: bool = False,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """Generative accuracy: greedy decoding after the same prompt as [`answer_metrics`], then the harness's answer
+    extraction ([`jmlr_hf.answer_parsing.extract_answer`]).
+
+    The decoding is [`EvaluationModel.generate_answer`], the one `jmlr evaluate` uses, so the two report the same
+    thing. A reply that names no single answer counts as wrong and is counted in `generative_unparseable`.
+    Returns `generative_accuracy`, `generative_unparseable` and `num_generated`.
+    """
+    harness = EvaluationModel.from_jmlr(model, tokenizer, retriever_tokenizer).eval()
+    cfg = model.config
+    correct = unparseable = 0
+    for i, row in enumerate(tqdm(dataset, desc="Generating", disable=not show_progress)):
+        ranking = None if rankings is None else rankings[i]
+        docs = _context_documents(cfg, tokenizer, row, ranking, num_documents, truncate_documents)
+        options = list(row.get("options") or [])
+        reply = harness.generate_answer(build_prompt(cfg, row["question"], docs, options), max_new_tokens)
+        predicted = extract_answer(reply, options)
+        unparseable += predicted is None
+        correct += predicted == row["answer"]
+    return {
+        "generative_accuracy": correct / len(dataset) if len(dataset) else float("nan"),
+        "generative_unparseable": unparseable,
+        "num_generated": len(dataset),
+    }
+
+
 def evaluate_model(
     model: JMLRForCausalLM,
     tokenizer,
@@ -167,22 +230,46 @@ def evaluate_model(
     dataset: Dataset,
     *,
     answer_limit: int | None = None,
+    generative_limit: int = 0,
+    max_new_tokens: int = 16,
+    truncate_documents: bool = False,
     batch_size: int = 16,
     show_progress: bool = True,
 ) -> dict[str, float]:
-    """Retrieval metrics on every row, answer metrics on the first `answer_limit` rows (all when `None`).
+    """Retrieval metrics on every row, likelihood answer metrics on the first `answer_limit` rows (all when `None`),
+    generative accuracy on the first `generative_limit` rows (none by default: decoding is the slow part).
 
     The answers see the top `num_context_documents` candidates (none for a closed-book model, K = 0, whose retrieval
-    metrics still describe its retriever, at k = 1).
+    metrics still describe its retriever, at k = 1); `truncate_documents` cuts them as in training (see
+    [`answer_metrics`]).
     """
     k = model.config.num_context_documents
     rankings = rank_candidates(model, retriever_tokenizer, dataset, batch_size, show_progress)
     metrics = retrieval_metrics(dataset, rankings, max(k, 1))
     limit = len(dataset) if answer_limit is None else min(answer_limit, len(dataset))
     subset = dataset.select(range(limit))
-    metrics.update(answer_metrics(model, tokenizer, subset, rankings[:limit], k, show_progress))
+    metrics.update(
+        answer_metrics(
+            model, tokenizer, subset, rankings[:limit], k, show_progress, truncate_documents=truncate_documents
+        )
+    )
     metrics["num_questions"] = len(dataset)
     metrics["num_answered"] = limit
+    generated = min(generative_limit, len(dataset))
+    if generated > 0:
+        metrics.update(
+            generative_metrics(
+                model,
+                tokenizer,
+                retriever_tokenizer,
+                dataset.select(range(generated)),
+                rankings[:generated],
+                k,
+                max_new_tokens=max_new_tokens,
+                truncate_documents=truncate_documents,
+                show_progress=show_progress,
+            )
+        )
     return metrics
 
 

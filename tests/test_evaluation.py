@@ -10,13 +10,16 @@ import pytest
 import torch
 from datasets import Dataset
 
+from jmlr_hf import evaluation as evaluation_module
 from jmlr_hf.evaluation import (
     NO_SUBJECT,
     EvaluationModel,
     EvaluationResult,
     answer_metrics,
     evaluate_dataset,
+    evaluate_model,
     format_comparison,
+    generative_metrics,
     rank_candidates,
     retrieval_metrics,
 )
@@ -157,6 +160,91 @@ def test_evaluate_dataset_closed_book(tiny):
     # The likelihood answers are those of the recipe's closed-book evaluation.
     closed_book = answer_metrics(tiny.jmlr, tiny.tokenizer, dataset, None, 0, show_progress=False)
     assert result.metrics["likelihood"]["accuracy"] == closed_book["accuracy"]
+
+
+def test_generative_metrics_count_unparseable_replies_as_wrong(tiny, monkeypatch):
+    dataset = _questions()  # answers B, A, B, A
+    replies = iter(["B: Pancreas. Beta cells make insulin.", "I don't know.", "C or D", "Answer: A"])
+    prompts = []
+
+    def fake_generate(self, prompt, max_new_tokens):
+        prompts.append((prompt, max_new_tokens))
+        return next(replies)
+
+    monkeypatch.setattr(EvaluationModel, "generate_answer", fake_generate)
+    metrics = generative_metrics(
+        tiny.jmlr, tiny.tokenizer, tiny.retriever_tokenizer, dataset, None, 0, max_new_tokens=5, show_progress=False
+    )
+    # B right; a refusal and an ambiguous reply are unparseable (wrong); A right.
+    assert metrics == {"generative_accuracy": 0.5, "generative_unparseable": 2, "num_generated": 4}
+    assert [p for p, _ in prompts] == [
+        build_prompt(tiny.config, row["question"], [], row["options"]) for row in QUESTIONS
+    ] and {n for _, n in prompts} == {5}
+
+
+def test_evaluate_model_generates_on_the_first_rows_with_the_answer_prompts(tiny, monkeypatch):
+    long_document = " ".join(["The pancreas makes insulin in its beta cells."] * 20)
+    ids = [["long", "long"], ["d2", "d5"], ["d6", "d3"], ["d4", "d1"]]  # question 1 sees the long one either way
+    dataset = _questions(
+        candidate_ids=ids,
+        candidates=[[long_document if d == "long" else DOCS[d] for d in row] for row in ids],
+        gold_doc_ids=[["long"], ["d2"], ["d3"], []],
+    )
+    tiny.jmlr.config.num_context_documents = 1
+    generated, scored = [], []
+
+    def fake_generate(self, prompt, max_new_tokens):
+        generated.append(prompt)
+        return "A"
+
+    original_choice_nll = evaluation_module._choice_nll
+
+    def recording_choice_nll(model, tokenizer, prompt, choices, max_length=None):
+        scored.append(prompt)
+        return original_choice_nll(model, tokenizer, prompt, choices, max_length)
+
+    monkeypatch.setattr(EvaluationModel, "generate_answer", fake_generate)
+    monkeypatch.setattr(evaluation_module, "_choice_nll", recording_choice_nll)
+    metrics = evaluate_model(
+        tiny.jmlr,
+        tiny.tokenizer,
+        tiny.retriever_tokenizer,
+        dataset,
+        answer_limit=3,
+        generative_limit=2,
+        truncate_documents=True,
+        show_progress=False,
+    )
+    assert metrics["num_answered"] == 3 and metrics["num_generated"] == 2
+    assert metrics["generative_unparseable"] == 0
+    assert metrics["generative_accuracy"] == sum(row["answer"] == "A" for row in QUESTIONS[:2]) / 2
+    assert generated == scored[:2]  # generation sees exactly the likelihood prompts
+    # The documents are cut as in training: the first prompt has the long one's start, never all of it.
+    assert long_document[:40] in scored[0] and all(long_document not in prompt for prompt in scored)
+    assert not evaluate_model(
+        tiny.jmlr, tiny.tokenizer, tiny.retriever_tokenizer, dataset, show_progress=False
+    ).keys() & {
+        "generative_accuracy",
+        "num_generated",
+    }
+
+
+def test_answer_metrics_cut_documents_only_when_asked(tiny, monkeypatch):
+    long_document = " ".join(["The pancreas makes insulin in its beta cells."] * 20)
+    dataset = _questions(candidate_ids=[["long"]] * 4, candidates=[[long_document]] * 4).select([0])
+    documents = []
+
+    def recording_build_prompt(config, question, docs=(), options=None):
+        documents.append(list(docs))
+        return build_prompt(config, question, docs, options)
+
+    monkeypatch.setattr("jmlr_hf.evaluation.build_prompt", recording_build_prompt)
+    for truncate in (False, True):
+        answer_metrics(tiny.jmlr, tiny.tokenizer, dataset, [[0]], 1, False, truncate_documents=truncate)
+    uncut, cut = documents
+    assert uncut == [long_document]
+    assert long_document.startswith(cut[0]) and len(cut[0]) < len(long_document)
+    assert len(tiny.tokenizer(cut[0], add_special_tokens=False)["input_ids"]) <= tiny.config.max_document_length
 
 
 def test_causal_lm_alone_matches_the_jmlr_model_closed_book(tiny):
