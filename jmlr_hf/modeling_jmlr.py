@@ -529,7 +529,9 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         try:  # not a requirement of the remote code: only the index needs jmlr_hf and faiss
             from jmlr_hf.hub import load_index
         except ImportError as err:
-            raise ImportError("model.load_index() needs the jmlr_hf package: `pip install "jmlr_hf[faiss-cpu]"`") from err
+            raise ImportError(
+                "model.load_index() needs the jmlr_hf package: `pip install 'jmlr_hf[faiss-cpu]'`"
+            ) from err
         if index is None:
             index, revision = self.config.index_repo_id, revision or self.config.index_revision
         if index is None:
