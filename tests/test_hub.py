@@ -451,3 +451,62 @@ finally:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_TOKEN=os.environ["HF_TOKEN_REAL_HUB"], TOKENIZERS_PARALLELISM="false")
     subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=600)
+
+
+# ---------------------------------------------------------------------------------------------------------- real models
+
+
+@pytest.mark.integration
+def test_real_small_models_through_the_hub_with_a_lora_adapter(
+    hub, fresh_hf_cache, tmp_path, generator_tokenizer, retriever_tokenizer
+):
+    """SmolLM2-135M + all-MiniLM-L6-v2 (tied embeddings, sdpa attention, real tokenizers): the base generator is
+    published once, the JMLR model as retriever + LoRA adapter; a clean interpreter loads it through the remote code
+    and gets the same logits, retriever scores and greedy answer."""
+    from jmlr_hf.pretrained import minilm_path, smollm2_path
+
+    base_id = unique("smollm2-base")
+    HfApi().create_repo(base_id)
+    HfApi().upload_folder(repo_id=base_id, folder_path=smollm2_path())
+    model = JMLRForCausalLM.from_components(
+        str(smollm2_path()), str(minilm_path()), num_candidates=4, num_sampled=2, num_context_documents=2
+    )
+    torch.manual_seed(0)
+    lora = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, lora_dropout=0.0)
+    apply_peft_to_generator(model, lora)
+    model.eval()
+    prompt = generator_tokenizer("Question: Which organ makes insulin?\nAnswer:", return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**prompt).logits
+        answer = model.generate(**prompt, max_new_tokens=6, do_sample=False)[0].tolist()
+    expected_scores = scores(model, retriever_tokenizer)
+
+    repo_id = unique("jmlr-smollm2-lora")
+    push_model(
+        model,
+        repo_id,
+        tokenizer=generator_tokenizer,
+        retriever_tokenizer=retriever_tokenizer,
+        generator_weights="adapter",
+        base_model=base_id,
+    )
+    assert len(hub.files(repo_id)["model.safetensors"]) < 100e6  # retriever (~90 MB fp32) only, no generator
+
+    remote = run_python(
+        f"""
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained({repo_id!r}, trust_remote_code=True).eval()
+assert "jmlr_hf" not in sys.modules
+tokenizer = AutoTokenizer.from_pretrained({repo_id!r})
+retriever_tokenizer = AutoTokenizer.from_pretrained({repo_id!r}, subfolder="retriever_tokenizer")
+prompt = tokenizer("Question: Which organ makes insulin?\\nAnswer:", return_tensors="pt")
+with torch.no_grad():
+    logits = model(**prompt).logits
+    answer = model.generate(**prompt, max_new_tokens=6, do_sample=False)[0].tolist()
+    scores = model.score_documents({QUERIES!r}, [{[d["text"] for d in DOCUMENTS]!r}] * 2, retriever_tokenizer)
+result = dict(logits=logits.tolist(), answer=answer, scores=scores.tolist())
+"""
+    )
+    torch.testing.assert_close(torch.tensor(remote["logits"]), logits, rtol=1e-4, atol=1e-4)
+    assert remote["answer"] == answer
+    torch.testing.assert_close(torch.tensor(remote["scores"]), expected_scores)
