@@ -184,7 +184,7 @@ def arm_label(arm: str, retrieval_loss: str) -> str:
 
 
 def planned_runs(args: ExperimentArguments) -> list[tuple[str, str, int]]:
-    """`(arm, retrieval_loss, seed)` for every run; the loss is only meaningful for the jmlr arm."""
+    """`(arm, retrieval_loss, seed)` for every run, seed by seed; the loss is only meaningful for the jmlr arm."""
     unknown = set(args.arms) - set(ARMS)
     if unknown:
         raise ValueError(f"unknown arms {sorted(unknown)}; expected some of {ARMS}")
@@ -192,11 +192,13 @@ def planned_runs(args: ExperimentArguments) -> list[tuple[str, str, int]]:
         logger.warning(
             "With %d seed(s) there is no standard deviation; the issue asks for at least 3", len(args.seeds)
         )
-    runs = []
-    for arm in args.arms:
-        for loss in args.retrieval_losses if arm == "jmlr" else ["none"]:
-            runs.extend((arm, loss, seed) for seed in args.seeds)
-    return runs
+    # Seed by seed, so that an experiment stopped part-way has every arm for its first seeds.
+    return [
+        (arm, loss, seed)
+        for seed in args.seeds
+        for arm in args.arms
+        for loss in (args.retrieval_losses if arm == "jmlr" else ["none"])
+    ]
 
 
 def _build_model(args: ExperimentArguments, arm: str, retrieval_loss: str) -> JMLRForCausalLM:

@@ -156,7 +156,7 @@ def test_experiment_end_to_end_on_tiny_models(tmp_path, tiny_checkpoints, monkey
     monkeypatch.setattr(experiment_module, "run_one", counting_run_one)
     sweep = dataclasses.replace(args, retrieval_losses=["llm_rank"], variants=["fastlr retriever_learning_rate=1e-2"])
     summaries = run_experiment(sweep)
-    assert trained == [("fastlr", "jmlr", "llm_rank", 0), ("fastlr", "jmlr", "llm_rank", 1)]
+    assert trained == [("fastlr", "jmlr", "llm_rank", 0), ("fastlr", "jmlr", "llm_rank", 1)]  # nothing else
     assert list(summaries) == ["base", "fastlr"]
     assert summaries["fastlr"]["RAG-SFT"] == summaries["base"]["RAG-SFT"]
     variant_dir = out / "variants" / "fastlr"
