@@ -398,7 +398,8 @@ def summarize(records: Sequence[dict], metrics: Sequence[str] = REPORTED_METRICS
 def _cell(stats: dict) -> str:
     if stats["n"] == 0:
         return "n/a"
-    return f"{stats['mean']:.4f} ± {stats['std']:.4f} ({stats['n']})"
+    std = "–" if math.isnan(stats["std"]) else f"{stats['std']:.4f}"  # one run has no spread
+    return f"{stats['mean']:.4f} ± {std} ({stats['n']})"
 
 
 def summary_table(
@@ -445,7 +446,7 @@ def plot_experiment(records: Sequence[dict], summary: dict, output_dir: str) -> 
                 ax.plot(steps, mean, marker="o", markersize=3, label=label, color=f"C{labels.index(label)}")
                 drawn = True
         if not drawn:
-            ax.text(0.5, 0.5, "n/a (not logged)", ha="center", va="center", transform=ax.transAxes, color="grey")
+            ax.text(0.5, 0.5, "n/a: not measured", ha="center", va="center", transform=ax.transAxes, color="grey")
         held_out = key.startswith(LOG_PREFIX)
         title = f"held-out {key[len(LOG_PREFIX) :]}" if held_out else key
         ax.set_title(f"{title} (mean over seeds)", fontsize=9)

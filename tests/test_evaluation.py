@@ -247,6 +247,24 @@ def test_answer_metrics_cut_documents_only_when_asked(tiny, monkeypatch):
     assert len(tiny.tokenizer(cut[0], add_special_tokens=False)["input_ids"]) <= tiny.config.max_document_length
 
 
+def test_single_token_choices_are_scored_from_one_forward(tiny):
+    prompt = build_prompt(tiny.config, QUESTIONS[0]["question"], [], QUESTIONS[0]["options"])
+    letters = ["A", "B", "C", "D"]
+    assert all(len(tiny.tokenizer(" " + c, add_special_tokens=False)["input_ids"]) == 1 for c in letters)
+    fast = evaluation_module._choice_nll(tiny, tiny.tokenizer, prompt, letters)
+    # The reference: one sequence per choice, its NLL on the choice token (what the batched path computes).
+    prompt_ids = tiny.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    for letter, value in zip(letters, fast, strict=True):
+        (token,) = tiny.tokenizer(" " + letter, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt_ids + [token]])
+        labels = torch.full_like(ids, -100)
+        labels[0, -1] = token
+        assert value == pytest.approx(float(tiny.answer_nll(ids, torch.ones_like(ids), labels)[0]), abs=1e-4)
+    # Multi-token choices take the batched path; a single-token one among them scores the same there.
+    mixed = evaluation_module._choice_nll(tiny, tiny.tokenizer, prompt, ["A", "Pancreatic beta cells"])
+    assert mixed[0] == pytest.approx(fast[0], abs=1e-4) and mixed[1] > 0
+
+
 def test_causal_lm_alone_matches_the_jmlr_model_closed_book(tiny):
     dataset = _questions()
     plain = EvaluationModel.from_causal_lm(tiny.generator, tiny.tokenizer, tiny.config)
