@@ -48,7 +48,6 @@ def eval_results_from_evaluation(result: Mapping[str, Any] | str | os.PathLike[s
     settings, metrics = result.get("settings", {}), result.get("metrics")
     if not isinstance(metrics, Mapping) or not settings.get("task"):
         raise ValueError("not a `jmlr evaluate` result: it needs `settings.task` and `metrics` (see --output)")
-    dataset_type, dataset_name, task_type = _dataset(settings["task"])
     split = settings.get("split")
     entries: list[tuple[str, str, Any]] = []
     for mode in ("likelihood", "generative"):
@@ -60,6 +59,22 @@ def eval_results_from_evaluation(result: Mapping[str, Any] | str | os.PathLike[s
     for key, value in retrieval.items():
         if key == "mrr" or key.startswith(("recall@", "ndcg@")):
             entries.append((key.split("@")[0], f"retrieval {key}", value))
+    return _eval_results(settings["task"], split, [entry for entry in entries if entry[2] is not None])
+
+
+def eval_results_from_metrics(metrics: Mapping[str, Any], task: str, split: str = "test") -> list[EvalResult]:
+    """The `model-index` entries of the training recipe's after-training metrics (`evaluate_model`)."""
+    entries = [
+        (key.split("@")[0], key, value)
+        for key, value in metrics.items()
+        if isinstance(value, (int, float)) and not key.startswith("num_") and value == value  # skips NaN
+    ]
+    return _eval_results(task, split, entries)
+
+
+def _eval_results(task: str, split: str | None, entries: Iterable[tuple[str, str, Any]]) -> list[EvalResult]:
+    """`EvalResult`s of `(metric type, metric name, value)` entries measured on `task`'s `split`."""
+    dataset_type, dataset_name, task_type = _dataset(task)
     return [
         EvalResult(
             task_type=task_type,
@@ -71,25 +86,6 @@ def eval_results_from_evaluation(result: Mapping[str, Any] | str | os.PathLike[s
             metric_value=round(float(value), 4),
         )
         for metric_type, metric_name, value in entries
-        if value is not None
-    ]
-
-
-def eval_results_from_metrics(metrics: Mapping[str, Any], task: str, split: str = "test") -> list[EvalResult]:
-    """The `model-index` entries of the training recipe's after-training metrics (`evaluate_model`)."""
-    dataset_type, dataset_name, task_type = _dataset(task)
-    return [
-        EvalResult(
-            task_type=task_type,
-            dataset_type=dataset_type,
-            dataset_name=dataset_name,
-            dataset_split=split,
-            metric_type=key.split("@")[0],
-            metric_name=key,
-            metric_value=round(float(value), 4),
-        )
-        for key, value in metrics.items()
-        if isinstance(value, (int, float)) and not key.startswith("num_") and value == value  # skips NaN
     ]
 
 

@@ -128,6 +128,11 @@ def _is_peft(module: Any) -> bool:
     return hasattr(module, "peft_config") and hasattr(module, "merge_and_unload")
 
 
+def _adapter_base(model, base_model: str | None) -> str:
+    """The base generator an adapter applies to: `base_model` if given, else what the PEFT config records."""
+    return base_model or next(iter(model.generator.peft_config.values())).base_model_name_or_path
+
+
 def save_model(
     model,
     tokenizer,
@@ -161,8 +166,7 @@ def save_model(
                     "generator_weights='adapter' needs a generator with a PEFT adapter, but this model's generator has "
                     "plain (merged) weights: save it with generator_weights='merged'"
                 )
-            adapter_config = next(iter(model.generator.peft_config.values()))
-            base = base_model or adapter_config.base_model_name_or_path
+            base = _adapter_base(model, base_model)
             previous = (config.generator_base_model, config.generator_base_revision, config.generator_adapter)
             config.generator_base_model, config.generator_base_revision = base, base_revision
             config.generator_adapter = GENERATOR_ADAPTER_DIR
@@ -222,15 +226,15 @@ def push_model(
         raise ValueError("push_model needs the model's tokenizer and retriever_tokenizer (or a saved model folder)")
     config = model.config
     if generator_weights == "adapter":
-        recorded = base_model or next(iter(getattr(model.generator, "peft_config", {}).values()), None)
-        recorded = recorded if isinstance(recorded, str) or recorded is None else recorded.base_model_name_or_path
+        recorded = _adapter_base(model, base_model) if _is_peft(model.generator) else base_model
         if recorded is not None and os.path.isdir(recorded):
             raise ValueError(
                 f"The adapter's base model is the local folder {recorded}, which Hub users cannot load: pass the "
                 "base model's Hub id (base_model=... / --base-model)"
             )
-    results = [r if isinstance(r, EvalResult) else eval_results_from_evaluation(r) for r in eval_results]
-    flat_results = [r for item in results for r in (item if isinstance(item, list) else [item])]
+    flat_results: list[EvalResult] = []
+    for item in eval_results:
+        flat_results.extend([item] if isinstance(item, EvalResult) else eval_results_from_evaluation(item))
 
     index_source = index if index is not None else (config.index_repo_id if push_index_from_config else None)
     pushed_index = None
