@@ -1,4 +1,4 @@
-"""Crash-safe writes of whole directories (indices, converted and final checkpoints).
+"""Crash-safe writes of whole directories (indices, converted and final checkpoints) and of single files.
 
 A directory is written completely under a temporary sibling name, flushed, and only then renamed into place, so an
 interrupted save never leaves a half-written directory where a complete one is expected.
@@ -66,3 +66,15 @@ def atomic_directory(directory: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` so that the file appears whole or not at all (temporary sibling, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

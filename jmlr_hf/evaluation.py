@@ -156,6 +156,21 @@ def _context_documents(
 
 
 @torch.no_grad()
+def target_nll(
+    model: JMLRForCausalLM, tokenizer, row: dict[str, Any], documents: Sequence[str], *, prompt: str | None = None
+) -> float:
+    """Mean per-token NLL of `row`'s reference target (answer and rationale) after a prompt with `documents`."""
+    cfg = model.config
+    options = list(row.get("options") or [])
+    if prompt is None:
+        prompt = build_prompt(cfg, row["question"], list(documents), options)
+    target = build_target(cfg, row["answer"], row.get("rationale"), options)
+    batch = tokenize_for_lm(tokenizer, [prompt], [target], cfg.max_length)
+    device = next(model.parameters()).device
+    return float(model.answer_nll(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))))
+
+
+@torch.no_grad()
 def answer_metrics(
     model: JMLRForCausalLM,
     tokenizer,
@@ -184,10 +199,7 @@ def answer_metrics(
         choices = list(OPTION_LETTERS[: len(options)]) if options else list(OPEN_CHOICES)
         choice_nll = _choice_nll(model, tokenizer, prompt, choices)
         correct += choices[min(range(len(choices)), key=choice_nll.__getitem__)] == row["answer"]
-        target = build_target(cfg, row["answer"], row.get("rationale"), options)
-        batch = tokenize_for_lm(tokenizer, [prompt], [target], cfg.max_length)
-        device = next(model.parameters()).device
-        nlls.append(float(model.answer_nll(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "labels")))))
+        nlls.append(target_nll(model, tokenizer, row, docs, prompt=prompt))
     return {
         "accuracy": correct / len(dataset) if len(dataset) else float("nan"),
         "answer_nll": sum(nlls) / len(nlls) if nlls else float("nan"),

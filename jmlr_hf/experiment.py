@@ -31,6 +31,7 @@ from datasets import Dataset, load_from_disk
 from transformers import AutoTokenizer, set_seed
 
 from . import data as jdata
+from .atomic import write_text
 from .callbacks import LOG_PREFIX, RetrievalRecallCallback
 from .evaluation import evaluate_model
 from .index import DocumentIndex
@@ -201,7 +202,8 @@ def planned_runs(args: ExperimentArguments) -> list[tuple[str, str, int]]:
     ]
 
 
-def _build_model(args: ExperimentArguments, arm: str, retrieval_loss: str) -> JMLRForCausalLM:
+def build_arm_model(args: ExperimentArguments, arm: str, retrieval_loss: str) -> JMLRForCausalLM:
+    """The base models of `arm` (SFT: K = 0; SFT and RAG: no retrieval loss) with the experiment's N, S, K and τ."""
     overrides = {
         "num_candidates": args.num_candidates,
         "num_sampled": args.num_sampled,
@@ -242,7 +244,7 @@ def prepare_data(args: ExperimentArguments) -> tuple[Dataset, Dataset]:
         else:  # prepared before the fingerprint existed: record what it is used with from now on
             _write_json(fingerprint_path, fingerprint)
         return load_from_disk(train_dir), load_from_disk(eval_dir)
-    model = _build_model(args, "rag", "none")
+    model = build_arm_model(args, "rag", "none")
     retriever_tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.retriever))
     generator_tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.generator))
     corpus = _load_corpus(args)
@@ -283,11 +285,7 @@ def _load_corpus(args: ExperimentArguments) -> Dataset:
 
 def _write_json(path: str, value: Any) -> None:
     """Write `value` as JSON atomically: the file appears whole or not at all."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-    os.replace(tmp, path)
+    write_text(path, json.dumps(value, indent=2))
 
 
 def run_one(
@@ -297,7 +295,7 @@ def run_one(
     from peft import LoraConfig
 
     set_seed(seed)
-    model = _build_model(args, arm, retrieval_loss)
+    model = build_arm_model(args, arm, retrieval_loss)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.generator))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
