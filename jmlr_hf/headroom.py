@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from .atomic import write_text
-from .evaluation import answer_metrics, rank_candidates
+from .evaluation import answer_metrics
 from .experiment import ExperimentArguments, build_arm_model, prepare_data
 from .modeling_jmlr import JMLRForCausalLM, build_prompt, build_target, tokenize_for_lm, truncate_to_tokens
 from .pretrained import resolve_model_path
@@ -103,11 +103,12 @@ def retrieval_headroom(
     if num_documents < 1:
         raise ValueError("num_documents (K) must be at least 1: the headroom compares rankings of documents")
     model.eval()
-    retriever_rankings = rank_candidates(model, retriever_tokenizer, dataset, show_progress=show_progress)
     scores = []
     for start in range(0, len(dataset), 16):
         rows = dataset[start : start + 16]
         scores.extend(model.score_documents(rows["question"], rows["candidates"], retriever_tokenizer).tolist())
+    # Best first, as `evaluation.rank_candidates` orders them.
+    retriever_rankings = [sorted(range(len(row)), key=lambda j, row=row: -row[j]) for row in scores]
     per_question = []
     for i, row in enumerate(tqdm(dataset, desc="Single-document NLLs", disable=not show_progress)):
         nlls = single_document_nlls(model, tokenizer, row, truncate_documents)

@@ -8,7 +8,7 @@ import pytest
 from conftest import TOY_ROWS
 from datasets import Dataset
 
-from jmlr_hf.evaluation import target_nll
+from jmlr_hf.evaluation import rank_candidates, target_nll
 from jmlr_hf.headroom import evidence_first, pairwise_agreement, retrieval_headroom, save_headroom
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -51,6 +51,8 @@ def test_headroom_on_a_tiny_model(
     )
     per_question = result["per_question"]
     assert len(per_question) == len(rows_with_evidence)
+    expected_rankings = rank_candidates(model, retriever_tokenizer, rows_with_evidence, show_progress=False)
+    assert [q["retriever_ranking"] for q in per_question] == expected_rankings
     # The batched single-document NLLs are those of one prompt at a time.
     first = rows_with_evidence[0]
     expected = [
