@@ -198,19 +198,20 @@ def plot_headroom(result: dict[str, Any], path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     names = list(result["rankings"])
     values = [result["rankings"][name]["answer_nll"] for name in names]
-    left.barh(names, values, color=[f"C{i}" for i in range(len(names))])
+    labels = [f"{name} ({result['rankings'][name]['num_questions']} q.)" for name in names]
+    left.barh(labels, values, color=[f"C{i}" for i in range(len(names))])
     left.set_xlim(min(values) - 0.1, max(values) + 0.05)
     left.set_xlabel("answer NLL (nats/token), lower is better")
     left.set_title(f"top K = {result['num_documents']} of each ranking", fontsize=9)
     left.invert_yaxis()
     spreads = [q["nll_spread"] for q in result["per_question"]]
     right.hist(spreads, bins=20, color="C0")
-    right.set_xlabel("max − min answer NLL over one question's candidates (nats/token)")
+    right.set_xlabel("max − min single-document answer NLL (nats/token)")
     right.set_ylabel("questions")
-    right.set_title("how much the choice of one document changes the answer NLL", fontsize=9)
+    right.set_title("spread of the answer NLL over a question's candidates", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
