@@ -1,9 +1,27 @@
-"""jmlr_hf: JMLR (Joint Medical LLM and Retrieval Training) for the Hugging Face stack."""
+"""jmlr_hf: JMLR (Joint Medical LLM and Retrieval Training) for the Hugging Face stack.
+
+Layout (imports go one way: models ← retrieval, data, evaluation ← trainer, hub ← scripts, cli):
+
+* `models`: `JMLRConfig`, `JMLRForCausalLM` (the remote code) and helpers (PEFT, saving, loading);
+* `losses`: the retrieval losses (`llm_rank`, `lsr`, `ppl_distill`);
+* `trainer`: `JointRetrievalConfig` + `JointRetrievalTrainer` (TRL), the collator, callbacks;
+* `retrieval`: the faiss `DocumentIndex` and pre-retrieval;
+* `data`: QA sets, corpora, MedQA-Reason-style data sets, splits and named tasks;
+* `evaluation`: the recipe's metrics and the `jmlr evaluate` harness;
+* `hub`: publishing models, indices and data sets, and their cards;
+* `utils`: crash-safe writes, the offline demo models, plots;
+* `cli`, `scripts`: the `jmlr` command and the training script behind `recipes/train.py`.
+
+The model classes are imported eagerly (they register the `jmlr` model type with the Auto classes); the rest of the
+public API loads on first use, so `import jmlr_hf` stays as light as the model.
+"""
+
+from importlib import import_module
+from typing import TYPE_CHECKING
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from .configuration_jmlr import JMLRConfig
-from .modeling_jmlr import JMLRForCausalLM, JMLRRetriever
+from .models import JMLRConfig, JMLRForCausalLM, JMLRRetriever
 
 __version__ = "0.1.0"
 
@@ -12,4 +30,59 @@ AutoConfig.register("jmlr", JMLRConfig, exist_ok=True)
 AutoModel.register(JMLRConfig, JMLRForCausalLM, exist_ok=True)
 AutoModelForCausalLM.register(JMLRConfig, JMLRForCausalLM, exist_ok=True)
 
-__all__ = ["JMLRConfig", "JMLRForCausalLM", "JMLRRetriever", "__version__"]
+# Public names that live in heavier subpackages (TRL, faiss, datasets), imported when first used.
+_LAZY = {
+    "JointRetrievalConfig": "trainer",
+    "JointRetrievalTrainer": "trainer",
+    "JointRetrievalCollator": "trainer",
+    "RetrievalRecallCallback": "trainer",
+    "DocumentIndex": "retrieval",
+    "add_candidates": "retrieval",
+    "load_index": "retrieval",
+    "EvaluationModel": "evaluation",
+    "evaluate_dataset": "evaluation",
+    "evaluate_model": "evaluation",
+    "load_task": "data",
+    "push_model": "hub",
+    "push_index": "hub",
+}
+
+if TYPE_CHECKING:
+    from .data import load_task
+    from .evaluation import EvaluationModel, evaluate_dataset, evaluate_model
+    from .hub import push_index, push_model
+    from .retrieval import DocumentIndex, add_candidates, load_index
+    from .trainer import JointRetrievalCollator, JointRetrievalConfig, JointRetrievalTrainer, RetrievalRecallCallback
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "DocumentIndex",
+    "EvaluationModel",
+    "JMLRConfig",
+    "JMLRForCausalLM",
+    "JMLRRetriever",
+    "JointRetrievalCollator",
+    "JointRetrievalConfig",
+    "JointRetrievalTrainer",
+    "RetrievalRecallCallback",
+    "__version__",
+    "add_candidates",
+    "evaluate_dataset",
+    "evaluate_model",
+    "load_index",
+    "load_task",
+    "push_index",
+    "push_model",
+]

@@ -22,9 +22,8 @@ def load_retriever(name_or_path: str):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from .configuration_jmlr import JMLRConfig
-    from .modeling_jmlr import JMLRRetriever
-    from .pretrained import is_jmlr_checkpoint, load_jmlr_checkpoint, resolve_model_path
+    from .models import JMLRConfig, JMLRRetriever, is_jmlr_checkpoint, load_jmlr_checkpoint
+    from .utils.demo_models import resolve_model_path
 
     path = resolve_model_path(name_or_path)
     if is_jmlr_checkpoint(path):
@@ -36,8 +35,8 @@ def load_retriever(name_or_path: str):
 
 
 def cmd_index(args: argparse.Namespace) -> None:
-    from .index import DocumentIndex
-    from .tasks import load_named_corpus
+    from .data import load_named_corpus
+    from .retrieval import DocumentIndex
 
     retriever, tokenizer, config = load_retriever(args.retriever)
     corpus = load_named_corpus(args.corpus, data_dir=args.data_dir, distractor_passages=args.distractor_passages)
@@ -49,9 +48,8 @@ def cmd_index(args: argparse.Namespace) -> None:
 
 
 def cmd_retrieve(args: argparse.Namespace) -> None:
-    from .index import DocumentIndex
-    from .retrieval import add_candidates
-    from .tasks import load_task
+    from .data import load_task
+    from .retrieval import DocumentIndex, add_candidates
 
     retriever, tokenizer, config = load_retriever(args.retriever)
     index = DocumentIndex.load(args.index, expected_fingerprint=retriever.weights_fingerprint(), on_stale="warn")
@@ -77,10 +75,9 @@ def cmd_train(argv: list[str]) -> None:
 def cmd_answer(args: argparse.Namespace) -> None:
     import torch
 
-    from .hub import load_index
-    from .index import document_text, encode_queries_with
-    from .modeling_jmlr import build_prompt
-    from .pretrained import load_jmlr_checkpoint, resolve_model_path
+    from .models import build_prompt, load_jmlr_checkpoint
+    from .retrieval import document_text, encode_queries_with, load_index
+    from .utils.demo_models import resolve_model_path
 
     model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(resolve_model_path(args.model))
     model.eval()
@@ -125,9 +122,9 @@ def resolve_evaluation_split(task: str, split: str | None, questions: str | None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .data import load_task
     from .evaluation import EvaluationModel, evaluate_dataset
-    from .hub import load_index
-    from .tasks import load_task
+    from .retrieval import load_index
 
     split = resolve_evaluation_split(args.task, args.split, args.questions)
     questions = load_task(args.task, None if split == "all" else split, data_dir=args.data_dir, path=args.questions)
@@ -189,12 +186,7 @@ def cmd_push(args: argparse.Namespace) -> None:
     else:
         import tempfile
 
-        from .reason_data import (
-            build_from_medmcqa,
-            build_from_medqa_reason_csv,
-            render_dataset_card,
-            save_reason_dataset,
-        )
+        from .data import build_from_medmcqa, build_from_medqa_reason_csv, save_reason_dataset
 
         if args.source == "medmcqa":
             dataset, _ = build_from_medmcqa(args.input, data_dir=None if args.input else args.data_dir)
@@ -204,7 +196,7 @@ def cmd_push(args: argparse.Namespace) -> None:
                 raise SystemExit("--source medqa-reason-csv needs --input (the CSV file or a Hub data set id)")
             dataset = build_from_medqa_reason_csv(args.input)
             license, description = "other", "MedQA questions with GPT-4 rationales, from the MedQA-Reason layout."
-        card = render_dataset_card(
+        card = hub.render_dataset_card(
             dataset,
             repo_id=args.repo_id,
             source_description=description,
@@ -227,8 +219,7 @@ def cmd_pull(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .data import default_data_dir
-    from .tasks import TASKS
+    from .data import TASKS, default_data_dir
 
     parser = argparse.ArgumentParser(prog="jmlr", description="Joint Medical LLM and Retrieval Training (JMLR)")
     sub = parser.add_subparsers(dest="command", required=True)

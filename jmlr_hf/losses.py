@@ -112,22 +112,31 @@ def ppl_distill_loss(
 
 
 def pairwise_agreement(
-    retriever_logits: torch.Tensor, lm_nll: torch.Tensor, mask: torch.Tensor | None = None
+    retriever_logits: torch.Tensor,
+    lm_nll: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    skip_score_ties: bool = False,
 ) -> torch.Tensor:
     r"""Diagnostic: the fraction of document pairs with different NLLs that the retriever orders like the LLM,
 
     $$\frac{1}{|P|} \sum_{(i,j) \in P} 1\big[(s_i - s_j)(\mathrm{NLL}_j - \mathrm{NLL}_i) > 0\big].$$
 
     0.5 is chance; 1.0 means the retriever ranks documents exactly by how much they help. NaN when no pair differs.
+    A pair the retriever scores equally counts as a disagreement (it fails to order them), unless `skip_score_ties`
+    leaves such pairs out too (as the headroom analysis does, where duplicate candidates tie exactly).
     """
     valid = _mask_or_ones(retriever_logits, mask)
     s, nll = retriever_logits.detach(), lm_nll.detach()
     upper = torch.triu(torch.ones(s.shape[-1], s.shape[-1], dtype=torch.bool, device=s.device), diagonal=1)
     nll_gap = nll.unsqueeze(-2) - nll.unsqueeze(-1)  # NLL_j - NLL_i
+    score_gap = s.unsqueeze(-1) - s.unsqueeze(-2)  # s_i - s_j
     pairs = upper & (nll_gap != 0) & valid.unsqueeze(-1) & valid.unsqueeze(-2)
+    if skip_score_ties:
+        pairs = pairs & (score_gap != 0)
     if not pairs.any():
         return torch.tensor(float("nan"), device=s.device)
-    agree = ((s.unsqueeze(-1) - s.unsqueeze(-2)) * nll_gap > 0)[pairs]
+    agree = (score_gap * nll_gap > 0)[pairs]
     return agree.float().mean()
 
 

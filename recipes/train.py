@@ -1,7 +1,7 @@
 """JMLR training recipe: `python recipes/train.py --config recipes/demo.yaml`, or with `accelerate launch`.
 
 Thin on purpose, like TRL's `trl/scripts/sft.py`: parse → load → train → save. The steps live in
-`jmlr_hf.scripts.train`, which the `jmlr train` command runs too.
+`jmlr_hf/scripts/train.py`, which `jmlr train` runs too.
 """
 
 from jmlr_hf.scripts.train import cli_main

@@ -8,7 +8,7 @@ import pytest
 from datasets import load_from_disk
 
 from jmlr_hf.cli import main
-from jmlr_hf.index import DocumentIndex
+from jmlr_hf.retrieval.index import DocumentIndex
 
 pytestmark = pytest.mark.integration
 

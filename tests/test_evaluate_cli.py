@@ -8,8 +8,8 @@ import pytest
 
 from jmlr_hf.cli import main, resolve_evaluation_split
 from jmlr_hf.data import default_data_dir
-from jmlr_hf.index import DocumentIndex
-from jmlr_hf.pretrained import RETRIEVER_TOKENIZER_DIR
+from jmlr_hf.models import RETRIEVER_TOKENIZER_DIR
+from jmlr_hf.retrieval.index import DocumentIndex
 
 MEDQA_FIXTURE = "tests/fixtures/medqa_tiny.jsonl"
 CORPUS = [

@@ -8,11 +8,11 @@ from peft import LoraConfig
 
 from jmlr_hf import data as jdata
 from jmlr_hf.evaluation import evaluate_model
-from jmlr_hf.index import DocumentIndex
-from jmlr_hf.modeling_jmlr import JMLRForCausalLM
-from jmlr_hf.pretrained import minilm_path, smollm2_path
+from jmlr_hf.models import JMLRForCausalLM, merge_generator_adapter
 from jmlr_hf.retrieval import add_candidates
-from jmlr_hf.trainer import JointRetrievalConfig, JointRetrievalTrainer, merge_generator_adapter
+from jmlr_hf.retrieval.index import DocumentIndex
+from jmlr_hf.trainer import JointRetrievalConfig, JointRetrievalTrainer
+from jmlr_hf.utils.demo_models import minilm_path, smollm2_path
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@
 ```bash
 python recipes/train.py --config recipes/demo.yaml
 accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml recipes/train.py --config recipes/jmlr-7b.yaml
-jmlr train --config recipes/demo.yaml
+jmlr train --config recipes/demo.yaml   # the same, from the `jmlr` command (as `trl sft` runs trl/scripts/sft.py)
 ```
 
 Parsed like TRL's own scripts: `TrlParser` over the data arguments, `JointRetrievalConfig`, TRL's `ModelConfig`
@@ -22,20 +22,22 @@ from datasets import Dataset, load_from_disk
 from transformers import AutoTokenizer
 from trl import ModelConfig, TrlParser, get_peft_config
 
-from jmlr_hf.cards import eval_results_from_metrics, render_model_card
-from jmlr_hf.evaluation import evaluate_model, format_comparison
-from jmlr_hf.hub import push_model, save_model
-from jmlr_hf.index import DocumentIndex, StaleIndexError
-from jmlr_hf.modeling_jmlr import JMLRForCausalLM
-from jmlr_hf.plots import plot_training_curves
-from jmlr_hf.pretrained import HUB_IDS, is_jmlr_checkpoint, load_jmlr_checkpoint, resolve_model_path
-from jmlr_hf.retrieval import add_candidates
-from jmlr_hf.tasks import TASKS, load_named_corpus, load_task
-from jmlr_hf.trainer import (
-    JointRetrievalConfig,
-    JointRetrievalTrainer,
+from ..data import TASKS, load_named_corpus, load_task
+from ..evaluation import evaluate_model, format_comparison
+from ..hub import eval_results_from_metrics, push_model, render_model_card
+from ..models import (
+    JMLRForCausalLM,
+    is_jmlr_checkpoint,
+    load_jmlr_checkpoint,
     merge_generator_adapter,
+    save_model,
 )
+from ..models.utils import has_generator_adapter
+from ..retrieval import DocumentIndex, StaleIndexError, add_candidates
+from ..trainer import JointRetrievalConfig, JointRetrievalTrainer
+from ..utils.atomic import write_text
+from ..utils.demo_models import HUB_IDS, resolve_model_path
+from ..utils.plotting import plot_training_curves
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +210,7 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
     model = trainer.accelerator.unwrap_model(trainer.model)
-    generator_weights = "merged" if data_args.merge_adapter or not _has_adapter(model) else "adapter"
+    generator_weights = "merged" if data_args.merge_adapter or not has_generator_adapter(model) else "adapter"
     if generator_weights == "merged":
         merge_generator_adapter(model)
     if trainer.accelerator.is_main_process:
@@ -225,7 +227,7 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
             training={"task": data_args.task, "steps": trainer.state.global_step, "corpus": data_args.corpus},
             comparison=format_comparison(before, after) if before is not None else None,
         )
-        save_card_atomically(card, os.path.join(final_dir, "README.md"))
+        write_text(os.path.join(final_dir, "README.md"), str(card))
         results = {"before": before, "after": after, "train": trainer.state.log_history}
         plot_training_curves(trainer.state.log_history, os.path.join(training_args.output_dir, "training_curves.png"))
         with open(os.path.join(training_args.output_dir, "results.json"), "w", encoding="utf-8") as f:
@@ -248,16 +250,6 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
     return trainer
 
 
-def _has_adapter(model) -> bool:
-    return hasattr(model.generator, "peft_config")
-
-
-def save_card_atomically(card, path: str) -> None:
-    tmp = f"{path}.tmp"
-    card.save(tmp)
-    os.replace(tmp, path)
-
-
 def make_parser() -> TrlParser:
     return TrlParser((DataArguments, JointRetrievalConfig, ModelConfig, RetrievalArguments))
 
@@ -266,7 +258,3 @@ def cli_main(argv: list[str] | None = None):
     parser = make_parser()
     data_args, training_args, model_args, retrieval_args = parser.parse_args_and_config(args=argv)
     return main(data_args, training_args, model_args, retrieval_args)
-
-
-if __name__ == "__main__":
-    cli_main()

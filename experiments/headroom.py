@@ -1,0 +1,280 @@
+"""Retrieval headroom: how much could a better ranking of the candidates lower the generator's answer NLL?
+
+JMLR's retrieval loss learns from the generator's answer NLL with each sampled document. Whether joint training can
+beat a frozen retriever (RAG) therefore depends on two things this module measures with the *base* models, before any
+training, on the experiment's own prepared candidates:
+
+* **headroom**: the answer NLL (and likelihood accuracy) with the top K of several rankings of the same N candidates
+
+    - ``none``: no documents (the SFT arm's prompt);
+    - ``retriever``: the frozen retriever's top K (the RAG arm's prompt);
+    - ``evidence_first``: the gold evidence passages first, then the retriever's order (where evidence is known);
+    - ``llm_best`` / ``llm_worst``: the K candidates whose single-document prompts give the lowest / highest answer
+      NLL, i.e. the ranking the retrieval loss pulls the retriever towards, and its opposite.
+
+  ``retriever − llm_best`` bounds what re-ranking these candidates can win for this generator; ``llm_worst −
+  llm_best`` is how much the choice among them matters at all.
+
+* **signal**: per question, the spread (max − min) of the single-document answer NLLs over the N candidates, how
+  often the LLM's best candidate is the retriever's top 1 or an evidence passage, and the retriever/LLM pairwise
+  agreement over all N(N−1)/2 candidate pairs — the quantity the trainer logs as ``retrieval_agreement`` over its
+  S sampled candidates (0.5 = chance).
+
+Small spreads and high agreement mean the retrieval loss has little to learn from, whatever its form.
+
+    python -m experiments.headroom --config experiments/configs/experiment-pubmedqa.yaml [--headroom_limit 100]
+
+(from the repository root) uses the experiment's prepared candidates (made first if missing) and writes
+`headroom.{json,md,png}` to its output_dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from jmlr_hf.evaluation import answer_metrics
+from jmlr_hf.losses import pairwise_agreement
+from jmlr_hf.models import JMLRForCausalLM, build_prompt, build_target, tokenize_for_lm, truncate_to_tokens
+from jmlr_hf.utils.atomic import write_text
+from jmlr_hf.utils.demo_models import resolve_model_path
+
+from .jmlr_vs_rag import ExperimentArguments, build_arm_model, prepare_data
+
+RANKINGS = ("none", "retriever", "evidence_first", "llm_best", "llm_worst")
+
+
+@torch.no_grad()
+def single_document_nlls(
+    model: JMLRForCausalLM, tokenizer, row: dict[str, Any], truncate_documents: bool = True
+) -> list[float]:
+    """Answer NLL (mean per target token) with each of `row`'s candidates alone in the prompt, one batched pass."""
+    cfg = model.config
+    options = list(row.get("options") or [])
+    documents = row["candidates"]
+    if truncate_documents:
+        documents = [truncate_to_tokens(tokenizer, doc, cfg.max_document_length) for doc in documents]
+    prompts = [build_prompt(cfg, row["question"], [doc], options) for doc in documents]
+    target = build_target(cfg, row["answer"], row.get("rationale"), options)
+    batch = tokenize_for_lm(tokenizer, prompts, [target] * len(prompts), cfg.max_length)
+    device = next(model.parameters()).device
+    nlls = model.answer_nll(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "labels")))
+    return nlls.tolist()
+
+
+def candidate_agreement(scores: Sequence[float], nlls: Sequence[float]) -> float:
+    """Fraction of all candidate pairs that the retriever orders as the LLM does (higher score ↔ lower NLL): the
+    trainer's `retrieval_agreement` (`jmlr_hf.losses.pairwise_agreement`) over all N candidates instead of the S
+    sampled ones; pairs tied in either are skipped. NaN when every pair is tied."""
+    agreement = pairwise_agreement(
+        torch.tensor(scores, dtype=torch.float64), torch.tensor(nlls, dtype=torch.float64), skip_score_ties=True
+    )
+    return float(agreement)
+
+
+def evidence_first(row: dict[str, Any], ranking: Sequence[int]) -> list[int] | None:
+    """`ranking` with the row's evidence candidates moved to the front (order kept); None when it has none."""
+    evidence = set(row.get("evidence_doc_ids") or [])
+    first = [i for i in ranking if row["candidate_ids"][i] in evidence]
+    if not first:
+        return None
+    return first + [i for i in ranking if i not in first]
+
+
+@torch.no_grad()
+def retrieval_headroom(
+    model: JMLRForCausalLM,
+    tokenizer,
+    retriever_tokenizer,
+    dataset: Dataset,
+    num_documents: int,
+    *,
+    truncate_documents: bool = True,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """The headroom and signal figures of the module docstring for `dataset` (rows with `candidates`).
+
+    Returns ``{"rankings": {name: {"accuracy", "answer_nll", "num_questions"}}, "signal": {...}, "per_question":
+    [...]}``; ``evidence_first`` is measured on the rows with an evidence candidate only, and is absent when none has.
+    """
+    if num_documents < 1:
+        raise ValueError("num_documents (K) must be at least 1: the headroom compares rankings of documents")
+    model.eval()
+    scores = []
+    for start in range(0, len(dataset), 16):
+        rows = dataset[start : start + 16]
+        scores.extend(model.score_documents(rows["question"], rows["candidates"], retriever_tokenizer).tolist())
+    # Best first, as `evaluation.rank_candidates` orders them.
+    retriever_rankings = [sorted(range(len(row)), key=lambda j, row=row: -row[j]) for row in scores]
+    per_question = []
+    for i, row in enumerate(tqdm(dataset, desc="Single-document NLLs", disable=not show_progress)):
+        nlls = single_document_nlls(model, tokenizer, row, truncate_documents)
+        by_nll = sorted(range(len(nlls)), key=nlls.__getitem__)
+        evidence = set(row.get("evidence_doc_ids") or [])
+        per_question.append(
+            {
+                "id": row.get("id"),
+                "single_document_nlls": nlls,
+                "retriever_ranking": retriever_rankings[i],
+                "llm_ranking": by_nll,
+                "nll_spread": max(nlls) - min(nlls),
+                "llm_top1_is_retriever_top1": by_nll[0] == retriever_rankings[i][0],
+                "llm_top1_is_evidence": (row["candidate_ids"][by_nll[0]] in evidence) if evidence else None,
+                "pairwise_agreement": candidate_agreement(scores[i], nlls),
+            }
+        )
+    rankings = {
+        "none": (dataset, None, 0),
+        "retriever": (dataset, retriever_rankings, num_documents),
+        "llm_best": (dataset, [q["llm_ranking"] for q in per_question], num_documents),
+        "llm_worst": (dataset, [q["llm_ranking"][::-1] for q in per_question], num_documents),
+    }
+    with_evidence = [
+        (i, ranking)
+        for i, row in enumerate(dataset)
+        if (ranking := evidence_first(row, retriever_rankings[i])) is not None
+    ]
+    if with_evidence:
+        subset = dataset.select([i for i, _ in with_evidence])
+        rankings["evidence_first"] = (subset, [ranking for _, ranking in with_evidence], num_documents)
+        # The same rows under the retriever, so that the two can be compared on equal footing.
+        rankings["retriever_on_evidence_rows"] = (
+            subset,
+            [retriever_rankings[i] for i, _ in with_evidence],
+            num_documents,
+        )
+    results = {}
+    for name, (rows, ranking, k) in rankings.items():
+        metrics = answer_metrics(
+            model, tokenizer, rows, ranking, k, show_progress=False, truncate_documents=truncate_documents
+        )
+        results[name] = {**metrics, "num_questions": len(rows)}
+    signal = _signal(per_question)
+    return {"num_documents": num_documents, "rankings": results, "signal": signal, "per_question": per_question}
+
+
+def _signal(per_question: Sequence[dict[str, Any]]) -> dict[str, float]:
+    def mean_of(key: str) -> float:
+        values = [float(q[key]) for q in per_question if q[key] is not None and q[key] == q[key]]
+        return sum(values) / len(values) if values else float("nan")
+
+    spreads = sorted(q["nll_spread"] for q in per_question)
+    return {
+        "mean_nll_spread": mean_of("nll_spread"),
+        "median_nll_spread": spreads[len(spreads) // 2] if spreads else float("nan"),
+        "llm_top1_is_retriever_top1": mean_of("llm_top1_is_retriever_top1"),
+        "llm_top1_is_evidence": mean_of("llm_top1_is_evidence"),
+        "pairwise_agreement": mean_of("pairwise_agreement"),
+        "num_questions": len(per_question),
+    }
+
+
+def headroom_table(result: dict[str, Any]) -> str:
+    """The rankings and the signal as two Markdown tables."""
+    k = result["num_documents"]
+    lines = [
+        f"| documents in the prompt (K = {k}) | answer NLL (nats/token) | likelihood accuracy | questions |",
+        "|---|---|---|---|",
+    ]
+    for name, metrics in result["rankings"].items():
+        lines.append(
+            f"| {name} | {metrics['answer_nll']:.3f} | {metrics['accuracy']:.3f} | {metrics['num_questions']} |"
+        )
+    lines += ["", "| signal | value |", "|---|---|"]
+    lines += [
+        f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |"
+        for key, value in result["signal"].items()
+    ]
+    return "\n".join(lines)
+
+
+def plot_headroom(result: dict[str, Any], path: str) -> str:
+    """Left: the answer NLL of each ranking's top K. Right: a histogram of the questions' single-document NLL spreads."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    names = list(result["rankings"])
+    values = [result["rankings"][name]["answer_nll"] for name in names]
+    labels = [f"{name} ({result['rankings'][name]['num_questions']} q.)" for name in names]
+    left.barh(labels, values, color=[f"C{i}" for i in range(len(names))])
+    left.set_xlim(min(values) - 0.1, max(values) + 0.05)
+    left.set_xlabel("answer NLL (nats/token), lower is better")
+    left.set_title(f"top K = {result['num_documents']} of each ranking", fontsize=9)
+    left.invert_yaxis()
+    spreads = [q["nll_spread"] for q in result["per_question"]]
+    right.hist(spreads, bins=20, color="C0")
+    right.set_xlabel("max − min single-document answer NLL (nats/token)")
+    right.set_ylabel("questions")
+    right.set_title("spread of the answer NLL over a question's candidates", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def save_headroom(result: dict[str, Any], output_dir: str) -> list[str]:
+    """`headroom.json` (with every question's NLLs), `headroom.md` and `headroom.png` in `output_dir`, atomically."""
+    written = []
+    for name, text in (
+        ("headroom.json", json.dumps(result, indent=2)),
+        ("headroom.md", headroom_table(result) + "\n"),
+    ):
+        write_text(os.path.join(output_dir, name), text)
+        written.append(os.path.join(output_dir, name))
+    written.append(plot_headroom(result, os.path.join(output_dir, "headroom.png")))
+    return written
+
+
+def run_headroom(args: ExperimentArguments, limit: int | None = None) -> dict[str, Any]:
+    """The headroom of an experiment's base models on its prepared held-out questions (the first `limit`, default
+    the experiment's `eval_answer_limit`), written to `<output_dir>/headroom.{json,md,png}`."""
+    _, evaluation = prepare_data(args)
+    limit = limit if limit is not None else args.eval_answer_limit
+    if limit is not None:
+        evaluation = evaluation.select(range(min(limit, len(evaluation))))
+    model = build_arm_model(args, "rag", "none")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.generator))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    retriever_tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.retriever))
+    result = retrieval_headroom(
+        model,
+        tokenizer,
+        retriever_tokenizer,
+        evaluation,
+        args.num_context_documents,
+        truncate_documents=args.eval_truncate_documents,
+    )
+    save_headroom(result, args.output_dir)
+    print(headroom_table(result))
+    return result
+
+
+@dataclass
+class HeadroomArguments:
+    headroom_limit: int | None = field(
+        default=None, metadata={"help": "First N held-out questions (default: the experiment's eval_answer_limit)."}
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse the experiment's config (and `--headroom_limit`) → measure → write `headroom.{json,md,png}`."""
+    from trl import TrlParser
+
+    args, headroom_args = TrlParser((ExperimentArguments, HeadroomArguments)).parse_args_and_config(args=argv)
+    return run_headroom(args, headroom_args.headroom_limit)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,670 @@
+"""The JMLR-vs-RAG-vs-SFT experiment: the same base models, data, step budget and prompt, three ways of training.
+
+    python -m experiments.jmlr_vs_rag --config experiments/configs/experiment-pubmedqa.yaml [--variants ...]
+
+(from the repository root). Results of the runs made so far: `experiments/RESULTS.md`.
+
+* `sft`: the LLM fine-tuned without documents (K = 0, λ = 0);
+* `rag`: the LLM fine-tuned with the top-K documents of the frozen, off-the-shelf retriever (λ = 0);
+* `jmlr`: joint training (one run per retrieval loss asked for: `llm_rank`, `lsr`, `ppl_distill`).
+
+Every arm starts from the same checkpoints and the same pre-retrieved candidates (built once with the initial
+retriever), runs each seed, and is evaluated on the same held-out questions. Each run's metrics, training log and the
+settings it depends on are written to `runs/<arm>-seed<seed>.json` as soon as it ends, so an interrupted experiment
+resumes where it stopped; a finished run recorded with other settings is an error, never silently mixed in.
+
+A *sweep* (`variants`) re-runs the experiment with a few settings changed, each variant in `variants/<name>/`, on the
+same prepared candidates. A run whose settings the change does not touch (the SFT and RAG arms when only retriever
+settings change) is reused from the base experiment rather than trained again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from datasets import Dataset, load_from_disk
+from transformers import AutoTokenizer, set_seed
+
+from jmlr_hf.data import MEDQUAD_FILE, default_data_dir, load_medquad_corpus, load_named_corpus, load_task
+from jmlr_hf.evaluation import evaluate_model
+from jmlr_hf.models import JMLRForCausalLM, merge_generator_adapter, truncate_to_tokens
+from jmlr_hf.retrieval import DocumentIndex, add_candidates
+from jmlr_hf.trainer import LOG_PREFIX, JointRetrievalConfig, JointRetrievalTrainer, RetrievalRecallCallback
+from jmlr_hf.utils.atomic import write_text
+from jmlr_hf.utils.demo_models import resolve_model_path
+
+logger = logging.getLogger(__name__)
+
+ARMS = ("sft", "rag", "jmlr")
+REPORTED_METRICS = ("accuracy", "answer_nll", "recall@1", "evidence@1")
+#: Reported when the runs measured them (`generative_limit > 0`).
+GENERATIVE_METRICS = ("generative_accuracy", "generative_unparseable")
+
+
+@dataclass
+class ExperimentArguments:
+    """Settings shared by every arm (the step budget, data and prompt are the same for all)."""
+
+    output_dir: str = field(default="outputs/experiment", metadata={"help": "Where runs, tables and plots go."})
+    task: str = field(default="pubmedqa", metadata={"help": "pubmedqa or medmcqa (held-out by id hash)."})
+    data_dir: str | None = field(default=None, metadata={"help": "Default $JMLR_DATA_DIR or ../shared/data."})
+    corpus: str = field(default="pubmedqa", metadata={"help": "'pubmedqa', 'medquad' or a corpus file."})
+    distractor_passages: int = field(default=0, metadata={"help": "MedQuAD passages added as distractors."})
+    corpus_passages: int | None = field(
+        default=None,
+        metadata={
+            "help": "Keep only N passages of the corpus: for MedQuAD a deterministic hash sample over all NIH "
+            "sources, otherwise the first N. Encoding all ~30k MedQuAD passages takes ~15 min on 2 CPU cores."
+        },
+    )
+    generator: str = field(default="smollm2-135m-instruct", metadata={"help": "Base causal LM."})
+    retriever: str = field(default="all-minilm-l6-v2", metadata={"help": "Base retriever encoder."})
+    arms: list[str] = field(default_factory=lambda: list(ARMS), metadata={"help": "Arms to run."})
+    retrieval_losses: list[str] = field(
+        default_factory=lambda: ["llm_rank"], metadata={"help": "Retrieval losses of the jmlr arm (one run each)."}
+    )
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds, at least 3 for a std."})
+    train_limit: int | None = field(default=None, metadata={"help": "First N training questions."})
+    eval_limit: int | None = field(default=None, metadata={"help": "First N evaluation questions."})
+    eval_answer_limit: int | None = field(default=None, metadata={"help": "Answer metrics on the first N only."})
+    max_steps: int = field(default=40, metadata={"help": "Optimizer steps per run (the same for every arm)."})
+    batch_size: int = field(default=1, metadata={"help": "Questions per step."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "LLM (LoRA) learning rate."})
+    retriever_learning_rate: float = field(default=2e-5, metadata={"help": "Retriever learning rate (jmlr arm)."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank on every attention and MLP projection."})
+    num_candidates: int = field(default=8, metadata={"help": "N"})
+    num_sampled: int = field(default=4, metadata={"help": "S"})
+    num_context_documents: int = field(default=2, metadata={"help": "K (the sft arm uses 0)"})
+    retrieval_temperature: float = field(default=0.05, metadata={"help": "τ"})
+    max_document_length: int = field(default=128, metadata={"help": "Tokens per document."})
+    max_length: int = field(default=640, metadata={"help": "Generator tokens of prompt + answer."})
+    logging_steps: int = field(default=5, metadata={"help": "Training-log interval."})
+    max_rationale_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "Cut each explanation to its first N generator tokens (train and held-out alike). MedMCQA "
+            "explanations run to 1,000 tokens; uncut, a few would not fit max_length and would dominate the loss "
+            "and the step time. The target stays `<letter>: <option>. <explanation>`."
+        },
+    )
+    eval_truncate_documents: bool = field(
+        default=True,
+        metadata={
+            "help": "Cut the documents of the evaluation prompts to max_document_length tokens, as in training. "
+            "The committed PubMedQA runs were measured with false (uncut)."
+        },
+    )
+    generative_limit: int = field(
+        default=0,
+        metadata={"help": "Generative accuracy (greedy decoding + letter extraction) on the first N held-out rows."},
+    )
+    max_new_tokens: int = field(default=12, metadata={"help": "Generated tokens per question (generative)."})
+    eval_retrieval_steps: int = field(
+        default=0,
+        metadata={"help": "Log held-out recall@1/evidence@1 every N steps during training (0: off)."},
+    )
+    eval_retrieval_limit: int = field(default=200, metadata={"help": "Held-out rows of that recall-over-steps."})
+    variant: str | None = field(
+        default=None,
+        metadata={"help": "Name of this sweep variant: runs go to <output_dir>/variants/<name>/ (set by `variants`)."},
+    )
+    variants: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "A sweep: after the base experiment, one variant per entry 'name key=value [key=value ...]', "
+            "e.g. 'lr1e-4 retriever_learning_rate=1e-4' or 'steps120 max_steps=120 arms=rag,jmlr'."
+        },
+    )
+
+
+#: Settings that decide the prepared questions and candidates; a variant must not change them.
+PREPARATION_FIELDS = (
+    "task",
+    "corpus",
+    "distractor_passages",
+    "corpus_passages",
+    "retriever",
+    "train_limit",
+    "eval_limit",
+    "num_candidates",
+    "max_document_length",
+    "max_rationale_tokens",
+)
+#: Settings that change no run's outcome: where things go, which runs, and what is only logged.
+NON_OUTCOME_FIELDS = (
+    "output_dir",
+    "data_dir",
+    "arms",
+    "retrieval_losses",
+    "seeds",
+    "logging_steps",
+    "eval_retrieval_steps",
+    "eval_retrieval_limit",
+    "variant",
+    "variants",
+)
+#: Retriever settings that the SFT and RAG arms never use (τ rescales the scores; it does not reorder the top K).
+RETRIEVER_ONLY_FIELDS = ("retriever_learning_rate", "num_sampled", "retrieval_temperature")
+#: The values of settings added after the first PubMedQA runs, as those runs used them.
+LEGACY_DEFAULTS = {
+    "max_rationale_tokens": None,
+    "corpus_passages": None,
+    "eval_truncate_documents": False,
+    "generative_limit": 0,
+    "max_new_tokens": 12,
+}
+
+
+def run_settings(settings: dict[str, Any], arm: str, retrieval_loss: str) -> dict[str, Any]:
+    """The settings one run's outcome depends on (what must match for a recorded run to be reused)."""
+    skip = set(NON_OUTCOME_FIELDS) | (set(RETRIEVER_ONLY_FIELDS) if arm != "jmlr" else set())
+    relevant = {key: value for key, value in (LEGACY_DEFAULTS | settings).items() if key not in skip}
+    relevant.update(arm=arm, retrieval_loss=retrieval_loss)
+    return relevant
+
+
+def run_dir(args: ExperimentArguments) -> str:
+    """Where this experiment's (or variant's) runs, tables and plots go; prepared data stay in `output_dir`."""
+    return os.path.join(args.output_dir, "variants", args.variant) if args.variant else args.output_dir
+
+
+def run_name(arm: str, retrieval_loss: str, seed: int) -> str:
+    return f"{arm}-{retrieval_loss}-seed{seed}" if arm == "jmlr" else f"{arm}-seed{seed}"
+
+
+def arm_label(arm: str, retrieval_loss: str) -> str:
+    return f"jmlr ({retrieval_loss})" if arm == "jmlr" else {"sft": "SFT (no docs)", "rag": "RAG-SFT"}[arm]
+
+
+def planned_runs(args: ExperimentArguments) -> list[tuple[str, str, int]]:
+    """`(arm, retrieval_loss, seed)` for every run, seed by seed; the loss is only meaningful for the jmlr arm."""
+    unknown = set(args.arms) - set(ARMS)
+    if unknown:
+        raise ValueError(f"unknown arms {sorted(unknown)}; expected some of {ARMS}")
+    if len(args.seeds) < 2:
+        logger.warning(
+            "With %d seed(s) there is no standard deviation; the issue asks for at least 3", len(args.seeds)
+        )
+    # Seed by seed, so that an experiment stopped part-way has every arm for its first seeds.
+    return [
+        (arm, loss, seed)
+        for seed in args.seeds
+        for arm in args.arms
+        for loss in (args.retrieval_losses if arm == "jmlr" else ["none"])
+    ]
+
+
+def build_arm_model(args: ExperimentArguments, arm: str, retrieval_loss: str) -> JMLRForCausalLM:
+    """The base models of `arm` (SFT: K = 0; SFT and RAG: no retrieval loss) with the experiment's N, S, K and τ."""
+    overrides = {
+        "num_candidates": args.num_candidates,
+        "num_sampled": args.num_sampled,
+        "num_context_documents": 0 if arm == "sft" else args.num_context_documents,
+        "retrieval_temperature": args.retrieval_temperature,
+        "retrieval_loss_weight": 1.0 if arm == "jmlr" else 0.0,
+        "max_document_length": args.max_document_length,
+        "max_length": args.max_length,
+    }
+    if arm == "jmlr":
+        overrides["retrieval_loss"] = retrieval_loss
+    return JMLRForCausalLM.from_components(
+        resolve_model_path(args.generator), resolve_model_path(args.retriever), **overrides
+    )
+
+
+def prepare_data(args: ExperimentArguments) -> tuple[Dataset, Dataset]:
+    """Index the corpus and pre-retrieve N candidates with the initial retriever, once for every arm and seed.
+
+    The prepared rows are kept in `<output_dir>/prepared/` with the settings that made them; reusing them with other
+    preparation settings is an error (a different split or candidate list would make the arms incomparable).
+    """
+    prepared_dir = os.path.join(args.output_dir, "prepared")
+    train_dir, eval_dir = (os.path.join(prepared_dir, split) for split in ("train", "eval"))
+    fingerprint_path = os.path.join(prepared_dir, "settings.json")
+    fingerprint = {key: (LEGACY_DEFAULTS | asdict(args))[key] for key in PREPARATION_FIELDS}
+    if os.path.exists(eval_dir):
+        if os.path.exists(fingerprint_path):
+            with open(fingerprint_path, encoding="utf-8") as f:
+                recorded = LEGACY_DEFAULTS | json.load(f)
+            changed = {
+                key: (recorded.get(key), value) for key, value in fingerprint.items() if recorded.get(key) != value
+            }
+            if changed:
+                raise ValueError(
+                    f"{prepared_dir} was prepared with other settings (recorded, now): {changed}; use another output_dir"
+                )
+        else:  # prepared before the fingerprint existed: record what it is used with from now on
+            _write_json(fingerprint_path, fingerprint)
+        return load_from_disk(train_dir), load_from_disk(eval_dir)
+    model = build_arm_model(args, "rag", "none")
+    retriever_tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.retriever))
+    generator_tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.generator))
+    corpus = _load_corpus(args)
+    index = DocumentIndex.from_retriever(
+        corpus, model.retriever, retriever_tokenizer, max_length=args.max_document_length
+    )
+    prepared = []
+    for split, limit, path in (("train", args.train_limit, train_dir), ("test", args.eval_limit, eval_dir)):
+        questions = load_task(args.task, split, data_dir=args.data_dir)
+        if limit is not None:
+            questions = questions.select(range(min(limit, len(questions))))
+        if args.max_rationale_tokens is not None:
+            rationales = [
+                truncate_to_tokens(generator_tokenizer, text, args.max_rationale_tokens) if text else text
+                for text in questions["rationale"]
+            ]
+            questions = questions.remove_columns("rationale").add_column("rationale", rationales)
+        questions = add_candidates(questions, index, model.retriever, retriever_tokenizer, args.num_candidates)
+        questions.save_to_disk(path)
+        prepared.append(load_from_disk(path))
+    _write_json(fingerprint_path, fingerprint)
+    return prepared[0], prepared[1]
+
+
+def _load_corpus(args: ExperimentArguments) -> Dataset:
+    """The retrieval corpus of `args`, cut to `corpus_passages` (see its help)."""
+    if args.corpus == "medquad" and args.corpus_passages is not None:
+        data_dir = args.data_dir or str(default_data_dir())
+        corpus = load_medquad_corpus(os.path.join(data_dir, MEDQUAD_FILE), limit=args.corpus_passages)
+        if args.distractor_passages:
+            raise ValueError("MedQuAD distractors for the MedQuAD corpus would repeat its passages")
+        return corpus
+    corpus = load_named_corpus(args.corpus, data_dir=args.data_dir, distractor_passages=args.distractor_passages)
+    if args.corpus_passages is not None:
+        corpus = corpus.select(range(min(args.corpus_passages, len(corpus))))
+    return corpus
+
+
+def _write_json(path: str, value: Any) -> None:
+    """Write `value` as JSON atomically: the file appears whole or not at all."""
+    write_text(path, json.dumps(value, indent=2))
+
+
+def run_one(
+    args: ExperimentArguments, arm: str, retrieval_loss: str, seed: int, train: Dataset, evaluation: Dataset
+) -> dict:
+    """Train one arm with one seed, evaluate it, and return (and write) its record."""
+    from peft import LoraConfig
+
+    set_seed(seed)
+    model = build_arm_model(args, arm, retrieval_loss)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.generator))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    retriever_tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.retriever))
+    name = run_name(arm, retrieval_loss, seed)
+    training_args = JointRetrievalConfig(
+        output_dir=os.path.join(run_dir(args), "checkpoints", name),
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        retriever_learning_rate=args.retriever_learning_rate if arm == "jmlr" else 0.0,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        logging_steps=args.logging_steps,
+        save_strategy="no",
+        report_to=[],
+        bf16=False,
+        gradient_checkpointing=False,
+        seed=seed,
+        disable_tqdm=True,
+    )
+    lora = LoraConfig(
+        r=args.lora_r,
+        lora_alpha=2 * args.lora_r,
+        lora_dropout=0.05,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        task_type="CAUSAL_LM",
+    )
+    callbacks = []
+    if args.eval_retrieval_steps > 0 and any(evaluation["gold_doc_ids"]):
+        held_out = evaluation.select(range(min(args.eval_retrieval_limit, len(evaluation))))
+        callbacks.append(RetrievalRecallCallback(held_out, retriever_tokenizer, args.eval_retrieval_steps))
+    trainer = JointRetrievalTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        processing_class=tokenizer,
+        retriever_tokenizer=retriever_tokenizer,
+        peft_config=lora,
+        callbacks=callbacks,
+    )
+    start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - start
+    merge_generator_adapter(model)
+    start = time.perf_counter()
+    metrics = evaluate_model(
+        model,
+        tokenizer,
+        retriever_tokenizer,
+        evaluation,
+        answer_limit=args.eval_answer_limit,
+        generative_limit=args.generative_limit,
+        max_new_tokens=args.max_new_tokens,
+        truncate_documents=args.eval_truncate_documents,
+        show_progress=False,
+    )
+    record = {
+        "arm": arm,
+        "retrieval_loss": retrieval_loss,
+        "seed": seed,
+        "settings": run_settings(asdict(args), arm, retrieval_loss),
+        "metrics": metrics,
+        "train_seconds": round(train_seconds, 1),
+        "eval_seconds": round(time.perf_counter() - start, 1),
+        "log_history": trainer.state.log_history,
+    }
+    _write_json(os.path.join(run_dir(args), "runs", f"{name}.json"), record)
+    return record
+
+
+def reported_metrics(records: Sequence[dict]) -> tuple[str, ...]:
+    """The metrics of the tables and bars: the four always (`n/a` where a task cannot measure one, e.g. recall on
+    MedMCQA, which has no gold passages), the generative ones when the runs measured them."""
+    generative = tuple(m for m in GENERATIVE_METRICS if any(m in r["metrics"] for r in records))
+    return REPORTED_METRICS + generative
+
+
+def summarize(records: Sequence[dict], metrics: Sequence[str] = REPORTED_METRICS) -> dict[str, dict[str, dict]]:
+    """`{arm label: {metric: {"mean", "std", "n", "values"}}}`; std is the sample standard deviation (n - 1)."""
+    groups: dict[str, list[dict]] = {}
+    for record in records:
+        groups.setdefault(arm_label(record["arm"], record["retrieval_loss"]), []).append(record)
+    summary = {}
+    for label, group in groups.items():
+        summary[label] = {}
+        for metric in metrics:
+            values = [r["metrics"][metric] for r in group if not math.isnan(r["metrics"].get(metric, math.nan))]
+            summary[label][metric] = {
+                "mean": statistics.fmean(values) if values else math.nan,
+                "std": statistics.stdev(values) if len(values) > 1 else math.nan,
+                "n": len(values),
+                "values": values,
+            }
+    return summary
+
+
+def _cell(stats: dict) -> str:
+    if stats["n"] == 0:
+        return "n/a"
+    std = "–" if math.isnan(stats["std"]) else f"{stats['std']:.4f}"  # one run has no spread
+    return f"{stats['mean']:.4f} ± {std} ({stats['n']})"
+
+
+def summary_table(
+    summary: dict[str, dict[str, dict]], metrics: Sequence[str] = REPORTED_METRICS, first_column: str = "arm"
+) -> str:
+    """Markdown: one row per arm, `mean ± std (n)` per metric, `n/a` where no run could measure it."""
+    lines = [f"| {first_column} | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for label, row in summary.items():
+        lines.append(f"| {label} | " + " | ".join(_cell(row[m]) for m in metrics) + " |")
+    return "\n".join(lines)
+
+
+def _mean_curve(records: Sequence[dict], key: str) -> tuple[list[int], list[float]]:
+    """`key` of the log histories against the step, averaged over the records (seeds) that logged it there."""
+    per_step: dict[int, list[float]] = {}
+    for record in records:
+        for entry in record["log_history"]:
+            if key in entry and "step" in entry:
+                per_step.setdefault(entry["step"], []).append(entry[key])
+    steps = sorted(per_step)
+    return steps, [statistics.fmean(per_step[s]) for s in steps]
+
+
+# The panels of training_curves.png: the trainer's logged losses and agreement, and the held-out retrieval callback's.
+PANELS = ("lm_loss", "retrieval_loss", "retrieval_agreement", LOG_PREFIX + "recall@1", LOG_PREFIX + "evidence@1")
+
+
+def plot_experiment(records: Sequence[dict], summary: dict, output_dir: str) -> list[str]:
+    """`training_curves.png` (mean over seeds per arm; held-out recall over steps where it was logged) and
+    `final_metrics.png` (bars with std error bars; `n/a` panels for what the task cannot measure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(3.8 * len(PANELS), 3.4), squeeze=False)
+    labels = list(summary)
+    for ax, key in zip(axes[0], PANELS, strict=True):
+        drawn = False
+        for label in labels:
+            group = [r for r in records if arm_label(r["arm"], r["retrieval_loss"]) == label]
+            steps, mean = _mean_curve(group, key)
+            if steps:
+                # One colour per arm in every panel, the same as in the bar chart.
+                ax.plot(steps, mean, marker="o", markersize=3, label=label, color=f"C{labels.index(label)}")
+                drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "n/a: not measured", ha="center", va="center", transform=ax.transAxes, color="grey")
+        held_out = key.startswith(LOG_PREFIX)
+        title = f"held-out {key[len(LOG_PREFIX) :]}" if held_out else key
+        ax.set_title(f"{title} (mean over seeds)", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    curves_path = os.path.join(output_dir, "training_curves.png")
+    fig.savefig(curves_path, dpi=120)
+    plt.close(fig)
+
+    metrics = reported_metrics(records)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        ax.set_title(metric, fontsize=9)
+        if all(summary[label][metric]["n"] == 0 for label in labels):
+            ax.text(0.5, 0.5, "n/a for this task", ha="center", va="center", transform=ax.transAxes, color="grey")
+            ax.set_xticks([])
+            continue
+        means = [summary[label][metric]["mean"] for label in labels]
+        stds = [
+            0.0 if math.isnan(summary[label][metric]["std"]) else summary[label][metric]["std"] for label in labels
+        ]
+        ax.bar(range(len(labels)), means, yerr=stds, capsize=4, color=[f"C{i}" for i in range(len(labels))])
+        ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    bars_path = os.path.join(output_dir, "final_metrics.png")
+    fig.savefig(bars_path, dpi=120)
+    plt.close(fig)
+    return [curves_path, bars_path]
+
+
+def _load_record(path: str, expected: dict[str, Any], legacy_settings: dict[str, Any] | None) -> dict | None:
+    """The record at `path` if it was run with the `expected` settings, else `None`.
+
+    Records written before runs carried their settings take them from their experiment's `settings.json`
+    (`legacy_settings`; without one they cannot be checked and are not reused).
+    """
+    with open(path, encoding="utf-8") as f:
+        record = json.load(f)
+    settings = record.get("settings")
+    if settings is None and legacy_settings is not None:
+        settings = run_settings(legacy_settings, record["arm"], record["retrieval_loss"])
+    return record if settings == expected else None
+
+
+def _read_settings(directory: str) -> dict[str, Any] | None:
+    path = os.path.join(directory, "settings.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def run_experiment(args: ExperimentArguments) -> dict:
+    """Every planned run (reusing those already recorded with the same settings), then the summary table, JSON and
+    plots; then each of `args.variants` (see [`run_sweep`])."""
+    if args.variants and not args.variant:
+        return run_sweep(args)
+    directory = run_dir(args)
+    os.makedirs(directory, exist_ok=True)
+    # The settings.json of an earlier call describes the records it left without settings of their own.
+    legacy = {directory: _read_settings(directory), args.output_dir: _read_settings(args.output_dir)}
+    _write_json(os.path.join(directory, "settings.json"), asdict(args))
+    train, evaluation = prepare_data(args)
+    records = []
+    for arm, loss, seed in planned_runs(args):
+        name = run_name(arm, loss, seed)
+        expected = run_settings(asdict(args), arm, loss)
+        own = os.path.join(directory, "runs", f"{name}.json")
+        base = os.path.join(args.output_dir, "runs", f"{name}.json")
+        record = None
+        if os.path.exists(own):
+            record = _load_record(own, expected, legacy[directory])
+            if record is None:
+                raise ValueError(
+                    f"{own} was recorded with other settings; use another output_dir or variant, or delete it"
+                )
+        elif args.variant and os.path.exists(base):
+            # A baseline run that the variant's changes do not touch: reuse the base experiment's.
+            record = _load_record(base, expected, legacy[args.output_dir])
+            if record is not None:
+                logger.info("Reusing %s from the base experiment (its settings are unchanged)", name)
+        if record is None:
+            logger.info("Running %s", name)
+            record = run_one(args, arm, loss, seed, train, evaluation)
+        records.append(record)
+    metrics = reported_metrics(records)
+    summary = summarize(records, metrics)
+    table = summary_table(summary, metrics)
+    _write_json(os.path.join(directory, "summary.json"), summary)
+    with open(os.path.join(directory, "summary.md"), "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+    plot_experiment(records, summary, directory)
+    print(table)
+    return summary
+
+
+FIXED_IN_VARIANTS = (*PREPARATION_FIELDS, "output_dir", "data_dir", "variant", "variants")
+
+
+def parse_variant(spec: str, base: ExperimentArguments) -> ExperimentArguments:
+    """`'name key=value ...'` → `base` with those settings changed and `variant=name`.
+
+    Values are read as the field's type (`int`, `float`, `bool`, `none`, comma-separated lists). Preparation
+    settings cannot change within a sweep: every variant uses the base experiment's candidates.
+    """
+    name, *assignments = spec.split()
+    if not name or "=" in name or "/" in name:
+        raise ValueError(f"a variant starts with its name, then key=value pairs: {spec!r}")
+    types = {f.name: _type_name(f.type) for f in dataclasses.fields(ExperimentArguments)}
+    changes: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or key not in types:
+            raise ValueError(f"variant {name!r}: {assignment!r} is not key=value of a setting")
+        if key in FIXED_IN_VARIANTS:
+            raise ValueError(f"variant {name!r} cannot change {key!r}: every variant uses the same prepared data")
+        changes[key] = _parse_value(text, types[key])
+    return dataclasses.replace(base, variant=name, variants=[], **changes)
+
+
+def _type_name(annotation: Any) -> str:
+    """`"float"`, `"int | None"`, `"list[str]"`: a field's type as text, whether annotations are evaluated or not."""
+    return annotation.__name__ if type(annotation) is type else str(annotation)
+
+
+def _parse_value(text: str, type_name: str) -> Any:
+    if text.lower() == "none" and "None" in type_name:
+        return None
+    if type_name.startswith("list["):
+        item_type = type_name[len("list[") : -1]
+        return [_parse_value(item, item_type) for item in text.split(",") if item]
+    if type_name.startswith("bool"):
+        if text.lower() not in ("true", "false"):
+            raise ValueError(f"expected true or false, got {text!r}")
+        return text.lower() == "true"
+    if type_name.startswith("int"):
+        return int(text)
+    if type_name.startswith("float"):
+        return float(text)
+    return text
+
+
+def run_sweep(args: ExperimentArguments) -> dict:
+    """The base experiment, then each variant; `sweep.md` / `sweep.json` (one row per variant and arm) and
+    `sweep_retrieval.png` (held-out recall@1 / evidence@1 over steps of each variant's JMLR runs).
+
+    Returns `{variant name ("base" first): summary}`.
+    """
+    variants = [parse_variant(spec, args) for spec in args.variants]
+    names = [v.variant for v in variants]
+    if len(set(names)) != len(names) or "base" in names:
+        raise ValueError(f"variant names must be unique and not 'base': {names}")
+    base = dataclasses.replace(args, variants=[])
+    summaries = {"base": run_experiment(base)}
+    settings = {"base": base}
+    for variant in variants:
+        summaries[variant.variant] = run_experiment(variant)
+        settings[variant.variant] = variant
+    rows: dict[str, dict[str, dict]] = {}
+    for name, summary in summaries.items():
+        for label, row in summary.items():
+            rows[f"{name}: {label}"] = row
+    metrics = tuple(dict.fromkeys(m for row in rows.values() for m in row))
+    table = summary_table(rows, metrics, first_column="variant: arm")
+    _write_json(os.path.join(args.output_dir, "sweep.json"), rows)
+    with open(os.path.join(args.output_dir, "sweep.md"), "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+    plot_sweep(settings, os.path.join(args.output_dir, "sweep_retrieval.png"))
+    print(table)
+    return summaries
+
+
+def plot_sweep(settings: dict[str, ExperimentArguments], path: str) -> str:
+    """Held-out recall@1 and evidence@1 over steps, one line per variant and JMLR loss (mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = (LOG_PREFIX + "recall@1", LOG_PREFIX + "evidence@1")
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
+    line = 0
+    for name, args in settings.items():
+        records_by_loss: dict[str, list[dict]] = {}
+        for arm, loss, seed in planned_runs(args):
+            path_run = os.path.join(run_dir(args), "runs", f"{run_name(arm, loss, seed)}.json")
+            if arm == "jmlr" and os.path.exists(path_run):
+                with open(path_run, encoding="utf-8") as f:
+                    records_by_loss.setdefault(loss, []).append(json.load(f))
+        for loss, records in records_by_loss.items():
+            for ax, key in zip(axes[0], keys, strict=True):
+                steps, mean = _mean_curve(records, key)
+                if steps:
+                    ax.plot(steps, mean, marker="o", markersize=3, color=f"C{line}", label=f"{name} ({loss})")
+            line += 1
+    for ax, key in zip(axes[0], keys, strict=True):
+        ax.set_title(f"JMLR: held-out {key[len(LOG_PREFIX) :]} (mean over seeds)", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Parse (a YAML `--config`, flags override it) → run every arm and seed (or the `--variants` sweep) → tables,
+    JSON and plots in `output_dir`."""
+    from trl import TrlParser
+
+    (args,) = TrlParser((ExperimentArguments,)).parse_args_and_config(args=argv)
+    return run_experiment(args)
+
+
+if __name__ == "__main__":
+    main()

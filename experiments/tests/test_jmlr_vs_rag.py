@@ -1,0 +1,216 @@
+"""The JMLR-vs-RAG-vs-SFT experiment script end to end on tiny random models, and its statistics."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+from datasets import load_from_disk
+from transformers import BertModel, LlamaForCausalLM
+
+from experiments import jmlr_vs_rag as experiment_module
+from experiments.jmlr_vs_rag import (
+    ExperimentArguments,
+    parse_variant,
+    run_experiment,
+    run_settings,
+    summarize,
+    summary_table,
+)
+from tests.testing_utils.models import tiny_config
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_summarize_mean_and_sample_std():
+    records = [
+        {"arm": "rag", "retrieval_loss": "none", "seed": s, "metrics": {"accuracy": v, "answer_nll": 2.0}}
+        for s, v in enumerate([0.5, 0.6, 0.7])
+    ] + [{"arm": "jmlr", "retrieval_loss": "lsr", "seed": 0, "metrics": {"accuracy": 0.9, "answer_nll": math.nan}}]
+    summary = summarize(records, metrics=("accuracy", "answer_nll"))
+    assert summary["RAG-SFT"]["accuracy"]["mean"] == pytest.approx(0.6)
+    assert summary["RAG-SFT"]["accuracy"]["std"] == pytest.approx(0.1)  # sqrt(((-.1)^2 + 0 + .1^2) / (3 - 1))
+    assert summary["RAG-SFT"]["answer_nll"]["std"] == 0.0
+    assert summary["jmlr (lsr)"]["accuracy"]["n"] == 1 and math.isnan(summary["jmlr (lsr)"]["accuracy"]["std"])
+    assert summary["jmlr (lsr)"]["answer_nll"]["n"] == 0  # NaN values are not averaged in
+    table = summary_table(summary, metrics=("accuracy",))
+    assert "| RAG-SFT | 0.6000 ± 0.1000 (3) |" in table.splitlines()
+
+
+def test_summary_table_says_na_for_what_no_run_measured():
+    records = [
+        {"arm": "rag", "retrieval_loss": "none", "seed": s, "metrics": {"accuracy": 0.5, "recall@1": math.nan}}
+        for s in range(2)
+    ]
+    table = summary_table(summarize(records, metrics=("accuracy", "recall@1")), metrics=("accuracy", "recall@1"))
+    assert "| RAG-SFT | 0.5000 ± 0.0000 (2) | n/a |" in table.splitlines()
+
+
+def test_parse_variant_reads_each_setting_as_its_type():
+    base = ExperimentArguments(variants=["x retriever_learning_rate=1e-4"])
+    variant = parse_variant(
+        "fast retriever_learning_rate=1e-4 num_sampled=8 arms=rag,jmlr eval_truncate_documents=false "
+        "eval_answer_limit=none",
+        base,
+    )
+    assert variant.variant == "fast" and variant.variants == []
+    assert variant.retriever_learning_rate == 1e-4 and isinstance(variant.retriever_learning_rate, float)
+    assert variant.num_sampled == 8 and variant.arms == ["rag", "jmlr"]
+    assert variant.eval_truncate_documents is False and variant.eval_answer_limit is None
+    assert variant.max_steps == base.max_steps  # everything else is the base's
+    with pytest.raises(ValueError, match="same prepared data"):
+        parse_variant("more num_candidates=16", base)  # the candidates are shared by every variant
+    with pytest.raises(ValueError, match="key=value"):
+        parse_variant("typo retriever_lr=1e-4", base)
+    with pytest.raises(ValueError, match="its name"):
+        parse_variant("num_sampled=8", base)
+
+
+def test_baselines_do_not_depend_on_retriever_settings():
+    base = dataclasses.asdict(ExperimentArguments())
+    changed = base | {"retriever_learning_rate": 1e-4, "num_sampled": 8, "retrieval_temperature": 0.1}
+    assert run_settings(base, "rag", "none") == run_settings(changed, "rag", "none")
+    assert run_settings(base, "sft", "none") == run_settings(changed, "sft", "none")
+    assert run_settings(base, "jmlr", "llm_rank") != run_settings(changed, "jmlr", "llm_rank")
+    assert run_settings(base, "rag", "none") != run_settings(base | {"max_steps": 99}, "rag", "none")
+    # Where the outputs go and what is only logged does not change a run.
+    logged = base | {"output_dir": "elsewhere", "eval_retrieval_steps": 5, "seeds": [7]}
+    assert run_settings(base, "jmlr", "lsr") == run_settings(logged, "jmlr", "lsr")
+
+
+@pytest.fixture
+def tiny_checkpoints(tmp_path, generator_tokenizer, retriever_tokenizer):
+    """A tiny random Llama and BERT saved as the experiment's base models."""
+    config = tiny_config(generator_tokenizer, retriever_tokenizer)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config.generator).save_pretrained(tmp_path / "llama")
+    generator_tokenizer.save_pretrained(tmp_path / "llama")
+    BertModel(config.retriever).save_pretrained(tmp_path / "bert")
+    retriever_tokenizer.save_pretrained(tmp_path / "bert")
+    return str(tmp_path / "llama"), str(tmp_path / "bert")
+
+
+@pytest.mark.integration
+def test_experiment_end_to_end_on_tiny_models(tmp_path, tiny_checkpoints, monkeypatch):
+    args = ExperimentArguments(
+        output_dir=str(tmp_path / "exp"),
+        generator=tiny_checkpoints[0],
+        retriever=tiny_checkpoints[1],
+        retrieval_losses=["llm_rank", "lsr"],
+        seeds=[0, 1],
+        train_limit=4,
+        eval_limit=3,
+        eval_answer_limit=2,
+        max_steps=2,
+        batch_size=2,
+        num_candidates=4,
+        num_sampled=2,
+        num_context_documents=2,
+        max_document_length=32,
+        max_length=256,
+        logging_steps=1,
+        eval_retrieval_steps=1,
+    )
+    summary = run_experiment(args)
+    out = tmp_path / "exp"
+    assert set(summary) == {"SFT (no docs)", "RAG-SFT", "jmlr (llm_rank)", "jmlr (lsr)"}
+    assert all(row["accuracy"]["n"] == 2 for row in summary.values())
+    assert len(list((out / "runs").glob("*.json"))) == 8
+    for name in ("summary.md", "summary.json", "settings.json"):
+        assert (out / name).stat().st_size > 0
+    for name in ("training_curves.png", "final_metrics.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    # SFT and RAG never train the retriever: every seed ranks exactly like the base retriever.
+    base = summary["RAG-SFT"]["recall@1"]["values"]
+    assert summary["SFT (no docs)"]["recall@1"]["values"] == base and len(set(base)) == 1
+    record = json.loads((out / "runs" / "jmlr-llm_rank-seed0.json").read_text())
+    assert [e["step"] for e in record["log_history"] if "retrieval_loss" in e] == [1, 2]
+    sft = json.loads((out / "runs" / "sft-seed0.json").read_text())
+    assert all("retrieval_loss" not in e for e in sft["log_history"])
+    # Held-out recall over steps: before training, then every step; the last point is the end-of-run recall on the
+    # same rows (the callback's rows are the first eval_retrieval_limit = all 3 here).
+    recall = [(e["step"], e["eval_recall@1"]) for e in record["log_history"] if "eval_recall@1" in e]
+    assert [step for step, _ in recall] == [0, 1, 2]
+    assert recall[-1][1] == record["metrics"]["recall@1"]
+    assert {e["eval_recall@1"] for e in sft["log_history"] if "eval_recall@1" in e} == {base[0]}
+    assert record["settings"]["max_steps"] == 2 and record["train_seconds"] > 0
+
+    # Resuming reuses every finished run and reproduces the summary.
+    real_run_one = experiment_module.run_one
+    monkeypatch.setattr(experiment_module, "run_one", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    assert run_experiment(args) == summary
+    # A finished run recorded with other settings is an error, not silently mixed in.
+    with pytest.raises(ValueError, match="other settings"):
+        run_experiment(dataclasses.replace(args, max_steps=3))
+
+    # A sweep: the variant changes a retriever setting, so only its jmlr runs train; SFT and RAG are reused.
+    trained = []
+
+    def counting_run_one(run_args, arm, loss, seed, *rest):
+        trained.append((run_args.variant, arm, loss, seed))
+        return real_run_one(run_args, arm, loss, seed, *rest)
+
+    monkeypatch.setattr(experiment_module, "run_one", counting_run_one)
+    sweep = dataclasses.replace(args, retrieval_losses=["llm_rank"], variants=["fastlr retriever_learning_rate=1e-2"])
+    summaries = run_experiment(sweep)
+    assert trained == [("fastlr", "jmlr", "llm_rank", 0), ("fastlr", "jmlr", "llm_rank", 1)]  # nothing else
+    assert list(summaries) == ["base", "fastlr"]
+    assert summaries["fastlr"]["RAG-SFT"] == summaries["base"]["RAG-SFT"]
+    variant_dir = out / "variants" / "fastlr"
+    assert sorted(p.name for p in (variant_dir / "runs").glob("*.json")) == [
+        "jmlr-llm_rank-seed0.json",
+        "jmlr-llm_rank-seed1.json",
+    ]
+    assert json.loads((variant_dir / "settings.json").read_text())["retriever_learning_rate"] == 1e-2
+    assert "| fastlr: jmlr (llm_rank) |" in (out / "sweep.md").read_text()
+    for path in (out / "sweep_retrieval.png", variant_dir / "training_curves.png"):
+        assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.integration
+def test_medmcqa_experiment_with_generative_accuracy(tmp_path, tiny_checkpoints, generator_tokenizer):
+    """MedMCQA with explanations: MedQuAD corpus (no gold passages: recall is n/a, and no recall curve), targets
+    with the explanation cut to `max_rationale_tokens`, accuracy by likelihood and by generation."""
+    args = ExperimentArguments(
+        output_dir=str(tmp_path / "mc"),
+        task="medmcqa",
+        corpus="medquad",
+        corpus_passages=40,
+        generator=tiny_checkpoints[0],
+        retriever=tiny_checkpoints[1],
+        arms=["rag", "jmlr"],
+        seeds=[0, 1],
+        train_limit=4,
+        eval_limit=3,
+        generative_limit=2,
+        max_new_tokens=4,
+        max_rationale_tokens=16,
+        max_steps=2,
+        batch_size=2,
+        num_candidates=4,
+        num_sampled=2,
+        num_context_documents=1,
+        max_document_length=32,
+        max_length=256,
+        logging_steps=1,
+        eval_retrieval_steps=1,
+    )
+    summary = run_experiment(args)
+    out = tmp_path / "mc"
+    train = load_from_disk(str(out / "prepared" / "train"))
+    assert all(train["rationale"]) and all(options for options in train["options"])
+    assert max(len(generator_tokenizer(r, add_special_tokens=False)["input_ids"]) for r in train["rationale"]) <= 17
+    for label in ("RAG-SFT", "jmlr (llm_rank)"):
+        row = summary[label]
+        assert row["recall@1"]["n"] == 0 and row["evidence@1"]["n"] == 0  # no gold passages in MedQuAD
+        assert row["generative_accuracy"]["n"] == 2 and row["accuracy"]["n"] == 2
+        assert all(0 <= v <= 2 for v in row["generative_unparseable"]["values"])  # a count over 2 generated
+    record = json.loads((out / "runs" / "jmlr-llm_rank-seed0.json").read_text())
+    assert record["metrics"]["num_generated"] == 2 and record["metrics"]["num_answered"] == 3
+    assert not any("eval_recall@1" in e for e in record["log_history"])
+    table = (out / "summary.md").read_text()
+    assert "generative_accuracy" in table and "| n/a | n/a |" in table
+    assert (out / "final_metrics.png").read_bytes()[:4] == b"\x89PNG"

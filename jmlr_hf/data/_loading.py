@@ -1,0 +1,444 @@
+"""The machinery every loader of `jmlr_hf.data` shares (internal to the subpackage; the public names are re-exported
+by `jmlr_hf.data`).
+
+* the two schemas: [`QA_FEATURES`] for questions and [`CORPUS_FEATURES`] for retrieval corpora;
+* reading records from a local file or a Hub dataset (`open_records`, `iter_json_lines`, PubMedQA's two layouts);
+* turning parsed rows into a `Dataset` (`collect`, `finish`), with a [`DataFormatError`] that names the file, the row
+  and the field, or (`skip_invalid=True`) a count in one warning and in a [`LoadReport`];
+* field validators shared by every loader (`text_field`, `identifier`, `option_list`, `multiple_choice`).
+
+Every QA loader returns a `datasets.Dataset` with the columns of [`QA_FEATURES`]:
+
+* `id`: a stable identifier (also the key of [`jmlr_hf.data.split_by_hash`]),
+* `question`, `options` (the option texts in letter order; `[]` for open questions such as PubMedQA),
+* `answer`: the option letter `"A"`..`"E"` for multiple choice, the decision `"yes"`/`"no"`/`"maybe"` for PubMedQA,
+* `rationale` (`""` when none), `subject` (`""` when none),
+* `gold_doc_ids` / `evidence_doc_ids`: corpus passage ids known to hold / to carry the answer (`[]` when unknown).
+
+Every corpus loader returns the columns of [`CORPUS_FEATURES`] (`id`, `title`, `text`); the PubMedQA corpus adds
+`article_id` and `section`.
+
+Each loader takes a local file, or otherwise a Hub dataset id that is read with `datasets.load_dataset` (extra
+keyword arguments are passed through; the split defaults to `"train"`). Both routes go through the same row parser,
+so a Hub copy is validated exactly like a local file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import datasets
+from datasets import Dataset, Features, List, Value
+
+from ..models.configuration_jmlr import OPTION_LETTERS
+
+if TYPE_CHECKING:
+    pass
+
+logger = logging.getLogger(__name__)
+
+
+QA_FEATURES = Features(
+    {
+        "id": Value("string"),
+        "question": Value("string"),
+        "options": List(Value("string")),
+        "answer": Value("string"),
+        "rationale": Value("string"),
+        "subject": Value("string"),
+        "gold_doc_ids": List(Value("string")),
+        "evidence_doc_ids": List(Value("string")),
+    }
+)
+CORPUS_FEATURES = Features({"id": Value("string"), "title": Value("string"), "text": Value("string")})
+PUBMEDQA_CORPUS_FEATURES = Features({**CORPUS_FEATURES, "article_id": Value("string"), "section": Value("string")})
+
+# QA rows have 2 to 5 options, lettered A..E (the prefix of the prompt's option letters).
+MAX_OPTIONS = 5
+ANSWER_LETTERS = OPTION_LETTERS[:MAX_OPTIONS]
+# The answers of a decision question (PubMedQA).
+DECISIONS = ("yes", "no", "maybe")
+
+# A missing path that ends like a data file is a typo, not a Hub id: fail here instead of inside the Hub client.
+_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".gz", ".parquet", ".txt")
+_MAX_REASONS_SHOWN = 5
+
+
+def default_data_dir() -> Path:
+    """The shared data folder: `$JMLR_DATA_DIR` if set, else `<project root>/../shared/data`.
+
+    The project root is the folder that holds the `jmlr_hf` package, so the default only makes sense for a source
+    checkout; an installed package should set `JMLR_DATA_DIR`.
+    """
+    from_env = os.environ.get("JMLR_DATA_DIR")
+    if from_env:
+        return Path(from_env).expanduser()
+    project_root = Path(__file__).resolve().parents[2]
+    return project_root.parent / "shared" / "data"
+
+
+@dataclass
+class LoadReport:
+    """What one loader call kept and dropped; pass an instance as `report=` and read it afterwards.
+
+    Args:
+        num_rows: rows in the returned dataset.
+        num_skipped: invalid rows dropped because of `skip_invalid=True`.
+        reasons: one [`DataFormatError`] message per dropped row.
+        counts: loader-specific tallies that are not errors, e.g. `"without_rationale"` (MedMCQA with
+            `require_rationale=True`), `"duplicate_texts"` / `"renamed_ids"` (MedQuAD), `"evidence_results"` /
+            `"evidence_results_like"` / `"evidence_last_section"` (PubMedQA, see [`load_pubmedqa`]).
+    """
+
+    num_rows: int = 0
+    num_skipped: int = 0
+    reasons: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class DataFormatError(ValueError):
+    """A row of a data file does not fit the expected format.
+
+    The message names the source (file path or Hub dataset), the row (`line N` for JSON lines and CSV, `row N` for a
+    Hub dataset, `PMID N` for PubMedQA; all 1-based) and the offending field when there is one.
+    """
+
+    def __init__(self, source: str, location: str, field: str | None, problem: str) -> None:
+        self.source = source
+        self.location = location
+        self.field = field
+        self.problem = problem
+        what = f"field {field!r}: {problem}" if field else problem
+        super().__init__(f"{source}, {location}: {what}")
+
+    def __reduce__(self):
+        # The default pickling replays `args` (the message) into `__init__`, which takes four arguments; worker
+        # processes (e.g. `Dataset.map(num_proc=...)`) need the error to survive the round trip.
+        return (self.__class__, (self.source, self.location, self.field, self.problem))
+
+
+class RowError(Exception):
+    """Raised by row parsers; the driver adds the source and the row to turn it into a `DataFormatError`."""
+
+    def __init__(self, field: str | None, problem: str) -> None:
+        super().__init__(problem)
+        self.field = field
+        self.problem = problem
+
+
+# One record as read from a source: (location for messages, 0-based record index, the record or why it is unreadable).
+Row = tuple[str, int, "Mapping[str, Any] | RowError"]
+Parser = Callable[[Mapping[str, Any], int], list[dict[str, Any]]]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reading records
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def check_hub_id(path_or_id: str) -> None:
+    if path_or_id.lower().endswith(_FILE_SUFFIXES):
+        raise FileNotFoundError(f"{path_or_id} does not exist (it is not a Hub dataset id either).")
+
+
+def load_hub_dataset(path_or_id: str, load_kwargs: dict[str, Any]) -> tuple[str, Iterable[Mapping[str, Any]]]:
+    """`datasets.load_dataset(path_or_id, split="train", **load_kwargs)` and a readable name for messages."""
+    check_hub_id(path_or_id)
+    kwargs = {"split": "train", **load_kwargs}
+    dataset = datasets.load_dataset(path_or_id, **kwargs)
+    if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        raise ValueError(f"{path_or_id}: pass a single split (split=...), got the splits {list(dataset)}.")
+    source = f"{path_or_id} (split={kwargs['split']!r}"
+    if "data_files" in kwargs:
+        source += f", data_files={kwargs['data_files']!r}"
+    return source + ")", dataset
+
+
+def iter_hub_rows(dataset: Iterable[Mapping[str, Any]]) -> Iterator[Row]:
+    for index, record in enumerate(dataset):
+        yield f"row {index + 1}", index, record
+
+
+def iter_json_lines(path: str) -> Iterator[Row]:
+    """Records of a JSON-lines file (gzip-compressed when the name ends in `.gz`); blank lines are ignored."""
+    opener = gzip.open if path.endswith(".gz") else open
+    index = 0
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            record: Mapping[str, Any] | RowError
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                record = RowError(None, f"malformed JSON ({err.msg}, column {err.colno})")
+            else:
+                if not isinstance(record, dict):
+                    record = RowError(None, f"expected a JSON object, got {type(record).__name__}")
+            yield f"line {line_number}", index, record
+            index += 1
+
+
+def open_records(path_or_id: str, load_kwargs: dict[str, Any]) -> tuple[str, Iterable[Row]]:
+    """The records of a local JSON-lines file or of a Hub dataset, with the source name used in messages."""
+    if os.path.exists(path_or_id):
+        if load_kwargs:
+            raise TypeError(
+                f"{path_or_id} is a local file; the keyword arguments {sorted(load_kwargs)} are only used for Hub "
+                "datasets (datasets.load_dataset)."
+            )
+        return path_or_id, iter_json_lines(path_or_id)
+    source, dataset = load_hub_dataset(path_or_id, load_kwargs)
+    return source, iter_hub_rows(dataset)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Building datasets
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def collect(
+    rows: Iterable[Row],
+    parse: Parser,
+    *,
+    source: str,
+    skip_invalid: bool,
+    reasons: list[str],
+    unique_ids: bool = True,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Parse `rows` into examples; invalid rows raise, or are skipped and appended to `reasons`.
+
+    A parser returns a list because one record can give several examples (corpus chunks, PubMedQA sections).
+    Reading stops once `limit` examples are collected, so a capped load does not parse the whole source.
+    """
+    examples: list[dict[str, Any]] = []
+    seen_ids: set[str] = set()
+    for location, index, record in rows:
+        if limit is not None and len(examples) >= limit:
+            break
+        try:
+            if isinstance(record, RowError):
+                raise record
+            parsed = parse(record, index)
+            if unique_ids:
+                # Duplicate ids would silently merge examples downstream (split_by_hash, gold passage lookups).
+                new_ids = [example["id"] for example in parsed]
+                duplicates = [i for i in new_ids if i in seen_ids] or [i for i, n in Counter(new_ids).items() if n > 1]
+                if duplicates:
+                    raise RowError("id", f"duplicate id {duplicates[0]!r}")
+                seen_ids.update(new_ids)
+        except RowError as err:
+            error = DataFormatError(source, location, err.field, err.problem)
+            if not skip_invalid:
+                raise error from None
+            reasons.append(str(error))
+            continue
+        examples.extend(parsed)
+    if limit is not None:
+        del examples[limit:]
+    return examples
+
+
+def finish(
+    examples: list[dict[str, Any]],
+    features: Features,
+    *,
+    source: str,
+    reasons: list[str],
+    report: LoadReport | None,
+    counts: Mapping[str, int] | None = None,
+) -> Dataset:
+    """Turn examples into a `Dataset` with explicit features, warn once about skipped rows and fill `report`."""
+    if reasons:
+        logger.warning(
+            "Skipped %d invalid row(s) of %s (skip_invalid=True). First: %s",
+            len(reasons),
+            source,
+            " | ".join(reasons[:_MAX_REASONS_SHOWN]),
+        )
+    if report is not None:
+        report.num_rows = len(examples)
+        report.num_skipped = len(reasons)
+        report.reasons = list(reasons)
+        report.counts = dict(counts or {})
+    # from_dict (not from_list) so that an empty result still gets the declared columns.
+    columns = {name: [example[name] for example in examples] for name in features}
+    return Dataset.from_dict(columns, features=features)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Field validation (shared by every loader)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def text_field(record: Mapping[str, Any], key: str, *, required: bool = True) -> str:
+    """The stripped string under `key`; a missing/null optional field gives `""`, a required one must be non-empty."""
+    value = record.get(key)
+    if value is None:
+        if required:
+            raise RowError(key, "missing" if key not in record else "null")
+        return ""
+    if not isinstance(value, str):
+        raise RowError(key, f"expected a string, got {type(value).__name__}")
+    value = value.strip()
+    if required and not value:
+        raise RowError(key, "empty")
+    return value
+
+
+def identifier(record: Mapping[str, Any], key: str, default: str | None) -> str:
+    """An id field as a string (ints are accepted: Hub copies often store numeric ids); `default` when absent."""
+    value = record.get(key)
+    if value is None:
+        if default is None:
+            raise RowError(key, "missing")
+        return default
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise RowError(key, f"expected a string or an integer, got {type(value).__name__}")
+    value = str(value).strip()
+    if not value:
+        raise RowError(key, "empty")
+    return value
+
+
+def option_list(value: Any, key: str) -> list[str]:
+    """Option texts from a `{"A": text, "B": text, ...}` mapping (keys must be consecutive letters) or a list."""
+    if isinstance(value, Mapping):
+        # Arrow stores a column of option dicts as one struct with the union of the keys, so the 4-option rows of a
+        # Hub MedQA copy come back with "E": None; absent and null mean the same here.
+        letters = sorted(letter for letter, text in value.items() if text is not None)
+        expected = list(ANSWER_LETTERS[: len(letters)])
+        if letters != expected:
+            raise RowError(key, f"option keys must be {', '.join(expected) or 'letters'}, got {', '.join(letters)}")
+        texts = [value[letter] for letter in letters]
+    elif isinstance(value, (list, tuple)):
+        texts = list(value)
+    else:
+        raise RowError(key, "missing" if value is None else f"expected options, got {type(value).__name__}")
+    for position, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise RowError(
+                key, f"option {ANSWER_LETTERS[position : position + 1] or position} is empty or not a string"
+            )
+    return [text.strip() for text in texts]
+
+
+def multiple_choice(
+    *,
+    example_id: str,
+    question: str,
+    options: list[str],
+    answer: Any,
+    answer_field: str,
+    rationale: str = "",
+    subject: str = "",
+    options_field: str = "options",
+) -> dict[str, Any]:
+    """The one validator behind every multiple-choice loader: 2..5 options and an answer letter among them."""
+    if not 2 <= len(options) <= len(ANSWER_LETTERS):
+        raise RowError(options_field, f"expected 2 to {len(ANSWER_LETTERS)} options, got {len(options)}")
+    letters = ANSWER_LETTERS[: len(options)]
+    letter = answer.strip().upper() if isinstance(answer, str) else answer
+    if not isinstance(letter, str) or len(letter) != 1 or letter not in letters:
+        raise RowError(answer_field, f"answer {answer!r} is not among the options {', '.join(letters)}")
+    return {
+        "id": example_id,
+        "question": question,
+        "options": options,
+        "answer": letter,
+        "rationale": rationale,
+        "subject": subject,
+        "gold_doc_ids": [],
+        "evidence_doc_ids": [],
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# PubMedQA
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class PubMedQAArticle(NamedTuple):
+    pmid: str
+    question: str
+    contexts: list[str]
+    labels: list[str]
+    decision: str
+    long_answer: str
+
+
+def iter_pubmedqa(path_or_id: str, hub_split: str, load_kwargs: dict[str, Any]) -> tuple[str, Iterable[Row]]:
+    """PubMedQA items: a local JSON object keyed by PMID, or a Hub dataset in the `qiaojin/PubMedQA` layout."""
+    if os.path.exists(path_or_id):
+        if load_kwargs:
+            raise TypeError(f"The keyword arguments {sorted(load_kwargs)} are only used for Hub datasets.")
+        with open(path_or_id, encoding="utf-8") as handle:
+            try:
+                items = json.load(handle)
+            except json.JSONDecodeError as err:
+                raise DataFormatError(path_or_id, f"line {err.lineno}", None, f"malformed JSON ({err.msg})") from None
+        if not isinstance(items, dict):
+            raise DataFormatError(path_or_id, "top level", None, "expected a JSON object keyed by PMID")
+
+        def local_rows() -> Iterator[Row]:
+            for index, (pmid, item) in enumerate(items.items()):
+                record = {**item, "pubid": pmid} if isinstance(item, dict) else RowError(None, "expected an object")
+                yield f"PMID {pmid}", index, record
+
+        return path_or_id, local_rows()
+
+    source, dataset = load_hub_dataset(path_or_id, {**load_kwargs, "split": hub_split})
+
+    def hub_rows() -> Iterator[Row]:
+        for index, record in enumerate(dataset):
+            pmid = record.get("pubid")
+            yield (f"PMID {pmid}" if pmid is not None else f"row {index + 1}"), index, record
+
+    return source, hub_rows()
+
+
+def pubmedqa_article(record: Mapping[str, Any]) -> PubMedQAArticle:
+    """Validate one item in either layout: the original upper-case file fields or the Hub's nested `context`."""
+    pmid = identifier(record, "pubid", default=None)
+    if "QUESTION" in record or "CONTEXTS" in record:
+        question_key, decision_key, answer_key = "QUESTION", "final_decision", "LONG_ANSWER"
+        contexts_key, labels_key = "CONTEXTS", "LABELS"
+        sections: Mapping[str, Any] = record
+    else:
+        question_key, decision_key, answer_key = "question", "final_decision", "long_answer"
+        contexts_key, labels_key = "contexts", "labels"
+        sections = record.get("context")
+        if not isinstance(sections, Mapping):
+            raise RowError("context", "missing (expected QUESTION/CONTEXTS/LABELS or question/context)")
+    contexts = sections.get(contexts_key)
+    labels = sections.get(labels_key)
+    if not isinstance(contexts, list) or not contexts:
+        raise RowError(contexts_key, "missing" if contexts is None else "expected a non-empty list of sections")
+    if any(not isinstance(text, str) or not text.strip() for text in contexts):
+        raise RowError(contexts_key, "a section text is empty or not a string")
+    if not isinstance(labels, list) or len(labels) != len(contexts):
+        problem = "missing" if labels is None else f"expected one label per section ({len(contexts)})"
+        raise RowError(labels_key, problem)
+    if any(not isinstance(label, str) for label in labels):
+        raise RowError(labels_key, "labels must be strings")
+    decision = text_field(record, decision_key).lower()
+    if decision not in DECISIONS:
+        raise RowError(decision_key, f"{decision!r} is not one of {', '.join(DECISIONS)}")
+    return PubMedQAArticle(
+        pmid=pmid,
+        question=text_field(record, question_key),
+        contexts=[text.strip() for text in contexts],
+        labels=[label.strip() for label in labels],
+        decision=decision,
+        long_answer=text_field(record, answer_key, required=False),
+    )

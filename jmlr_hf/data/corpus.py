@@ -1,0 +1,297 @@
+"""Retrieval corpora in the corpus schema ([`CORPUS_FEATURES`]: `id`, `title`, `text`): every abstract section of
+PubMedQA, MedQuAD answers chunked into passages, or any file / Hub dataset with `id` and `text`; and the chunking
+they share ([`chunk_text`]).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from datasets import Dataset
+
+from ._loading import (
+    CORPUS_FEATURES,
+    PUBMEDQA_CORPUS_FEATURES,
+    LoadReport,
+    collect,
+    default_data_dir,
+    finish,
+    identifier,
+    iter_json_lines,
+    iter_pubmedqa,
+    open_records,
+    pubmedqa_article,
+    text_field,
+)
+from .splits import hash_unit
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+MEDQUAD_FILE = "corpus/medquad/medquad_answers.jsonl.gz"
+
+logger = logging.getLogger(__name__)
+
+
+def load_pubmedqa_corpus(
+    path_or_id: str,
+    *,
+    skip_invalid: bool = False,
+    report: LoadReport | None = None,
+    hub_split: str = "train",
+    **load_kwargs: Any,
+) -> Dataset:
+    """Every abstract section of every PubMedQA item as one passage (3,358 for `ori_pqal.json`).
+
+    Columns: `id` = `f"{pmid}-{i}"` (`i` the section index, matching `gold_doc_ids` of [`load_pubmedqa`]),
+    `title` = `""`, `text` = the section text, `article_id` = the PMID, `section` = its label (e.g. `"RESULTS"`).
+    Long answers are left out on purpose: they state the answer. Arguments as for [`load_pubmedqa`].
+    """
+    source, rows = iter_pubmedqa(path_or_id, hub_split, load_kwargs)
+
+    def parse(record: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
+        article = pubmedqa_article(record)
+        return [
+            {"id": f"{article.pmid}-{i}", "title": "", "text": text, "article_id": article.pmid, "section": label}
+            for i, (text, label) in enumerate(zip(article.contexts, article.labels))
+        ]
+
+    reasons: list[str] = []
+    examples = collect(rows, parse, source=source, skip_invalid=skip_invalid, reasons=reasons)
+    return finish(examples, PUBMEDQA_CORPUS_FEATURES, source=source, reasons=reasons, report=report)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Corpora and chunking
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _token_spans(text: str, tokenizer: PreTrainedTokenizerBase | None) -> tuple[list[tuple[int, int]], list[bool]]:
+    """Character spans of the tokens of `text`, and for each token whether it starts a whitespace-separated word."""
+    if tokenizer is None:
+        spans = [match.span() for match in re.finditer(r"\S+", text)]
+        return spans, [True] * len(spans)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("Chunking by tokenizer tokens needs a fast tokenizer (it maps tokens back to characters).")
+    # verbose=False: long passages exceed the encoder's max length on purpose; that is why they are chunked.
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    spans = [(int(start), int(end)) for start, end in encoding["offset_mapping"]]
+    # Words are whitespace-separated (not the tokenizer's pre-tokens, which split "T-waves" at the hyphen). Some
+    # tokenizers put the preceding space inside the token's span, hence the second test.
+    starts = [start == 0 or text[start - 1].isspace() or text[start].isspace() for start, _ in spans]
+    return spans, starts
+
+
+def _check_chunking(max_tokens: int | None, stride: int) -> None:
+    """Fail on bad chunking arguments before any file is read."""
+    if max_tokens is None:
+        return
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    if not 0 <= stride < max_tokens:
+        raise ValueError(f"stride must be in [0, max_tokens), got {stride} with max_tokens={max_tokens}")
+
+
+def chunk_text(
+    text: str, max_tokens: int, *, tokenizer: PreTrainedTokenizerBase | None = None, stride: int = 0
+) -> list[str]:
+    """Split `text` into pieces of at most `max_tokens` tokens; a text that fits is returned unchanged.
+
+    Tokens are the tokenizer's (without special tokens) when one is given, else whitespace-separated words. Chunk
+    borders are moved back to whitespace so that no word is cut in two (unless a single word is longer than
+    `max_tokens`): for WordPiece tokenizers, which split on whitespace first, a chunk then re-tokenizes to the same
+    tokens, hence to at most `max_tokens` of them; byte-level BPE tokenizers may differ by a token at the start of a
+    chunk. Each chunk is a slice of the original text, so its inner whitespace is kept.
+
+    Args:
+        text: the passage.
+        max_tokens: the largest chunk, in tokens.
+        tokenizer: a fast tokenizer; `None` counts whitespace-separated words.
+        stride: how many tokens consecutive chunks share (`0 <= stride < max_tokens`).
+    """
+    _check_chunking(max_tokens, stride)
+    spans, word_start = _token_spans(text, tokenizer)
+    if len(spans) <= max_tokens:
+        return [text]
+    chunks = []
+    start, total = 0, len(spans)
+    while True:
+        end = min(start + max_tokens, total)
+        if end < total:
+            boundary = end
+            while boundary > start and not word_start[boundary]:
+                boundary -= 1
+            if boundary > start:
+                end = boundary
+        chunks.append(text[spans[start][0] : spans[end - 1][1]])
+        if end == total:
+            return chunks
+        # Step forward, keeping `stride` tokens of overlap, and start the next chunk on a word too.
+        start = max(end - stride, start + 1)
+        while start < end and not word_start[start]:
+            start += 1
+
+
+def _chunk_passage(
+    passage: dict[str, Any],
+    max_tokens: int | None,
+    tokenizer: PreTrainedTokenizerBase | None,
+    stride: int,
+) -> list[dict[str, Any]]:
+    """The passage itself when it fits (or no chunking is asked), else its chunks with ids `f"{id}#{k}"`."""
+    if max_tokens is None:
+        return [passage]
+    pieces = chunk_text(passage["text"], max_tokens, tokenizer=tokenizer, stride=stride)
+    if len(pieces) == 1:
+        return [passage]
+    return [{**passage, "id": f"{passage['id']}#{k}", "text": piece} for k, piece in enumerate(pieces)]
+
+
+def _text_column(record: Mapping[str, Any]) -> str:
+    # MedRAG corpora (e.g. MedRAG/textbooks) have `content` and `contents` (= title + content); prefer the text
+    # without the title, which has its own column.
+    return next((key for key in ("text", "content", "contents") if key in record), "text")
+
+
+def load_corpus(
+    path_or_id: str,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    max_tokens: int | None = None,
+    stride: int = 0,
+    limit: int | None = None,
+    skip_invalid: bool = False,
+    *,
+    report: LoadReport | None = None,
+    **load_kwargs: Any,
+) -> Dataset:
+    """Load a retrieval corpus (`id`, `title`, `text`) from JSON lines or a Hub dataset, chunking long passages.
+
+    Rows need `id` and a text column: `text`, or `content` / `contents` as in the MedRAG corpora; `title` is
+    optional. Duplicate ids are an error (after chunking, so a chunk id cannot collide with another passage).
+
+    Args:
+        path_or_id: a local JSON-lines file (`.gz` allowed) or a Hub dataset id.
+        tokenizer: a fast tokenizer whose tokens `max_tokens` counts; `None` counts whitespace-separated words.
+        max_tokens: chunk passages longer than this (see [`chunk_text`]); chunk ids are `f"{id}#{k}"` with `k`
+            from 0, passages that fit keep their id. `None` keeps passages whole.
+        stride: tokens shared by consecutive chunks.
+        limit: keep the first `limit` passages (after chunking, in source order); reading stops there.
+        skip_invalid: drop invalid rows (one warning, counted in `report`) instead of raising [`DataFormatError`].
+        report: filled with the counts of this load.
+        load_kwargs: passed to `datasets.load_dataset` for a Hub id (`split` defaults to `"train"`).
+    """
+    _check_chunking(max_tokens, stride)
+    source, rows = open_records(path_or_id, load_kwargs)
+
+    def parse(record: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
+        passage = {
+            "id": identifier(record, "id", default=None),
+            "title": text_field(record, "title", required=False),
+            "text": text_field(record, _text_column(record)),
+        }
+        return _chunk_passage(passage, max_tokens, tokenizer, stride)
+
+    reasons: list[str] = []
+    examples = collect(rows, parse, source=source, skip_invalid=skip_invalid, reasons=reasons, limit=limit)
+    return finish(examples, CORPUS_FEATURES, source=source, reasons=reasons, report=report)
+
+
+def load_medquad_corpus(
+    path: str | os.PathLike[str] | None = None,
+    max_tokens: int | None = 150,
+    limit: int | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    *,
+    stride: int = 0,
+    salt: str = "jmlr",
+    skip_invalid: bool = False,
+    report: LoadReport | None = None,
+) -> Dataset:
+    """Load the MedQuAD answers (NIH consumer-health texts) as a corpus, e.g. as distractors for PubMedQA.
+
+    Reads `corpus/medquad/medquad_answers.jsonl.gz` (fields `id`, `source`, `url`, `focus`, `question`, `qtype`,
+    `text`) into `id`, `title` (= `focus`), `text`, then:
+
+    1. drops answers whose text repeats an earlier one (598 in the shipped file), counted in
+       `report.counts["duplicate_texts"]`;
+    2. makes ids unique: MedQuAD reuses an id for the answers about several topics of one page, so the n-th
+       distinct answer with an id (n >= 2, in file order) gets `f"{id}~{n}"` (`report.counts["renamed_ids"]`);
+    3. chunks answers longer than `max_tokens` (see [`load_corpus`]).
+
+    With `limit`, answers are visited in the order of a salted SHA-256 hash of their id and chunked until `limit`
+    passages are collected, then returned in file order. The sample is deterministic, mixes all NIH sources (the
+    file is sorted by source, so its first rows are all CancerGov), and a larger limit gives a superset of passages.
+
+    Args:
+        path: the `.jsonl.gz` file; defaults to `default_data_dir() / MEDQUAD_FILE`.
+        max_tokens: chunk size in tokens (`None`: keep answers whole).
+        limit: the number of passages to keep (`None`: all, about 30k at 150 words).
+        tokenizer: a fast tokenizer whose tokens `max_tokens` counts; `None` counts words.
+        stride: tokens shared by consecutive chunks.
+        salt: salt of the sampling hash.
+        skip_invalid: drop invalid rows (one warning, counted in `report`) instead of raising [`DataFormatError`].
+        report: filled with the counts of this load.
+    """
+    path = str(path) if path is not None else str(default_data_dir() / MEDQUAD_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist; set JMLR_DATA_DIR to the shared data folder or pass path=.")
+    _check_chunking(max_tokens, stride)
+
+    def parse(record: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": identifier(record, "id", default=None),
+                "title": text_field(record, "focus", required=False),
+                "text": text_field(record, "text"),
+            }
+        ]
+
+    reasons: list[str] = []
+    answers = collect(
+        iter_json_lines(path), parse, source=path, skip_invalid=skip_invalid, reasons=reasons, unique_ids=False
+    )
+
+    unique: list[dict[str, Any]] = []
+    seen_texts: set[str] = set()
+    times_seen: Counter[str] = Counter()
+    renamed = 0
+    for answer in answers:
+        if answer["text"] in seen_texts:
+            continue
+        seen_texts.add(answer["text"])
+        times_seen[answer["id"]] += 1
+        if times_seen[answer["id"]] > 1:
+            answer["id"] = f"{answer['id']}~{times_seen[answer['id']]}"
+            renamed += 1
+        unique.append(answer)
+    counts = {"duplicate_texts": len(answers) - len(unique), "renamed_ids": renamed}
+    logger.info(
+        "%s: %d answers, %d repeated texts dropped, %d ids made unique.",
+        path,
+        len(answers),
+        counts["duplicate_texts"],
+        renamed,
+    )
+
+    order = list(range(len(unique)))
+    if limit is not None:
+        order.sort(key=lambda position: hash_unit(unique[position]["id"], salt))
+    keyed: list[tuple[int, int, dict[str, Any]]] = []
+    for position in order:
+        if limit is not None and len(keyed) >= limit:
+            break
+        chunks = _chunk_passage(unique[position], max_tokens, tokenizer, stride)
+        keyed.extend((position, k, chunk) for k, chunk in enumerate(chunks))
+    if limit is not None:
+        del keyed[limit:]
+        keyed.sort(key=lambda item: item[:2])
+    passages = [chunk for _, _, chunk in keyed]
+    return finish(passages, CORPUS_FEATURES, source=path, reasons=reasons, report=report, counts=counts)
+
+
+__all__ = ["MEDQUAD_FILE", "chunk_text", "load_corpus", "load_medquad_corpus", "load_pubmedqa_corpus"]

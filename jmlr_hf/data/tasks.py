@@ -1,0 +1,80 @@
+"""Named tasks and corpora: which loader and which file of the data folder each name means.
+
+Shared by the `jmlr` command and the training recipe, so that `--task pubmedqa` or `--corpus medquad` mean the same
+everywhere. A task or corpus can always be given as an explicit file or Hub id instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+from datasets import Dataset, concatenate_datasets
+
+from ._loading import default_data_dir
+from .corpus import MEDQUAD_FILE, load_corpus, load_medquad_corpus, load_pubmedqa_corpus
+from .qa import MEDMCQA_FILE, MMLU_DIR, PUBMEDQA_FILE, load_medmcqa, load_medqa, load_mmlu, load_pubmedqa
+from .splits import split_by_hash
+
+TASKS = ("pubmedqa", "medmcqa", "medqa", "mmlu", "medqa-reason")
+# Where each task's questions are in the data folder (relative paths).
+TASK_FILES = {"pubmedqa": PUBMEDQA_FILE, "medmcqa": MEDMCQA_FILE, "mmlu": MMLU_DIR}
+
+
+def load_task(
+    task: str,
+    split: str | None,
+    *,
+    data_dir: str | None = None,
+    path: str | None = None,
+    eval_fraction: float = 0.2,
+) -> Dataset:
+    """The questions of `task` for `split` (`"train"`, `"test"` or `None` for all).
+
+    PubMedQA-L uses its official test ids; MMLU-Med is test-only; MedMCQA (rows with an explanation) and MedQA are
+    split deterministically by a hash of the id, `eval_fraction` held out. A MedQA-Reason-style data set
+    (`medqa-reason`: a Hub id or a folder written by `jmlr push dataset`) has its own splits (`None` reads `test`).
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    data_dir = data_dir or str(default_data_dir())
+    if path is None:
+        if task == "medqa":
+            raise ValueError("task 'medqa' needs a file in the jind11 JSON-lines format (no MedQA file is bundled)")
+        if task == "medqa-reason":
+            raise ValueError(
+                "task 'medqa-reason' needs a data set: a Hub id or a folder written by `jmlr push dataset`"
+            )
+        path = os.path.join(data_dir, TASK_FILES[task])
+    if task == "medqa-reason":  # a published MedQA-Reason-style data set: its own train/validation/test splits
+        from .medqa_reason import load_reason_split
+
+        return load_reason_split(path, split or "test")
+    if task == "pubmedqa":
+        return load_pubmedqa(path, split=split)
+    if task == "mmlu":
+        return load_mmlu(path)
+    full = load_medmcqa(path, require_rationale=True) if task == "medmcqa" else load_medqa(path)
+    if split is None:
+        return full
+    train, held_out = split_by_hash(full, eval_fraction)
+    return train if split == "train" else held_out
+
+
+def load_named_corpus(spec: str, *, data_dir: str | None = None, distractor_passages: int = 0) -> Dataset:
+    """`"pubmedqa"` (every abstract section), `"medquad"`, or a corpus file / Hub id; plus MedQuAD distractors."""
+    data_dir = data_dir or str(default_data_dir())
+    medquad = os.path.join(data_dir, MEDQUAD_FILE)
+    if spec == "pubmedqa":
+        corpus = load_pubmedqa_corpus(os.path.join(data_dir, PUBMEDQA_FILE))
+    elif spec == "medquad":
+        corpus = load_medquad_corpus(medquad)
+    else:
+        corpus = load_corpus(spec)
+    if distractor_passages:
+        keep = ["id", "title", "text"]
+        extra = load_medquad_corpus(medquad, limit=distractor_passages)
+        corpus = concatenate_datasets([corpus.select_columns(keep), extra.select_columns(keep)])
+    return corpus
+
+
+__all__ = ["TASKS", "TASK_FILES", "load_named_corpus", "load_task"]

@@ -1,0 +1,289 @@
+"""The general harness behind `jmlr evaluate` ([`evaluate_dataset`]).
+
+It runs any of three setups, wrapped as an [`EvaluationModel`]: a trained JMLR model, a plain causal LM with a
+separate retriever encoder, or a causal LM alone. It answers each question
+
+    * by likelihood: the choice (option letter, or yes/no/maybe) with the lowest NLL right after the prompt;
+    * generatively: greedy decoding of a few tokens, then [`jmlr_hf.evaluation.answer_parsing.extract_answer`];
+      replies that name no single answer count as wrong and are counted (`num_unparseable`);
+
+with no documents (closed book), or with the top-K of N candidates that the model's retriever re-ranks (candidates
+from a `DocumentIndex`, or already in the dataset's `candidates` column). It reports accuracy (and macro-F1 for
+PubMedQA's decisions), retrieval recall@k / hit@k / nDCG@k / MRR where the questions have `gold_doc_ids`, a
+per-subject breakdown, and every prediction ([`EvaluationResult`], saved as JSON plus a Markdown table).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from ..data import DECISIONS
+from ..models import OPTION_LETTERS, build_prompt, truncate_to_tokens
+from ..retrieval import DocumentIndex, add_candidates
+from .answer_parsing import extract_answer
+from .metrics import accuracy, macro_f1
+from .qa import EvaluationModel, choice_nll
+from .retrieval import rank_candidates, ranking_metrics
+
+MODES = ("likelihood", "generative")
+NO_SUBJECT = "(no subject)"
+
+
+@dataclass
+class EvaluationResult:
+    """What [`evaluate_dataset`] measured.
+
+    Args:
+        settings: how it was run (setup, modes, documents per prompt, ...; the CLI adds task, split and model).
+        metrics: `"likelihood"` and/or `"generative"`: `accuracy`, `num_correct`, `num_questions` (generative:
+            `num_unparseable`; decision tasks: `macro_f1`); `"retrieval"` when gold passages are known:
+            `num_questions`, `mrr` and `recall@k`, `hit@k`, `ndcg@k` for each k.
+        per_subject: per subject (MMLU subject, MedMCQA subject, MedQA step), `num_questions` and
+            `<mode>_accuracy`; empty when the questions have no subject.
+        predictions: one record per question (id, subject, answer, documents, choice NLLs, generated text, the
+            predictions of each mode).
+    """
+
+    settings: dict[str, Any]
+    metrics: dict[str, dict[str, Any]]
+    per_subject: dict[str, dict[str, Any]] = field(default_factory=dict)
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (`nan` becomes `None`)."""
+        return _without_nan(
+            {
+                "settings": self.settings,
+                "metrics": self.metrics,
+                "per_subject": self.per_subject,
+                "predictions": self.predictions,
+            }
+        )
+
+    def to_markdown(self) -> str:
+        """The metrics as Markdown tables: answers by mode, retrieval by k, and the per-subject breakdown."""
+        s = self.settings
+        title = " ".join(str(s[key]) for key in ("task", "split") if s.get(key)) or "evaluation"
+        lines = [f"### {title}: {s.get('num_questions', '?')} questions, {_describe_retrieval(s)}", ""]
+        if s.get("model"):
+            lines += [f"Model: {s['model']}" + (f" with retriever {s['retriever']}" if s.get("retriever") else ""), ""]
+        modes = [mode for mode in MODES if mode in self.metrics]
+        with_f1 = any("macro_f1" in self.metrics[mode] for mode in modes)
+        header = ["mode", "accuracy"] + (["macro-F1"] if with_f1 else []) + ["correct", "unparseable", "questions"]
+        lines += [_row(header), _row(["---"] * len(header))]
+        for mode in modes:
+            m = self.metrics[mode]
+            cells = [mode, _fmt(m["accuracy"])] + ([_fmt(m.get("macro_f1"))] if with_f1 else [])
+            cells += [str(m["num_correct"]), str(m.get("num_unparseable", "–")), str(m["num_questions"])]
+            lines.append(_row(cells))
+        retrieval = self.metrics.get("retrieval")
+        if retrieval:
+            ks = sorted(int(key.split("@")[1]) for key in retrieval if key.startswith("recall@"))
+            lines += [
+                "",
+                f"Retrieval, {retrieval['num_questions']} questions with gold passages, MRR {_fmt(retrieval['mrr'])}:",
+                "",
+                _row(["k", "recall@k", "hit@k", "nDCG@k"]),
+                _row(["---"] * 4),
+            ]
+            for k in ks:
+                lines.append(_row([str(k)] + [_fmt(retrieval[f"{name}@{k}"]) for name in ("recall", "hit", "ndcg")]))
+        if self.per_subject:
+            header = ["subject", "questions"] + [f"{mode} accuracy" for mode in modes]
+            lines += ["", _row(header), _row(["---"] * len(header))]
+            for subject, m in self.per_subject.items():
+                cells = [subject, str(m["num_questions"])] + [_fmt(m[f"{mode}_accuracy"]) for mode in modes]
+                lines.append(_row(cells))
+        return "\n".join(lines)
+
+    def save(self, path: str | os.PathLike[str]) -> tuple[Path, Path]:
+        """Write the JSON to `path` and the Markdown next to it (same name, suffix `.md`); return both paths."""
+        json_path = Path(path)
+        markdown_path = json_path.with_suffix(".md")
+        if markdown_path == json_path:
+            raise ValueError(f"{path}: the results file must not end in .md (the Markdown table goes there)")
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        markdown_path.write_text(self.to_markdown() + "\n", encoding="utf-8")
+        return json_path, markdown_path
+
+
+def evaluate_dataset(
+    model: EvaluationModel,
+    dataset: Dataset,
+    *,
+    mode: Literal["likelihood", "generative", "both"] = "likelihood",
+    index: DocumentIndex | None = None,
+    num_candidates: int | None = None,
+    num_documents: int | None = None,
+    max_new_tokens: int = 16,
+    k_values: Sequence[int] | None = None,
+    batch_size: int = 16,
+    show_progress: bool = True,
+) -> EvaluationResult:
+    """Answer every question of `dataset` (the QA schema of `jmlr_hf.data`) and measure the answers.
+
+    Documents in the prompt:
+
+    * with `index`, the model's retriever pre-retrieves `num_candidates` candidates per question
+      (`jmlr_hf.retrieval.add_candidates`);
+    * rows that have a `candidates` column (from `index` or from `jmlr retrieve`) get them re-ranked by the model's
+      retriever (`JMLRForCausalLM.score_documents`), or kept in their given order for a model without a retriever;
+    * the top `num_documents` (default: the config's `num_context_documents`) go before the question, each cut to
+      the config's `max_document_length` generator tokens. Without candidates, or with `num_documents=0`, the
+      prompt has none (closed book).
+
+    Args:
+        model: the model to evaluate.
+        dataset: questions with `question`, `options`, `answer`, and optionally `subject`, `gold_doc_ids`,
+            `candidates` / `candidate_ids`.
+        mode: `"likelihood"` (lowest-NLL choice), `"generative"` (greedy decoding, then answer extraction) or
+            `"both"`.
+        index: a document index to retrieve candidates from (needs a model with a retriever).
+        num_candidates: candidates per question from `index` (default: the config's `num_candidates`, at most the
+            index size).
+        num_documents: documents in the prompt (default: the config's `num_context_documents`).
+        max_new_tokens: generated tokens per question in generative mode.
+        k_values: cut-offs of the retrieval metrics (default: 1, the documents in the prompt and the candidates).
+        batch_size: questions per retriever batch.
+        show_progress: show progress bars.
+    """
+    if mode not in (*MODES, "both"):
+        raise ValueError(f"mode must be 'likelihood', 'generative' or 'both', got {mode!r}")
+    modes = MODES if mode == "both" else (mode,)
+    cfg = model.config
+    num_documents = cfg.num_context_documents if num_documents is None else num_documents
+    model.eval()
+
+    if index is not None and num_documents > 0:
+        if not model.has_retriever:
+            raise ValueError("retrieving from an index needs a model with a retriever (a JMLR model, or a retriever)")
+        num_candidates = min(num_candidates or cfg.num_candidates, len(index))
+        dataset = add_candidates(
+            dataset,
+            index,
+            model.jmlr.retriever,
+            model.retriever_tokenizer,
+            num_candidates,
+            max_query_length=cfg.max_query_length,
+            show_progress=show_progress,
+        )
+    rankings = None
+    if "candidates" in dataset.column_names and num_documents > 0 and len(dataset):
+        if model.has_retriever:
+            rankings = rank_candidates(model.jmlr, model.retriever_tokenizer, dataset, batch_size, show_progress)
+        else:
+            rankings = [list(range(len(candidates))) for candidates in dataset["candidates"]]
+        num_candidates = max(len(ranking) for ranking in rankings)
+    else:
+        num_documents, num_candidates = 0, None
+
+    predictions = []
+    for i in tqdm(range(len(dataset)), desc="Evaluating", unit="question", disable=not show_progress):
+        row = dataset[i]
+        options = list(row.get("options") or [])
+        choices = list(OPTION_LETTERS[: len(options)]) if options else list(DECISIONS)
+        top = [] if rankings is None else rankings[i][:num_documents]
+        documents = [truncate_to_tokens(model.tokenizer, row["candidates"][j], cfg.max_document_length) for j in top]
+        prompt = build_prompt(cfg, row["question"], documents, options)
+        record: dict[str, Any] = {"id": row["id"], "subject": row.get("subject") or "", "answer": row["answer"]}
+        if "candidate_ids" in row and top:
+            record["document_ids"] = [row["candidate_ids"][j] for j in top]
+        if "likelihood" in modes:
+            nll = choice_nll(model, model.tokenizer, prompt, choices, max_length=cfg.max_length)
+            record["likelihood_prediction"] = choices[min(range(len(choices)), key=nll.__getitem__)]
+            record["choice_nll"] = {choice: round(value, 4) for choice, value in zip(choices, nll)}
+        if "generative" in modes:
+            reply = model.generate_answer(prompt, max_new_tokens)
+            record["generation"] = reply
+            record["generative_prediction"] = extract_answer(reply, options)
+        predictions.append(record)
+
+    settings = {
+        "setup": model.setup,
+        "mode": mode,
+        "num_questions": len(dataset),
+        "num_documents": num_documents,
+        "num_candidates": num_candidates,
+        "max_new_tokens": max_new_tokens if "generative" in modes else None,
+    }
+    is_decision_task = len(dataset) > 0 and not any(dataset["options"])
+    metrics = {name: _answer_metrics(predictions, name, is_decision_task) for name in modes}
+    if rankings is not None and "candidate_ids" in dataset.column_names and "gold_doc_ids" in dataset.column_names:
+        ks = k_values or sorted({1, max(num_documents, 1), num_candidates})
+        ranked = [[ids[j] for j in ranking] for ids, ranking in zip(dataset["candidate_ids"], rankings)]
+        retrieval = ranking_metrics(ranked, dataset["gold_doc_ids"], ks)
+        if retrieval is not None:
+            metrics["retrieval"] = retrieval
+    return EvaluationResult(settings, metrics, _per_subject(predictions, modes), predictions)
+
+
+def _answer_metrics(predictions: Sequence[dict[str, Any]], mode: str, is_decision_task: bool) -> dict[str, Any]:
+    predicted = [record[f"{mode}_prediction"] for record in predictions]
+    references = [record["answer"] for record in predictions]
+    result = {
+        "accuracy": accuracy(predicted, references),
+        "num_correct": sum(p == r for p, r in zip(predicted, references)),
+        "num_questions": len(predicted),
+    }
+    if mode == "generative":
+        result["num_unparseable"] = sum(p is None for p in predicted)
+    if is_decision_task:
+        result["macro_f1"] = macro_f1(predicted, references)
+    return result
+
+
+def _per_subject(predictions: Sequence[dict[str, Any]], modes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Accuracy per subject; when only some questions have one, the others form the group `NO_SUBJECT`."""
+    if not any(record["subject"] for record in predictions):
+        return {}
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in predictions:
+        groups.setdefault(record["subject"] or NO_SUBJECT, []).append(record)
+    breakdown = {}
+    for subject, records in sorted(groups.items()):
+        answers = [record["answer"] for record in records]
+        breakdown[subject] = {"num_questions": len(records)} | {
+            f"{mode}_accuracy": accuracy([record[f"{mode}_prediction"] for record in records], answers)
+            for mode in modes
+        }
+    return breakdown
+
+
+def _describe_retrieval(settings: dict[str, Any]) -> str:
+    if not settings.get("num_documents"):
+        return "closed book"
+    source = f"index {settings['index']}" if settings.get("index") else "the given candidates"
+    return f"top {settings['num_documents']} of {settings['num_candidates']} candidates from {source}"
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.3f}"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _without_nan(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _without_nan(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nan(item) for item in value]
+    return value
+
+
+__all__ = ["MODES", "EvaluationResult", "evaluate_dataset"]

@@ -1,0 +1,397 @@
+"""The recipe's evaluation of a JMLR model on questions with pre-retrieved candidates ([`evaluate_model`]), and the
+scoring both harnesses share ([`EvaluationModel`], [`choice_nll`], [`target_nll`]).
+
+[`evaluate_model`] reports:
+    * `recall@1`, `recall@K`, `evidence@1` (see `jmlr_hf.evaluation.retrieval.retrieval_metrics`);
+    * `accuracy`: with the top-K documents before the question, the answer choice with the lowest NLL is the gold
+      one (for PubMedQA the decision yes/no/maybe, for multiple choice the option letter);
+    * `answer_nll`: mean per-token NLL of the reference target (answer and rationale);
+    * optionally `generative_accuracy`: greedy decoding, then the answer extraction of
+      [`jmlr_hf.evaluation.answer_parsing.extract_answer`], with the count of replies that name no single answer
+      (`generative_unparseable`, counted wrong).
+
+The general harness behind `jmlr evaluate` is `jmlr_hf.evaluation.harness`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from ..data import DECISIONS
+from ..models import (
+    OPTION_LETTERS,
+    JMLRConfig,
+    JMLRForCausalLM,
+    answer_nll,
+    build_prompt,
+    build_target,
+    is_jmlr_checkpoint,
+    load_jmlr_checkpoint,
+    tokenize_for_lm,
+    truncate_to_tokens,
+)
+from ..utils.demo_models import resolve_model_path
+from .answer_parsing import extract_answer
+from .retrieval import rank_candidates, retrieval_metrics
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def choice_nll(
+    model: JMLRForCausalLM | EvaluationModel,
+    tokenizer,
+    prompt: str,
+    choices: Sequence[str],
+    max_length: int | None = None,
+) -> list[float]:
+    """Summed NLL of each choice word right after the prompt (one batched forward; a single forward of the prompt
+    when every choice is one token).
+
+    With `max_length`, the prompt loses tokens from the left so that prompt and longest choice fit.
+    """
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    choice_ids = [tokenizer(" " + choice, add_special_tokens=False)["input_ids"] for choice in choices]
+    if max_length is not None:
+        prompt_ids = prompt_ids[max(0, len(prompt_ids) + max(len(ids) for ids in choice_ids) - max_length) :]
+    device = next(model.parameters()).device
+    if all(len(ids) == 1 for ids in choice_ids):
+        # Every choice is one token (option letters, yes/no/maybe): the next-token distribution after the prompt
+        # holds all their NLLs, so one forward of the prompt replaces one sequence per choice. The same numbers at
+        # a fraction of the compute, which is most of an evaluation's time on a CPU.
+        input_ids = torch.tensor([prompt_ids], device=device)
+        logits = model.generator(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False)
+        log_probs = logits.logits[0, -1].float().log_softmax(-1)
+        return [-float(log_probs[ids[0]]) for ids in choice_ids]
+    length = len(prompt_ids) + max(len(ids) for ids in choice_ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(choices), length), pad, dtype=torch.long)
+    attention = torch.zeros_like(input_ids)
+    labels = torch.full_like(input_ids, -100)
+    for i, ids in enumerate(choice_ids):
+        full = prompt_ids + ids
+        input_ids[i, : len(full)] = torch.tensor(full)
+        attention[i, : len(full)] = 1
+        labels[i, len(prompt_ids) : len(full)] = torch.tensor(ids)
+    mean_nll = model.answer_nll(input_ids.to(device), attention.to(device), labels.to(device))
+    return [float(nll) * len(ids) for nll, ids in zip(mean_nll.tolist(), choice_ids, strict=True)]
+
+
+def context_documents(
+    config: JMLRConfig,
+    tokenizer,
+    row: dict[str, Any],
+    ranking: Sequence[int] | None,
+    num_documents: int,
+    truncate_documents: bool,
+) -> list[str]:
+    """The top `num_documents` candidates of `row` by `ranking`, cut to `max_document_length` tokens if asked."""
+    if ranking is None:
+        return []
+    documents = [row["candidates"][j] for j in ranking[:num_documents]]
+    if truncate_documents:
+        documents = [truncate_to_tokens(tokenizer, doc, config.max_document_length) for doc in documents]
+    return documents
+
+
+@torch.no_grad()
+def target_nll(
+    model: JMLRForCausalLM, tokenizer, row: dict[str, Any], documents: Sequence[str], *, prompt: str | None = None
+) -> float:
+    """Mean per-token NLL of `row`'s reference target (answer and rationale) after a prompt with `documents`."""
+    cfg = model.config
+    options = list(row.get("options") or [])
+    if prompt is None:
+        prompt = build_prompt(cfg, row["question"], list(documents), options)
+    target = build_target(cfg, row["answer"], row.get("rationale"), options)
+    batch = tokenize_for_lm(tokenizer, [prompt], [target], cfg.max_length)
+    device = next(model.parameters()).device
+    return float(model.answer_nll(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))))
+
+
+@torch.no_grad()
+def answer_metrics(
+    model: JMLRForCausalLM,
+    tokenizer,
+    dataset: Dataset,
+    rankings: Sequence[Sequence[int]] | None,
+    num_documents: int,
+    show_progress: bool = True,
+    *,
+    truncate_documents: bool = False,
+) -> dict[str, float]:
+    """`accuracy` (lowest-NLL choice) and `answer_nll` with the top `num_documents` candidates in the prompt.
+
+    With `rankings=None` or `num_documents=0` the prompt has no documents (the closed-book baseline). With
+    `truncate_documents`, each document is cut to the config's `max_document_length` generator tokens, as the
+    trainer's collator and `jmlr evaluate` do, so the model is measured on prompts shaped like its training prompts
+    (off by default, which keeps earlier measurements reproducible).
+    """
+    model.eval()
+    cfg = model.config
+    correct, nlls = 0, []
+    for i, row in enumerate(tqdm(dataset, desc="Answering", disable=not show_progress)):
+        ranking = None if rankings is None else rankings[i]
+        docs = context_documents(cfg, tokenizer, row, ranking, num_documents, truncate_documents)
+        options = list(row.get("options") or [])
+        prompt = build_prompt(cfg, row["question"], docs, options)
+        choices = list(OPTION_LETTERS[: len(options)]) if options else list(DECISIONS)
+        nll = choice_nll(model, tokenizer, prompt, choices)
+        correct += choices[min(range(len(choices)), key=nll.__getitem__)] == row["answer"]
+        nlls.append(target_nll(model, tokenizer, row, docs, prompt=prompt))
+    return {
+        "accuracy": correct / len(dataset) if len(dataset) else float("nan"),
+        "answer_nll": sum(nlls) / len(nlls) if nlls else float("nan"),
+    }
+
+
+@torch.no_grad()
+def generative_metrics(
+    model: JMLRForCausalLM,
+    tokenizer,
+    retriever_tokenizer,
+    dataset: Dataset,
+    rankings: Sequence[Sequence[int]] | None,
+    num_documents: int,
+    *,
+    max_new_tokens: int = 16,
+    truncate_documents: bool = False,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """Generative accuracy: greedy decoding after the same prompt as [`answer_metrics`], then the harness's answer
+    extraction ([`jmlr_hf.answer_parsing.extract_answer`]).
+
+    The decoding is [`EvaluationModel.generate_answer`], the one `jmlr evaluate` uses, so the two report the same
+    thing. A reply that names no single answer counts as wrong and is counted in `generative_unparseable`.
+    Returns `generative_accuracy`, `generative_unparseable` and `num_generated`.
+    """
+    harness = EvaluationModel.from_jmlr(model, tokenizer, retriever_tokenizer).eval()
+    cfg = model.config
+    correct = unparseable = 0
+    for i, row in enumerate(tqdm(dataset, desc="Generating", disable=not show_progress)):
+        ranking = None if rankings is None else rankings[i]
+        docs = context_documents(cfg, tokenizer, row, ranking, num_documents, truncate_documents)
+        options = list(row.get("options") or [])
+        reply = harness.generate_answer(build_prompt(cfg, row["question"], docs, options), max_new_tokens)
+        predicted = extract_answer(reply, options)
+        unparseable += predicted is None
+        correct += predicted == row["answer"]
+    return {
+        "generative_accuracy": correct / len(dataset) if len(dataset) else float("nan"),
+        "generative_unparseable": unparseable,
+        "num_generated": len(dataset),
+    }
+
+
+def evaluate_model(
+    model: JMLRForCausalLM,
+    tokenizer,
+    retriever_tokenizer,
+    dataset: Dataset,
+    *,
+    answer_limit: int | None = None,
+    generative_limit: int = 0,
+    max_new_tokens: int = 16,
+    truncate_documents: bool = False,
+    batch_size: int = 16,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """Retrieval metrics on every row, likelihood answer metrics on the first `answer_limit` rows (all when `None`),
+    generative accuracy on the first `generative_limit` rows (none by default: decoding is the slow part).
+
+    The answers see the top `num_context_documents` candidates (none for a closed-book model, K = 0, whose retrieval
+    metrics still describe its retriever, at k = 1); `truncate_documents` cuts them as in training (see
+    [`answer_metrics`]).
+    """
+    k = model.config.num_context_documents
+    rankings = rank_candidates(model, retriever_tokenizer, dataset, batch_size, show_progress)
+    metrics = retrieval_metrics(dataset, rankings, max(k, 1))
+    limit = len(dataset) if answer_limit is None else min(answer_limit, len(dataset))
+    subset = dataset.select(range(limit))
+    metrics.update(
+        answer_metrics(
+            model, tokenizer, subset, rankings[:limit], k, show_progress, truncate_documents=truncate_documents
+        )
+    )
+    metrics["num_questions"] = len(dataset)
+    metrics["num_answered"] = limit
+    generated = min(generative_limit, len(dataset))
+    if generated > 0:
+        metrics.update(
+            generative_metrics(
+                model,
+                tokenizer,
+                retriever_tokenizer,
+                dataset.select(range(generated)),
+                rankings[:generated],
+                k,
+                max_new_tokens=max_new_tokens,
+                truncate_documents=truncate_documents,
+                show_progress=show_progress,
+            )
+        )
+    return metrics
+
+
+def format_comparison(before: dict[str, float], after: dict[str, float]) -> str:
+    """A Markdown table of metrics before and after training."""
+    lines = ["| metric | before | after |", "|---|---|---|"]
+    for key in before:
+        b, a = before[key], after.get(key, float("nan"))
+        if isinstance(b, float) and not math.isnan(b) or isinstance(b, int):
+            lines.append(f"| {key} | {b:.4g} | {a:.4g} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The model wrapper of both harnesses
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluationModel:
+    """What [`evaluate_dataset`] answers with: a causal LM, its tokenizer, the prompt format, maybe a retriever.
+
+    Build it with one of the constructors, one per setup:
+
+    * [`from_jmlr`]: a trained `JMLRForCausalLM`; its generator answers, its retriever ranks the documents, its
+      config holds the prompt format and the limits;
+    * [`from_pretrained`] with a retriever: a plain causal LM and a separate encoder, combined by
+      `JMLRForCausalLM.from_components` (the untrained-JMLR baseline, default prompt format);
+    * [`from_causal_lm`]: a causal LM alone, for closed-book evaluation; the prompt format is that of `JMLRConfig()`
+      unless a config is given (the config is only read, no model is built from it).
+
+    Args:
+        generator: the causal LM that scores and generates answers.
+        tokenizer: its tokenizer.
+        config: the prompt templates (`build_prompt`) and the limits (`max_length`, `max_document_length`, the
+            default `num_candidates` and `num_context_documents`).
+        jmlr: the JMLR model whose retriever re-ranks candidate documents (`None`: no retriever).
+        retriever_tokenizer: the retriever's tokenizer (needed with `jmlr`).
+        setup: `"jmlr"`, `"causal_lm+retriever"` or `"causal_lm"`, recorded in the results.
+    """
+
+    generator: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    config: JMLRConfig
+    jmlr: JMLRForCausalLM | None = None
+    retriever_tokenizer: PreTrainedTokenizerBase | None = None
+    setup: str = "causal_lm"
+
+    def __post_init__(self):
+        if self.jmlr is not None and self.retriever_tokenizer is None:
+            raise ValueError("a model with a retriever needs its retriever_tokenizer")
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    @classmethod
+    def from_jmlr(
+        cls,
+        model: JMLRForCausalLM,
+        tokenizer: PreTrainedTokenizerBase,
+        retriever_tokenizer: PreTrainedTokenizerBase,
+        setup: str = "jmlr",
+    ) -> EvaluationModel:
+        """A JMLR model: its generator answers, its retriever ranks, its config formats the prompts."""
+        return cls(model.generator, tokenizer, model.config, model, retriever_tokenizer, setup)
+
+    @classmethod
+    def from_causal_lm(
+        cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: JMLRConfig | None = None
+    ) -> EvaluationModel:
+        """A causal LM alone (closed book), with the prompt format of `config` (default: `JMLRConfig()`)."""
+        return cls(model, tokenizer, config if config is not None else JMLRConfig(), setup="causal_lm")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_name_or_path: str,
+        retriever_name_or_path: str | None = None,
+        *,
+        dtype: torch.dtype = torch.float32,
+    ) -> EvaluationModel:
+        """Load one of the three setups from local folders, Hub ids or the aliases of `jmlr_hf.utils.demo_models`.
+
+        A JMLR checkpoint (config model type `"jmlr"`, retriever tokenizer in `retriever_tokenizer/`) carries its
+        own retriever, so `retriever_name_or_path` must then be `None`. Any other model is a plain causal LM; with
+        `retriever_name_or_path` (an encoder) the two are combined with `JMLRForCausalLM.from_components`.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = resolve_model_path(model_name_or_path)
+        if is_jmlr_checkpoint(path):
+            if retriever_name_or_path is not None:
+                raise ValueError(f"{model_name_or_path} is a JMLR model with its own retriever; pass no retriever")
+            model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(path, dtype=dtype)
+            return cls.from_jmlr(model.eval(), tokenizer, retriever_tokenizer)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if retriever_name_or_path is None:
+            return cls.from_causal_lm(AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval(), tokenizer)
+        retriever_path = resolve_model_path(retriever_name_or_path)
+        if is_jmlr_checkpoint(retriever_path):
+            raise ValueError(
+                f"the retriever {retriever_name_or_path} is a JMLR model: evaluate it as the model, with no retriever"
+            )
+        model = JMLRForCausalLM.from_components(
+            path, retriever_path, generator_kwargs={"dtype": dtype}, retriever_kwargs={"dtype": dtype}
+        )
+        retriever_tokenizer = AutoTokenizer.from_pretrained(retriever_path)
+        return cls.from_jmlr(model.eval(), tokenizer, retriever_tokenizer, setup="causal_lm+retriever")
+
+    @property
+    def has_retriever(self) -> bool:
+        return self.jmlr is not None
+
+    def parameters(self):
+        """The generator's parameters (where the answers are computed)."""
+        return self.generator.parameters()
+
+    def eval(self) -> EvaluationModel:
+        self.generator.eval()
+        if self.jmlr is not None:
+            self.jmlr.eval()
+        return self
+
+    @torch.no_grad()
+    def answer_nll(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean NLL per sequence over its labelled tokens: the same `answer_nll` as the trainer's, for every setup."""
+        return answer_nll(self.generator, input_ids, attention_mask, labels)
+
+    @torch.no_grad()
+    def generate_answer(self, prompt: str, max_new_tokens: int) -> str:
+        """Greedy decoding of at most `max_new_tokens` after `prompt`; the reply only, special tokens dropped."""
+        ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        ids = ids[max(0, len(ids) + max_new_tokens - self.config.max_length) :]
+        device = next(self.parameters()).device
+        input_ids = torch.tensor([ids], device=device)
+        generation_config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
+        output = self.generator.generate(
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=generation_config
+        )
+        return self.tokenizer.decode(output[0, len(ids) :], skip_special_tokens=True)
+
+
+__all__ = [
+    "EvaluationModel",
+    "answer_metrics",
+    "choice_nll",
+    "context_documents",
+    "evaluate_model",
+    "format_comparison",
+    "generative_metrics",
+    "target_nll",
+]

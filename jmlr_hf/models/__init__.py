@@ -1,0 +1,53 @@
+"""The JMLR model: [`JMLRConfig`] and [`JMLRForCausalLM`] (a causal LM that owns the retriever trained with it).
+
+`configuration_jmlr.py` and `modeling_jmlr.py` are the remote code that `save_pretrained` copies into every
+checkpoint: they import only `torch`, `transformers` and each other. `utils.py` holds what needs more (PEFT, saving
+and loading whole checkpoints with their tokenizers).
+"""
+
+from .configuration_jmlr import OPTION_LETTERS, JMLRConfig
+from .modeling_jmlr import (
+    JMLRCausalLMOutput,
+    JMLRForCausalLM,
+    JMLRPreTrainedModel,
+    JMLRRetriever,
+    answer_nll,
+    build_prompt,
+    build_target,
+    format_options,
+    maxsim,
+    tokenize_for_lm,
+    truncate_to_tokens,
+)
+from .utils import (
+    GENERATOR_ADAPTER_DIR,
+    RETRIEVER_TOKENIZER_DIR,
+    apply_peft_to_generator,
+    is_jmlr_checkpoint,
+    load_jmlr_checkpoint,
+    merge_generator_adapter,
+    save_model,
+)
+
+__all__ = [
+    "GENERATOR_ADAPTER_DIR",
+    "OPTION_LETTERS",
+    "RETRIEVER_TOKENIZER_DIR",
+    "JMLRCausalLMOutput",
+    "JMLRConfig",
+    "JMLRForCausalLM",
+    "JMLRPreTrainedModel",
+    "JMLRRetriever",
+    "answer_nll",
+    "apply_peft_to_generator",
+    "build_prompt",
+    "build_target",
+    "format_options",
+    "is_jmlr_checkpoint",
+    "load_jmlr_checkpoint",
+    "maxsim",
+    "merge_generator_adapter",
+    "save_model",
+    "tokenize_for_lm",
+    "truncate_to_tokens",
+]

@@ -1,0 +1,178 @@
+# Copyright 2026 The jmlr_hf developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""JMLR model configuration.
+
+This file imports only `transformers` so that `save_pretrained` can ship it as remote code.
+"""
+
+from typing import Literal
+
+from transformers import AutoConfig, PretrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+# The letters of multiple-choice options, in order: `option_template`'s `{letter}`. Defined here, the lightest file of
+# the remote code, so that data loaders and answer parsing share it with the prompts.
+OPTION_LETTERS = "ABCDEFGHIJ"
+
+
+class JMLRConfig(PretrainedConfig):
+    r"""
+    Configuration of a [`JMLRForCausalLM`]: a causal LM (the *generator*) and a retriever encoder trained together as
+    in JMLR (Wang et al. 2024, "JMLR: Joint Medical LLM and Retrieval Training", arXiv 2402.17887). Like `RagConfig`,
+    it nests the configuration of each sub-model and adds the retrieval knobs.
+
+    Args:
+        generator (`PretrainedConfig | dict`, *optional*):
+            Configuration of the causal LM (any `AutoModelForCausalLM` architecture). Defaults to a Llama config.
+        retriever (`PretrainedConfig | dict`, *optional*):
+            Configuration of the retriever's encoder (any `AutoModel` encoder, e.g. BERT). Defaults to a BERT config.
+        num_candidates (`int`, *optional*, defaults to 20):
+            N, the number of pre-retrieved candidate documents per question that the retriever scores during
+            training (paper: 20).
+        num_sampled (`int`, *optional*, defaults to 10):
+            S, the number of candidates sampled without replacement from `softmax(scores / retrieval_temperature)`
+            whose answer NLL the LLM computes to supervise the retriever (paper: 10).
+        num_context_documents (`int`, *optional*, defaults to 5):
+            K, the number of top-scored documents placed before the question for the LM loss and at inference
+            (paper: 5). 0 means closed book (the SFT baseline; needs `retrieval_loss_weight=0`).
+        retrieval_temperature (`float`, *optional*, defaults to 0.05):
+            τ: retriever logits are `score / τ`. Scores lie in [-1, 1] (cosine or mean MaxSim), so τ sets how sharp
+            the sampling distribution and the ranking losses are.
+        lm_temperature (`float`, *optional*, defaults to 1.0):
+            β: the LM's preference over documents is `softmax(-NLL / β)` (used by `lsr` and `ppl_distill`).
+        retrieval_loss_weight (`float`, *optional*, defaults to 1.0):
+            λ in `loss = lm_loss + λ * retrieval_loss`. 0 trains the LLM alone on the top-K documents of a fixed
+            retriever (the RAG-SFT baseline), skipping the NLL pass.
+        retrieval_loss (`str`, *optional*, defaults to `"llm_rank"`):
+            `"llm_rank"` (the paper's pairwise RankNet loss), `"lsr"` (RePlug's LM-supervised retrieval,
+            KL(P_R ‖ Q_LM)) or `"ppl_distill"` (Atlas' perplexity distillation, KL(Q_LM ‖ P_R)).
+        in_batch_negatives (`bool`, *optional*, defaults to `False`):
+            Whether the other examples' candidates in the batch act as extra negatives in the distribution-matching
+            losses (`lsr`, `ppl_distill`).
+        in_batch_negative_mass (`float`, *optional*, defaults to 1e-3):
+            Total LM-side probability given to the in-batch negatives for `lsr`, whose KL(P_R ‖ Q_LM) is infinite
+            where Q_LM is zero. The sampled documents share the rest.
+        scoring (`str`, *optional*, defaults to `"maxsim"`):
+            `"maxsim"`: ColBERT late interaction, the mean over query tokens of the best cosine with any document
+            token. `"dense"`: cosine of the mean-pooled embeddings.
+        projection_dim (`int`, *optional*):
+            Output size of the retriever's linear projection (ColBERT's `linear` layer). `None` (default) uses the
+            encoder's hidden states directly, so an off-the-shelf encoder starts from its own ranking.
+        max_query_length (`int`, *optional*, defaults to 64):
+            Maximum retriever tokens of a question.
+        max_document_length (`int`, *optional*, defaults to 180):
+            Maximum retriever tokens of a document; also the cap, in generator tokens, of each document placed in
+            the prompt.
+        max_length (`int`, *optional*, defaults to 1024):
+            Maximum generator tokens of a prompt plus its answer; longer inputs lose prompt tokens from the left
+            (the answer is always kept whole).
+        document_template (`str`, *optional*, defaults to `"Document [{index}]: {document}\n"`):
+            How each context document is written into the prompt (`{index}` is 1-based).
+        prompt_template (`str`, *optional*):
+            The generator prompt, with `{documents}` (the formatted documents, possibly empty), `{question}` and
+            `{options}` (the formatted options, possibly empty).
+        option_template (`str`, *optional*, defaults to `"{letter}. {text}\n"`):
+            How each option of a multiple-choice question is written.
+        target_template (`str`, *optional*, defaults to `"{answer}. {rationale}"`):
+            The training target; `{answer}` is the answer (for multiple choice, `"{letter}: {option text}"`) and
+            `{rationale}` the explanation. Without a rationale the target is the answer alone.
+        index_repo_id (`str`, *optional*):
+            Where the document index that goes with this model lives (a local folder or a Hub repository).
+        index_revision (`str`, *optional*):
+            Revision of `index_repo_id` (a commit sha pins exactly the index the model was published with).
+        generator_base_model (`str`, *optional*):
+            Set only for a checkpoint that stores the generator as a LoRA adapter instead of full weights: the Hub id
+            (or folder) of the base causal LM the adapter applies to. `from_pretrained` loads it, then the adapter.
+        generator_base_revision (`str`, *optional*):
+            Revision of `generator_base_model`.
+        generator_adapter (`str`, *optional*):
+            Subfolder of the checkpoint holding the generator's PEFT adapter (with `generator_base_model`).
+    """
+
+    model_type = "jmlr"
+    sub_configs_defaults = {
+        "generator": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+        "retriever": SubConfigSpec(config_class=AutoConfig, model_type="bert"),
+    }
+
+    generator: dict | PretrainedConfig | None = None
+    retriever: dict | PretrainedConfig | None = None
+    num_candidates: int = 20
+    num_sampled: int = 10
+    num_context_documents: int = 5
+    retrieval_temperature: float = 0.05
+    lm_temperature: float = 1.0
+    retrieval_loss_weight: float = 1.0
+    retrieval_loss: Literal["llm_rank", "lsr", "ppl_distill"] = "llm_rank"
+    in_batch_negatives: bool = False
+    in_batch_negative_mass: float = 1e-3
+    scoring: Literal["maxsim", "dense"] = "maxsim"
+    projection_dim: int | None = None
+    max_query_length: int = 64
+    max_document_length: int = 180
+    max_length: int = 1024
+    document_template: str = "Document [{index}]: {document}\n"
+    prompt_template: str = "{documents}Question: {question}\n{options}Answer:"
+    option_template: str = "{letter}. {text}\n"
+    target_template: str = "{answer}. {rationale}"
+    index_repo_id: str | None = None
+    index_revision: str | None = None
+    generator_base_model: str | None = None
+    generator_base_revision: str | None = None
+    generator_adapter: str | None = None
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.validate_retrieval_settings()
+
+    def validate_retrieval_settings(self) -> None:
+        """Raise a `ValueError` naming the field when the retrieval knobs are inconsistent."""
+        if self.retrieval_loss not in ("llm_rank", "lsr", "ppl_distill"):
+            raise ValueError(f"retrieval_loss must be 'llm_rank', 'lsr' or 'ppl_distill', got {self.retrieval_loss!r}")
+        if self.scoring not in ("maxsim", "dense"):
+            raise ValueError(f"scoring must be 'maxsim' or 'dense', got {self.scoring!r}")
+        for name in ("num_candidates", "num_sampled"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.num_context_documents < 0:
+            raise ValueError(f"num_context_documents must be at least 0, got {self.num_context_documents}")
+        if self.retrieval_loss_weight < 0:
+            raise ValueError(f"retrieval_loss_weight must be at least 0, got {self.retrieval_loss_weight}")
+        if self.num_context_documents == 0 and self.retrieval_loss_weight > 0:
+            raise ValueError(
+                "num_context_documents=0 (no documents in the prompt) needs retrieval_loss_weight=0: joint training "
+                "teaches the retriever to pick the documents the prompt uses"
+            )
+        if self.num_sampled > self.num_candidates:
+            raise ValueError(f"num_sampled ({self.num_sampled}) cannot exceed num_candidates ({self.num_candidates})")
+        if self.num_context_documents > self.num_candidates:
+            raise ValueError(
+                f"num_context_documents ({self.num_context_documents}) cannot exceed num_candidates "
+                f"({self.num_candidates})"
+            )
+        for name in ("retrieval_temperature", "lm_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if (self.generator_base_model is None) != (self.generator_adapter is None):
+            raise ValueError(
+                "generator_base_model and generator_adapter go together: a generator stored as an adapter needs its "
+                f"base model (got generator_base_model={self.generator_base_model!r}, "
+                f"generator_adapter={self.generator_adapter!r})"
+            )
+        if not 0.0 < self.in_batch_negative_mass < 1.0:
+            raise ValueError(f"in_batch_negative_mass must be in (0, 1), got {self.in_batch_negative_mass}")
+
+
+__all__ = ["OPTION_LETTERS", "JMLRConfig"]

@@ -1,0 +1,568 @@
+# Copyright 2026 The jmlr_hf developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""JMLR: a causal LM and a ColBERT-style retriever, trained together (Wang et al. 2024, arXiv 2402.17887).
+
+This file imports only `torch` and `transformers` (and its sibling `configuration_jmlr`), so that `save_pretrained`
+can ship it as remote code: `AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)` loads a trained
+JMLR model without `jmlr_hf` installed.
+
+Reading order: prompt formatting → `JMLRRetriever` (encoding and scoring) → `JMLRForCausalLM` (the generator's causal
+LM plus the retriever, the answer NLLs the trainer needs, and construction from two existing checkpoints).
+"""
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .configuration_jmlr import OPTION_LETTERS, JMLRConfig
+
+# `from_pretrained` arguments that say where and how to fetch files (passed on when loading a base + adapter).
+_HUB_KWARGS = ("revision", "token", "cache_dir", "force_download", "local_files_only", "proxies")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Prompts
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def format_options(config: JMLRConfig, options: Sequence[str] | None) -> str:
+    """The options of a multiple-choice question, one per line (`""` when there are none)."""
+    if not options:
+        return ""
+    return "".join(
+        config.option_template.format(letter=OPTION_LETTERS[i], text=text) for i, text in enumerate(options)
+    )
+
+
+def build_prompt(
+    config: JMLRConfig, question: str, documents: Sequence[str] = (), options: Sequence[str] | None = None
+) -> str:
+    """The generator prompt: the documents (in order), then the question and its options."""
+    formatted_documents = "".join(
+        config.document_template.format(index=i + 1, document=doc) for i, doc in enumerate(documents)
+    )
+    return config.prompt_template.format(
+        documents=formatted_documents, question=question, options=format_options(config, options)
+    )
+
+
+def build_target(
+    config: JMLRConfig, answer: str, rationale: str | None = None, options: Sequence[str] | None = None
+) -> str:
+    """The training target. For multiple choice, `answer` is a letter and the target names the option's text too."""
+    if options:
+        # `str.find` matches substrings: "" would be found at 0 (option A) and "AB" too; only one letter is valid.
+        index = OPTION_LETTERS.find(answer) if len(answer) == 1 else -1
+        if index < 0 or index >= len(options):
+            raise ValueError(f"answer {answer!r} is not one of the option letters {OPTION_LETTERS[: len(options)]}")
+        answer = f"{answer}: {options[index]}"
+    if not rationale:
+        return answer
+    return config.target_template.format(answer=answer, rationale=rationale.strip())
+
+
+def tokenize_for_lm(
+    tokenizer,
+    prompts: Sequence[str],
+    targets: Sequence[str],
+    max_length: int,
+    pad_to_multiple_of: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Tokenise `prompt + " " + target + eos` with the loss on the target tokens only (and the EOS).
+
+    Prompt and target are tokenised separately, so the label boundary is exact. Sequences longer than `max_length`
+    lose prompt tokens from the left: the answer is what is scored, so it is always kept whole. Right padding keeps
+    every real token at the position it would have unpadded, so a padded batch scores exactly like single sequences.
+    """
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    rows = []
+    for prompt, target in zip(prompts, targets, strict=True):
+        prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        target_ids = tokenizer(" " + target, add_special_tokens=False)["input_ids"] + eos
+        if len(target_ids) >= max_length:
+            raise ValueError(f"The target alone has {len(target_ids)} tokens, more than max_length={max_length}")
+        prompt_ids = prompt_ids[max(0, len(prompt_ids) + len(target_ids) - max_length) :]
+        rows.append((prompt_ids + target_ids, len(prompt_ids)))
+    length = max(len(ids) for ids, _ in rows)
+    if pad_to_multiple_of:
+        length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    labels = torch.full((len(rows), length), -100, dtype=torch.long)
+    for i, (ids, prompt_len) in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        attention_mask[i, : len(ids)] = 1
+        labels[i, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def truncate_to_tokens(tokenizer, text: str, max_tokens: int) -> str:
+    """`text` cut to its first `max_tokens` tokens (unchanged when it is short enough)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return text
+    return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
+
+
+@torch.no_grad()
+def answer_nll(
+    causal_lm: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    micro_batch_size: int | None = None,
+) -> torch.Tensor:
+    """Mean NLL per sequence `[n]` over its labelled (answer) tokens under `causal_lm`, without gradient.
+
+    The n right-padded sequences go through the model in batched forwards of `micro_batch_size` (all at once by
+    default), not one forward each. The mean (not the sum) over tokens keeps `lm_temperature` comparable across answers
+    of different lengths; for ranking the documents of one question the two are equivalent.
+    """
+    step = micro_batch_size or input_ids.shape[0]
+    out = []
+    for start in range(0, input_ids.shape[0], step):
+        sl = slice(start, start + step)
+        # Trim the shared right padding of this micro-batch: fewer positions, same result.
+        width = int(attention_mask[sl].sum(-1).max())
+        ids, mask, lab = input_ids[sl, :width], attention_mask[sl, :width], labels[sl, :width]
+        logits = causal_lm(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+        target = lab[:, 1:]
+        token_nll = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), target.reshape(-1).clamp(min=0), reduction="none"
+        ).view(target.shape)
+        valid = (target != -100).to(token_nll.dtype)
+        out.append((token_nll * valid).sum(-1) / valid.sum(-1).clamp(min=1))
+    return torch.cat(out)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Retriever
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class JMLRRetriever(nn.Module):
+    """A ColBERT-style retriever: an encoder `AutoModel` plus an optional linear projection (ColBERT's `linear`).
+
+    Token embeddings are L2-normalised, so both scores lie in [-1, 1]:
+
+    * `maxsim` (late interaction): for each query token, the best cosine with any document token, averaged over the
+      query's tokens (ColBERT sums; the mean keeps `retrieval_temperature` independent of the query length);
+    * `dense`: the cosine of the mean-pooled query and document embeddings.
+    """
+
+    def __init__(self, config: JMLRConfig, encoder: PreTrainedModel | None = None):
+        super().__init__()
+        self.scoring = config.scoring
+        self.encoder = encoder if encoder is not None else AutoModel.from_config(config.retriever)
+        # Scores come from token embeddings: a pooler head (BERT's) would be a parameter that never trains, and an
+        # unused parameter breaks DDP's gradient reduction.
+        if getattr(self.encoder, "pooler", None) is not None:
+            self.encoder.pooler = None
+        hidden_size = self.encoder.config.hidden_size
+        self.linear = nn.Linear(hidden_size, config.projection_dim, bias=False) if config.projection_dim else None
+
+    def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """L2-normalised token embeddings `[n, L, d]`, zero at padding."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.linear is not None:
+            hidden = self.linear(hidden)
+        return F.normalize(hidden, dim=-1) * attention_mask.unsqueeze(-1).to(hidden.dtype)
+
+    def encode_dense(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """L2-normalised mean-pooled embeddings `[n, d]` (the single vector the document index stores)."""
+        tokens = self.encode_tokens(input_ids, attention_mask)
+        pooled = tokens.sum(1) / attention_mask.sum(1, keepdim=True).clamp(min=1).to(tokens.dtype)
+        return F.normalize(pooled, dim=-1)
+
+    def forward(
+        self,
+        query_input_ids: torch.Tensor,
+        query_attention_mask: torch.Tensor,
+        doc_input_ids: torch.Tensor,
+        doc_attention_mask: torch.Tensor,
+        all_pairs: bool = False,
+    ) -> torch.Tensor:
+        """Scores `[B, N]` of the N documents of each of the B questions.
+
+        Documents come as `[B, N, L]` or flattened `[B * N, L]`; all of a batch's candidates are encoded in one pass.
+        With `all_pairs=True`, every question is scored against every candidate of the batch: `[B, B * N]`, where
+        question b's own candidates are columns `b * N` to `(b + 1) * N - 1` (the others are in-batch negatives).
+        """
+        batch_size = query_input_ids.shape[0]
+        doc_input_ids = doc_input_ids.reshape(-1, doc_input_ids.shape[-1])
+        doc_attention_mask = doc_attention_mask.reshape(-1, doc_attention_mask.shape[-1])
+        num_docs = doc_input_ids.shape[0] // batch_size
+        # Group the documents per question [B, N, ...], or give every question all of them [B, B * N, ...].
+        groups, per_group = (1, batch_size * num_docs) if all_pairs else (batch_size, num_docs)
+        if self.scoring == "dense":
+            query = self.encode_dense(query_input_ids, query_attention_mask)  # [B, d]
+            docs = self.encode_dense(doc_input_ids, doc_attention_mask).view(groups, per_group, -1)
+            return torch.einsum("bd,bnd->bn", query, docs.expand(batch_size, -1, -1))
+        query = self.encode_tokens(query_input_ids, query_attention_mask)  # [B, Lq, d]
+        docs = self.encode_tokens(doc_input_ids, doc_attention_mask)
+        docs = docs.view(groups, per_group, docs.shape[-2], docs.shape[-1])  # [B or 1, N or B * N, Ld, d]
+        doc_mask = doc_attention_mask.view(groups, per_group, -1)
+        return maxsim(
+            query, query_attention_mask, docs.expand(batch_size, -1, -1, -1), doc_mask.expand(batch_size, -1, -1)
+        )
+
+    @torch.no_grad()
+    def encode_dense_texts(
+        self, texts: Sequence[str], tokenizer, *, max_length: int, batch_size: int = 64, is_query: bool = False
+    ) -> torch.Tensor:
+        """Dense embeddings `[n, d]` of raw texts, in batches, without gradient (for building and searching indices).
+
+        `is_query` is accepted so that encoders with distinct query/document prefixes can be supported; this
+        retriever encodes both sides the same way.
+        """
+        device = next(self.parameters()).device
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                list(texts[start : start + batch_size]),
+                max_length=max_length,
+                truncation=True,
+                padding=True,
+                return_tensors="pt",
+            ).to(device)
+            out.append(self.encode_dense(batch["input_ids"], batch["attention_mask"]).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, 0)
+
+    def weights_fingerprint(self) -> str:
+        """A SHA-256 of the retriever's weights: an index built by other weights is stale."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+
+def maxsim(query: torch.Tensor, query_mask: torch.Tensor, docs: torch.Tensor, doc_mask: torch.Tensor) -> torch.Tensor:
+    """ColBERT late interaction, averaged over query tokens.
+
+    `query` `[B, Lq, d]`, `docs` `[B, N, Ld, d]` (both normalised), masks `[B, Lq]` and `[B, N, Ld]` → `[B, N]`.
+    """
+    sim = torch.einsum("bqd,bnkd->bnqk", query, docs)
+    sim = sim.masked_fill(~doc_mask.bool()[:, :, None, :], torch.finfo(sim.dtype).min)
+    best = sim.max(-1).values  # [B, N, Lq]
+    qmask = query_mask.to(best.dtype)[:, None, :]
+    return (best * qmask).sum(-1) / qmask.sum(-1).clamp(min=1)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The JMLR model
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class JMLRCausalLMOutput(CausalLMOutputWithPast):
+    """The generator's causal LM output, plus `retrieval_scores` `[B, N]` when documents were passed to score."""
+
+    retrieval_scores: torch.Tensor | None = None
+
+
+class JMLRPreTrainedModel(PreTrainedModel):
+    config_class = JMLRConfig
+    config: JMLRConfig
+    base_model_prefix = "jmlr"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
+    def _init_weights(self, module):
+        # The sub-models initialise themselves; only the retriever's projection belongs to this class.
+        if isinstance(module, JMLRRetriever) and module.linear is not None:
+            nn.init.normal_(module.linear.weight, std=0.02)
+
+
+class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
+    """A causal LM (`generator`) that owns the retriever (`retriever`) trained with it.
+
+    `forward` is the generator's causal LM, so SFT, evaluation and `generate` work as for any causal LM. Passing
+    `query_input_ids`/`doc_input_ids` as well scores the documents with the retriever in the same call (the joint
+    trainer does this so that one forward, under DDP, carries both sub-models' gradients).
+    """
+
+    def __init__(
+        self,
+        config: JMLRConfig,
+        generator: PreTrainedModel | None = None,
+        retriever_encoder: PreTrainedModel | None = None,
+    ):
+        super().__init__(config)
+        self.generator = generator if generator is not None else AutoModelForCausalLM.from_config(config.generator)
+        self.retriever = JMLRRetriever(config, encoder=retriever_encoder)
+        self.post_init()
+
+    # Generation and embeddings are the generator's.
+    def get_input_embeddings(self):
+        return self.generator.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.generator.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.generator.get_output_embeddings()
+
+    def set_output_embeddings(self, value):
+        self.generator.set_output_embeddings(value)
+
+    @property
+    def generation_config(self):
+        return self.generator.generation_config
+
+    @generation_config.setter
+    def generation_config(self, value):
+        # PreTrainedModel.__init__ assigns one before the generator exists.
+        if "generator" in self._modules:
+            self.generator.generation_config = value
+
+    def can_generate(self) -> bool:
+        return True
+
+    def generate(self, *args, **kwargs):
+        return self.generator.generate(*args, **kwargs)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        query_input_ids: torch.LongTensor | None = None,
+        query_attention_mask: torch.Tensor | None = None,
+        doc_input_ids: torch.LongTensor | None = None,
+        doc_attention_mask: torch.Tensor | None = None,
+        score_all_pairs: bool = False,
+        **kwargs,
+    ) -> JMLRCausalLMOutput:
+        r"""
+        query_input_ids, query_attention_mask (`[B, Lq]`), doc_input_ids, doc_attention_mask (`[B * N, Ld]`):
+            Retriever inputs; when given, `retrieval_scores` holds the scores of each question's documents.
+        score_all_pairs (`bool`): score every question against every document of the batch (`[B, B * N]`).
+        """
+        scores = None
+        if query_input_ids is not None:
+            scores = self.retriever(
+                query_input_ids, query_attention_mask, doc_input_ids, doc_attention_mask, all_pairs=score_all_pairs
+            )
+        if input_ids is None and inputs_embeds is None:
+            return JMLRCausalLMOutput(retrieval_scores=scores)
+        outputs = self.generator(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+        return JMLRCausalLMOutput(
+            loss=outputs.loss,
+            logits=outputs.logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            retrieval_scores=scores,
+        )
+
+    def score_documents(
+        self,
+        questions: Sequence[str],
+        documents: Sequence[Sequence[str]],
+        retriever_tokenizer,
+    ) -> torch.Tensor:
+        """Retriever scores `[B, N]` of N documents for each of B questions (N equal across questions)."""
+        num_docs = {len(docs) for docs in documents}
+        if len(num_docs) != 1:
+            raise ValueError(f"every question needs the same number of documents, got {sorted(num_docs)}")
+        device = next(self.retriever.parameters()).device
+        query = retriever_tokenizer(
+            list(questions),
+            max_length=self.config.max_query_length,
+            truncation=True,
+            padding=True,
+            return_tensors="pt",
+        ).to(device)
+        docs = retriever_tokenizer(
+            [doc for docs in documents for doc in docs],
+            max_length=self.config.max_document_length,
+            truncation=True,
+            padding=True,
+            return_tensors="pt",
+        ).to(device)
+        return self.retriever(query["input_ids"], query["attention_mask"], docs["input_ids"], docs["attention_mask"])
+
+    def answer_nll(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        micro_batch_size: int | None = None,
+    ) -> torch.Tensor:
+        """Mean NLL per sequence `[n]` of the generator over its labelled (answer) tokens; see `answer_nll`."""
+        return answer_nll(self.generator, input_ids, attention_mask, labels, micro_batch_size)
+
+    @classmethod
+    def from_components(
+        cls,
+        generator_name_or_path: str,
+        retriever_name_or_path: str,
+        *,
+        generator_kwargs: dict | None = None,
+        retriever_kwargs: dict | None = None,
+        **retrieval_kwargs,
+    ) -> "JMLRForCausalLM":
+        """Build a JMLR model from an existing causal LM and an existing encoder (e.g. Llama-2 + ColBERTv2).
+
+        `retrieval_kwargs` are `JMLRConfig` fields (`num_candidates=20`, `retrieval_loss="lsr"`, ...). When the
+        retriever checkpoint carries a ColBERT projection (`linear.weight`), it is loaded and `projection_dim` is set
+        from it.
+        """
+        generator = AutoModelForCausalLM.from_pretrained(generator_name_or_path, **(generator_kwargs or {}))
+        encoder = AutoModel.from_pretrained(retriever_name_or_path, **(retriever_kwargs or {}))
+        colbert_linear = _find_colbert_linear(retriever_name_or_path)
+        if colbert_linear is not None:
+            retrieval_kwargs.setdefault("projection_dim", colbert_linear.shape[0])
+        # A new composite config resets its sub-configs' attention implementation; keep what the loaded models use.
+        attn = (generator.config._attn_implementation, encoder.config._attn_implementation)
+        config = JMLRConfig(generator=generator.config, retriever=encoder.config, **retrieval_kwargs)
+        config.generator._attn_implementation, config.retriever._attn_implementation = attn
+        model = cls(config, generator=generator, retriever_encoder=encoder)
+        if colbert_linear is not None and model.retriever.linear is not None:
+            if tuple(model.retriever.linear.weight.shape) != tuple(colbert_linear.shape):
+                raise ValueError(
+                    f"projection_dim={config.projection_dim} does not match the checkpoint's ColBERT projection "
+                    f"{tuple(colbert_linear.shape)}"
+                )
+            with torch.no_grad():
+                model.retriever.linear.weight.copy_(colbert_linear)
+        return model
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """As for any model; a checkpoint that stores its generator as a LoRA adapter (`config.generator_adapter`)
+        is loaded as the base causal LM it names (`config.generator_base_model`) plus that adapter."""
+        config = kwargs.get("config")
+        hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
+        if config is None or isinstance(config, (str, os.PathLike)):
+            config = cls.config_class.from_pretrained(config or pretrained_model_name_or_path, **hub_kwargs)
+        if getattr(config, "generator_adapter", None) is None:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        return cls._from_base_and_adapter(pretrained_model_name_or_path, config, kwargs.get("dtype"), hub_kwargs)
+
+    @classmethod
+    def _from_base_and_adapter(cls, path, config: JMLRConfig, dtype, hub_kwargs: dict) -> "JMLRForCausalLM":
+        try:  # peft is needed only for adapter checkpoints; the try keeps it out of the remote code's requirements
+            from peft import PeftModel
+        except ImportError as err:
+            raise ImportError(
+                f"{path} stores its generator as a LoRA adapter on {config.generator_base_model}: loading it needs "
+                "`pip install peft`"
+            ) from err
+        from safetensors.torch import load_file
+        from transformers.utils import cached_file
+
+        base_kwargs = {key: value for key, value in hub_kwargs.items() if key != "revision"}
+        dtype_kwargs = {"dtype": dtype} if dtype is not None else {}
+        generator = AutoModelForCausalLM.from_pretrained(
+            config.generator_base_model, revision=config.generator_base_revision, **base_kwargs, **dtype_kwargs
+        )
+        encoder = AutoModel.from_config(config.retriever, **dtype_kwargs)
+        model = cls(config, generator=generator, retriever_encoder=encoder)
+        model.set_generator(
+            PeftModel.from_pretrained(generator, path, subfolder=config.generator_adapter, **hub_kwargs)
+        )
+        state = load_file(cached_file(path, "model.safetensors", **hub_kwargs))
+        unexpected = sorted(key for key in state if not key.startswith("retriever."))
+        if unexpected:
+            raise ValueError(
+                f"{path}/model.safetensors of an adapter checkpoint must hold only retriever weights; it also has "
+                f"{unexpected[:5]}"
+            )
+        model.retriever.load_state_dict({key[len("retriever.") :]: value for key, value in state.items()})
+        return model.eval()
+
+    def set_generator(self, generator: nn.Module) -> None:
+        """Replace the generator, e.g. by its PEFT-wrapped or merged self, keeping the tied-weights map in step
+        (a PEFT wrapper moves the generator's parameters under `base_model.model.`)."""
+        self.generator = generator
+        inner = generator.get_base_model() if hasattr(generator, "get_base_model") else generator
+        prefix = "generator.base_model.model." if inner is not generator else "generator."
+        self.all_tied_weights_keys = {
+            f"{prefix}{target}": f"{prefix}{source}" for target, source in (inner.all_tied_weights_keys or {}).items()
+        }
+
+    def load_index(self, index: str | None = None, revision: str | None = None, **kwargs):
+        """The document index that goes with this model: by default the one its config records (`index_repo_id`,
+        pinned to `index_revision`), from the Hub or a local folder. Needs `jmlr_hf` and faiss installed.
+
+        The index's encoder fingerprint is compared with this model's retriever; a mismatch warns, because the
+        index vectors were then computed by other weights. Keyword arguments go to
+        `jmlr_hf.retrieval.index.load_index`.
+        """
+        try:  # not a requirement of the remote code: only the index needs jmlr_hf and faiss
+            from jmlr_hf.retrieval.index import load_index
+        except ImportError as err:
+            raise ImportError(
+                "model.load_index() needs the jmlr_hf package: `pip install 'jmlr_hf[faiss-cpu]'`"
+            ) from err
+        if index is None:
+            index, revision = self.config.index_repo_id, revision or self.config.index_revision
+        if index is None:
+            raise ValueError("This model's config records no index (index_repo_id): pass one, load_index('org/index')")
+        kwargs.setdefault("expected_fingerprint", self.retriever.weights_fingerprint())
+        return load_index(index, revision=revision, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # One class serves both auto classes; `register_for_auto_class` records a single one.
+        if self._auto_class is not None:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map["AutoModelForCausalLM"] = f"{self.__class__.__module__.split('.')[-1]}.{self.__class__.__name__}"
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+def _find_colbert_linear(name_or_path: str) -> torch.Tensor | None:
+    """The `linear.weight` of a local ColBERT checkpoint, if it has one."""
+    if not os.path.isdir(name_or_path):
+        return None
+    from transformers.modeling_utils import load_state_dict
+
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        path = os.path.join(name_or_path, filename)
+        if os.path.exists(path):
+            state = load_state_dict(path)
+            return state.get("linear.weight")
+    return None
+
+
+JMLRConfig.register_for_auto_class()
+JMLRForCausalLM.register_for_auto_class("AutoModel")
+
+__all__ = ["JMLRForCausalLM", "JMLRPreTrainedModel", "JMLRRetriever", "build_prompt", "build_target"]

@@ -1,0 +1,158 @@
+"""Helpers around a `JMLRForCausalLM` that are not remote code: PEFT on the generator, saving and loading checkpoints.
+
+As in TRL's `trl/models/utils.py`, the PEFT helpers sit beside the model they wrap; the trainer, the Hub module and
+the scripts import them from here (never the reverse).
+
+A saved JMLR model is a folder (or Hub repository) with the model's `config.json` and weights, the remote code
+(`configuration_jmlr.py`, `modeling_jmlr.py`), the generator's tokenizer at its root and the retriever's tokenizer in
+[`RETRIEVER_TOKENIZER_DIR`]. A generator saved as a LoRA adapter lives in [`GENERATOR_ADAPTER_DIR`], and the config
+names its base model (see `JMLRConfig.generator_base_model`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from ..utils.atomic import atomic_directory
+from .modeling_jmlr import JMLRForCausalLM
+
+# A saved JMLR model keeps the generator's tokenizer at its root and the retriever's in this subfolder.
+RETRIEVER_TOKENIZER_DIR = "retriever_tokenizer"
+# ... and, when its generator is stored as a LoRA adapter, the adapter in this one.
+GENERATOR_ADAPTER_DIR = "generator_adapter"
+GeneratorWeights = Literal["merged", "adapter"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# PEFT on the generator
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def apply_peft_to_generator(model: JMLRForCausalLM, peft_config) -> None:
+    """Wrap the generator (only) with PEFT. The retriever keeps `requires_grad=True` on all its parameters."""
+    from peft import get_peft_model
+
+    model.set_generator(get_peft_model(model.generator, peft_config))
+    for param in model.retriever.parameters():
+        param.requires_grad_(True)
+
+
+def has_generator_adapter(model: JMLRForCausalLM) -> bool:
+    """Whether the generator is PEFT-wrapped (it has an adapter that can be saved alone or merged)."""
+    return hasattr(model.generator, "peft_config") and hasattr(model.generator, "merge_and_unload")
+
+
+def merge_generator_adapter(model: JMLRForCausalLM) -> JMLRForCausalLM:
+    """Merge a PEFT adapter into the generator's weights, so that the saved model is a plain JMLR checkpoint."""
+    from peft import PeftModel
+
+    if isinstance(model.generator, PeftModel):
+        model.set_generator(model.generator.merge_and_unload())
+    return model
+
+
+def adapter_base_model(model: JMLRForCausalLM, base_model: str | None = None) -> str:
+    """The base generator an adapter applies to: `base_model` if given, else what the PEFT config records."""
+    return base_model or next(iter(model.generator.peft_config.values())).base_model_name_or_path
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Saving and loading checkpoints
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def save_model(
+    model: JMLRForCausalLM,
+    tokenizer,
+    retriever_tokenizer,
+    directory: str | os.PathLike[str],
+    *,
+    generator_weights: GeneratorWeights = "merged",
+    base_model: str | None = None,
+    base_revision: str | None = None,
+) -> Path:
+    """Save a JMLR model as a self-contained folder (crash-safe: all of it or, after a crash, the old one).
+
+    `generator_weights="merged"` writes full generator weights (a PEFT adapter is merged first). `"adapter"` keeps
+    the generator's LoRA adapter in `generator_adapter/` and writes only the retriever to `model.safetensors`; the
+    config then names the base model the adapter applies to (`base_model`, default: the adapter's own record of it),
+    and `from_pretrained` loads base + adapter.
+    """
+    if generator_weights not in ("merged", "adapter"):
+        raise ValueError(f"generator_weights must be 'merged' or 'adapter', got {generator_weights!r}")
+    config = model.config
+    with atomic_directory(directory) as tmp:
+        if generator_weights == "merged":
+            if has_generator_adapter(model):
+                merge_generator_adapter(model)
+            model.save_pretrained(tmp)
+        else:
+            if not has_generator_adapter(model):
+                raise ValueError(
+                    "generator_weights='adapter' needs a generator with a PEFT adapter, but this model's generator has "
+                    "plain (merged) weights: save it with generator_weights='merged'"
+                )
+            base = adapter_base_model(model, base_model)
+            previous = (config.generator_base_model, config.generator_base_revision, config.generator_adapter)
+            config.generator_base_model, config.generator_base_revision = base, base_revision
+            config.generator_adapter = GENERATOR_ADAPTER_DIR
+            try:
+                retriever_state = {f"retriever.{k}": v.contiguous() for k, v in model.retriever.state_dict().items()}
+                model.save_pretrained(tmp, state_dict=retriever_state)
+                model.generator.save_pretrained(os.path.join(tmp, GENERATOR_ADAPTER_DIR))
+            finally:
+                config.generator_base_model, config.generator_base_revision, config.generator_adapter = previous
+        tokenizer.save_pretrained(tmp)
+        retriever_tokenizer.save_pretrained(os.path.join(tmp, RETRIEVER_TOKENIZER_DIR))
+    return Path(directory)
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return not os.path.exists(name) and name.count("/") <= 1 and not name.startswith((".", "/", "~"))
+
+
+def is_jmlr_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` — a local folder or a Hub model id — holds a saved JMLR model (a `config.json` with model type
+    `"jmlr"`)."""
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        if not _looks_like_hub_id(str(path)):
+            return False
+        from transformers.utils import cached_file
+
+        try:
+            config_file = cached_file(str(path), "config.json")
+        except OSError:  # not a model repository, or unreachable: treated as "not a JMLR model" by the callers
+            return False
+    with open(config_file, encoding="utf-8") as f:
+        return json.load(f).get("model_type") == "jmlr"
+
+
+def load_jmlr_checkpoint(path: str | os.PathLike[str], dtype=None, **hub_kwargs: Any):
+    """`(model, tokenizer, retriever_tokenizer)` of a saved JMLR model: a local folder or a Hub model id."""
+    import torch
+    from transformers import AutoTokenizer
+
+    if not is_jmlr_checkpoint(path):
+        raise ValueError(f"{path} is not a saved JMLR model (no config.json with model_type 'jmlr')")
+    model = JMLRForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **hub_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path, **hub_kwargs)
+    retriever_tokenizer = AutoTokenizer.from_pretrained(path, subfolder=RETRIEVER_TOKENIZER_DIR, **hub_kwargs)
+    return model, tokenizer, retriever_tokenizer
+
+
+__all__ = [
+    "GENERATOR_ADAPTER_DIR",
+    "RETRIEVER_TOKENIZER_DIR",
+    "GeneratorWeights",
+    "adapter_base_model",
+    "apply_peft_to_generator",
+    "has_generator_adapter",
+    "is_jmlr_checkpoint",
+    "load_jmlr_checkpoint",
+    "merge_generator_adapter",
+    "save_model",
+]

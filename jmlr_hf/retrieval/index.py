@@ -1,0 +1,871 @@
+"""A dense document index on faiss for JMLR's pre-retrieval step.
+
+JMLR trains the retriever jointly with the LLM, so scoring the whole corpus with the training retriever at every step
+is out of the question. Instead, the top-N candidate documents of every question are fetched once from a faiss index
+built with a (frozen) encoder, and the joint trainer re-scores only those N with the retriever being trained.
+
+The index holds one L2-normalised vector per document, so inner product is cosine similarity. It is decoupled from the
+model: it is built from an ``encode_fn`` (``list[str] -> float32 [n, d]``) and a ``fingerprint`` string that
+identifies the encoder weights, which is stored next to the index so that a copy built by other weights is caught at
+load time (:class:`StaleIndexError`) instead of silently returning poor candidates.
+
+On disk an index is a directory with three files, written atomically by :meth:`DocumentIndex.save`:
+
+* ``index.faiss``: the faiss index (always a CPU index);
+* ``documents.parquet``: the document store (``id``, ``text``, optional ``title`` and any other columns);
+* ``index_config.json``: kind, dimension, search parameters, encoder fingerprint and sha256 checksums of the other two.
+
+Example:
+
+```python
+from jmlr_hf.retrieval import DocumentIndex, encode_queries_with, load_index
+
+index = DocumentIndex.from_retriever(corpus, retriever, tokenizer, kind="ivf")
+index.save("outputs/index")
+
+index = DocumentIndex.load("outputs/index", expected_fingerprint=retriever.weights_fingerprint())
+index = load_index("org/my-index", revision="main")  # a published index, downloaded once into the Hub cache
+hits = index.retrieve(questions, encode_queries_with(retriever, tokenizer), k=32)
+```
+
+faiss is an optional dependency, imported only when an index is built or loaded: install ``jmlr_hf[faiss-cpu]`` or
+``jmlr_hf[faiss-gpu]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from ..utils.atomic import atomic_directory
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+logger = logging.getLogger(__name__)
+
+EncodeFn = Callable[[list[str]], np.ndarray]
+IndexKind = Literal["flat", "ivf", "hnsw"]
+
+INDEX_FILE = "index.faiss"
+DOCUMENTS_FILE = "documents.parquet"
+CONFIG_FILE = "index_config.json"
+# The Hub has no index repository type: a published index is a data set repository.
+INDEX_REPO_TYPE = "dataset"
+FORMAT_VERSION = 1
+METRIC = "inner_product"
+
+_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
+# faiss k-means warns below 39 training points per centroid and subsamples above 256 per centroid.
+_MIN_POINTS_PER_CENTROID = 39
+_MAX_POINTS_PER_CENTROID = 256
+_TRAIN_SAMPLE_SEED = 0
+_REQUIRED_CONFIG_KEYS = ("kind", "metric", "dim", "num_documents", "fingerprint")
+_ROW_BATCH = 10_000
+_HASH_CHUNK_BYTES = 1 << 20
+
+
+class StaleIndexError(RuntimeError):
+    """The index was built by different retriever weights than the ones it is used with."""
+
+
+class StaleIndexWarning(UserWarning):
+    """Warning counterpart of :class:`StaleIndexError`, emitted when loading with ``on_stale="warn"``."""
+
+
+class CorruptIndexError(ValueError):
+    """A file of a saved index does not match the checksum recorded when it was saved."""
+
+
+def _import_faiss() -> ModuleType:
+    """Import faiss on first use, so that the rest of ``jmlr_hf`` works without it."""
+    try:
+        import faiss
+    except ImportError as err:
+        raise ImportError(
+            "DocumentIndex needs faiss, which is not installed. Install it with `pip install jmlr_hf[faiss-cpu]` or, "
+            "for CUDA, `pip install jmlr_hf[faiss-gpu]` (both provide the same `faiss` module: install only one)."
+        ) from err
+    return faiss
+
+
+def document_text(row: Mapping[str, Any]) -> str:
+    """The text the retriever encodes for a document row.
+
+    ``"{title}. {text}"`` when the row has a non-empty ``title`` (surrounding whitespace removed), else ``text``.
+    Use this wherever documents are encoded (index building, re-scoring in the trainer) so that the same document
+    always gets the same text.
+
+    Args:
+        row: A mapping with a ``text`` key and optionally a ``title`` key.
+    """
+    text = row["text"]
+    title = row.get("title")
+    if isinstance(title, str) and title.strip():
+        return f"{title.strip()}. {text}"
+    return text
+
+
+def _retriever_encode_fn(retriever: Any, tokenizer: Any, max_length: int, is_query: bool) -> EncodeFn:
+    def encode(texts: list[str]) -> np.ndarray:
+        # The index (or `retrieve`) already batches the texts, so the retriever encodes each call in one go.
+        embeddings = retriever.encode_dense_texts(
+            list(texts), tokenizer, max_length=max_length, batch_size=max(1, len(texts)), is_query=is_query
+        )
+        return _to_numpy(embeddings)
+
+    return encode
+
+
+def encode_documents_with(retriever: Any, tokenizer: Any, max_length: int = 256) -> EncodeFn:
+    """An ``encode_fn`` for :meth:`DocumentIndex.build` that encodes documents with a JMLR retriever.
+
+    Args:
+        retriever: An object with ``encode_dense_texts(texts, tokenizer, *, max_length, batch_size, is_query)``
+            returning a float32 ``[n, d]`` tensor (the retriever of ``jmlr_hf``).
+        tokenizer: The retriever's tokenizer.
+        max_length: Maximum number of tokens per document.
+    """
+    return _retriever_encode_fn(retriever, tokenizer, max_length, is_query=False)
+
+
+def encode_queries_with(retriever: Any, tokenizer: Any, max_length: int = 256) -> EncodeFn:
+    """An ``encode_query_fn`` for :meth:`DocumentIndex.retrieve` that encodes questions with a JMLR retriever.
+
+    Args:
+        retriever: An object with ``encode_dense_texts(texts, tokenizer, *, max_length, batch_size, is_query)``
+            returning a float32 ``[n, d]`` tensor (the retriever of ``jmlr_hf``).
+        tokenizer: The retriever's tokenizer.
+        max_length: Maximum number of tokens per question.
+    """
+    return _retriever_encode_fn(retriever, tokenizer, max_length, is_query=True)
+
+
+def _to_numpy(embeddings: Any) -> np.ndarray:
+    # Accept torch tensors too (on any device, with or without grad) without importing torch here.
+    if hasattr(embeddings, "detach"):
+        embeddings = embeddings.detach().float().cpu().numpy()
+    return np.asarray(embeddings, dtype=np.float32)
+
+
+def _normalize_embeddings(embeddings: Any, *, expected_rows: int | None = None, dim: int | None = None) -> np.ndarray:
+    """Check shape and values, and return a float32, C-contiguous, L2-normalised copy.
+
+    Normalising here keeps inner product equal to cosine even when an ``encode_fn`` forgets to; all-zero rows stay
+    zero rather than becoming NaN.
+    """
+    array = _to_numpy(embeddings)
+    if array.ndim != 2:
+        raise ValueError(f"Embeddings must be a 2-D array [n, d], got shape {tuple(array.shape)}.")
+    if expected_rows is not None and array.shape[0] != expected_rows:
+        raise ValueError(f"The encoder returned {array.shape[0]} embeddings for {expected_rows} texts.")
+    if dim is not None and array.shape[1] != dim:
+        raise ValueError(f"Embeddings have dimension {array.shape[1]}, but the index has dimension {dim}.")
+    if not np.isfinite(array).all():
+        raise ValueError("Embeddings contain NaN or infinite values.")
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    return np.ascontiguousarray(array / np.maximum(norms, np.finfo(np.float32).tiny), dtype=np.float32)
+
+
+def _prepare_documents(documents: Dataset | Sequence[Mapping[str, Any]]) -> Dataset:
+    """Validate the corpus and return it as an unformatted ``Dataset``.
+
+    Raises:
+        ValueError: On an empty corpus, a missing ``id``/``text``, a duplicate id, an empty text, or a ``score``
+            column (the name is reserved for the similarity in search results).
+    """
+    if isinstance(documents, Dataset):
+        missing = [name for name in ("id", "text") if name not in documents.column_names]
+        if missing:
+            raise ValueError(
+                f"The documents dataset has no {' or '.join(repr(m) for m in missing)} column "
+                f"(columns: {documents.column_names})."
+            )
+        dataset = documents.with_format(None)
+        ids, texts = _iter_column(dataset, "id"), _iter_column(dataset, "text")
+    elif isinstance(documents, Sequence) and not isinstance(documents, (str, bytes)):
+        for row_number, row in enumerate(documents):
+            if not isinstance(row, Mapping):
+                raise TypeError(f"Document row {row_number} is a {type(row).__name__}, expected a dict.")
+            for key in ("id", "text"):
+                if key not in row:
+                    raise ValueError(f"Document row {row_number} has no {key!r} field (fields: {sorted(row)}).")
+        # Union of the keys in first-seen order: `Dataset.from_list` would keep only the keys of the first row.
+        column_names = list(dict.fromkeys(key for row in documents for key in row))
+        dataset = Dataset.from_dict({name: [row.get(name) for row in documents] for name in column_names})
+        ids, texts = (row["id"] for row in documents), (row["text"] for row in documents)
+    else:
+        raise TypeError(f"documents must be a datasets.Dataset or a list of dicts, got {type(documents).__name__}.")
+
+    if len(dataset) == 0:
+        raise ValueError("Cannot build an index from an empty corpus.")
+    if "score" in dataset.column_names:
+        raise ValueError("Documents cannot have a 'score' column: search results use that key. Rename the column.")
+
+    seen: set[Any] = set()
+    for row_number, (doc_id, text) in enumerate(zip(ids, texts)):
+        if doc_id is None:
+            raise ValueError(f"Document row {row_number} has no id (id is None).")
+        if doc_id in seen:
+            first = next(i for i, other in enumerate(_iter_column(dataset, "id")) if other == doc_id)
+            raise ValueError(f"Duplicate document id {doc_id!r} at rows {first} and {row_number}.")
+        seen.add(doc_id)
+        if not isinstance(text, str):
+            raise ValueError(
+                f"Document {doc_id!r} (row {row_number}) has a non-string text of type {type(text).__name__}."
+            )
+        if not text.strip():
+            raise ValueError(f"Document {doc_id!r} (row {row_number}) has an empty text.")
+    return dataset
+
+
+def _iter_column(dataset: Dataset, name: str) -> Iterator[Any]:
+    # Batched reads: iterating `dataset[name]` goes through the formatter row by row, ~15x slower on large corpora.
+    for batch in dataset.select_columns([name]).iter(batch_size=_ROW_BATCH):
+        yield from batch[name]
+
+
+def _default_nlist(num_vectors: int) -> int:
+    """About ``4 * sqrt(n)`` inverted lists, but never more than k-means can train well (39 points per list)."""
+    return max(1, min(round(4 * math.sqrt(num_vectors)), num_vectors // _MIN_POINTS_PER_CENTROID))
+
+
+def _gpu_available(faiss: ModuleType) -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _resolve_use_gpu(faiss: ModuleType, use_gpu: bool | None, kind: str) -> bool:
+    """``None`` means "GPU when faiss can use one". HNSW has no faiss GPU implementation and always stays on CPU."""
+    if kind == "hnsw":
+        if use_gpu:
+            logger.warning("faiss has no GPU HNSW index; the HNSW index stays on CPU.")
+        return False
+    if use_gpu is None:
+        return _gpu_available(faiss)
+    if use_gpu and not _gpu_available(faiss):
+        raise RuntimeError(
+            "use_gpu=True, but the installed faiss has no GPU support or sees no GPU. Install jmlr_hf[faiss-gpu] "
+            "(instead of faiss-cpu) on a machine with a CUDA GPU, or pass use_gpu=None/False."
+        )
+    return use_gpu
+
+
+def _default_gpu_device(faiss: ModuleType) -> int:
+    # Under torchrun every process sees all GPUs: put each process's index on its own GPU rather than all on GPU 0.
+    return int(os.environ.get("LOCAL_RANK", 0)) % max(1, faiss.get_num_gpus())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_documents(documents: Dataset, path: Path) -> None:
+    """Write the document store as parquet, keeping the ``datasets`` features in the schema metadata."""
+    import pyarrow.parquet as pq
+
+    # Written in batches with pyarrow rather than `Dataset.to_parquet`, which shows its own progress bar.
+    with pq.ParquetWriter(path, documents.features.arrow_schema) as writer:
+        for batch in documents.with_format("arrow").iter(batch_size=_ROW_BATCH):
+            writer.write_table(batch)
+
+
+def _read_documents(path: Path) -> Dataset:
+    import pyarrow.parquet as pq
+    from datasets.table import InMemoryTable
+
+    # Read directly rather than with `Dataset.from_parquet`, which would copy the corpus into the HF datasets cache.
+    return Dataset(InMemoryTable(pq.read_table(path)))
+
+
+def _write_json(data: Mapping[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+class DocumentIndex:
+    """A faiss index over one dense, L2-normalised vector per document, plus the document store.
+
+    Create one with :meth:`build`, :meth:`from_retriever` or :meth:`load`, not with the constructor.
+
+    Search with :meth:`search` (embeddings in, scores and row indices out) or :meth:`retrieve` (texts in, document
+    dicts out). Indices are read-only once built: rebuild the index when the encoder weights change (see
+    :meth:`is_stale`).
+    """
+
+    def __init__(
+        self,
+        index: Any,
+        documents: Dataset,
+        *,
+        kind: IndexKind,
+        fingerprint: str,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        hnsw_m: int | None = None,
+        ef_search: int | None = None,
+        gpu_resources: Any = None,
+        gpu_device: int | None = None,
+    ) -> None:
+        if index.ntotal != len(documents):
+            raise ValueError(f"The faiss index holds {index.ntotal} vectors but there are {len(documents)} documents.")
+        self._index = index
+        self._documents = documents
+        self._kind: IndexKind = kind
+        self._fingerprint = fingerprint
+        self._nlist = nlist
+        self._nprobe = nprobe
+        self._hnsw_m = hnsw_m
+        self._ef_search = ef_search
+        # faiss GPU indexes do not own their resources: keep them alive as long as the index.
+        self._gpu_resources = gpu_resources
+        self._gpu_device = gpu_device
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def documents(self) -> Dataset:
+        """The document store; row ``i`` is the document of faiss vector ``i``."""
+        return self._documents
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the document vectors."""
+        return int(self._index.d)
+
+    @property
+    def kind(self) -> IndexKind:
+        """``"flat"`` (exact), ``"ivf"`` or ``"hnsw"`` (approximate)."""
+        return self._kind
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the encoder weights that produced the document vectors."""
+        return self._fingerprint
+
+    @property
+    def device(self) -> str:
+        """``"cpu"``, or ``"cuda:N"`` when the faiss index lives on GPU ``N``."""
+        return "cpu" if self._gpu_device is None else f"cuda:{self._gpu_device}"
+
+    def __len__(self) -> int:
+        return len(self._documents)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(kind={self._kind!r}, num_documents={len(self)}, dim={self.dim}, "
+            f"fingerprint={self._fingerprint!r}, device={self.device!r})"
+        )
+
+    def is_stale(self, fingerprint: str) -> bool:
+        """Whether the index was built by encoder weights other than the ones identified by ``fingerprint``."""
+        return fingerprint != self._fingerprint
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def build(
+        cls,
+        documents: Dataset | Sequence[Mapping[str, Any]],
+        encode_fn: EncodeFn,
+        fingerprint: str,
+        *,
+        kind: IndexKind = "flat",
+        batch_size: int = 64,
+        nlist: int | None = None,
+        nprobe: int = 16,
+        hnsw_m: int = 32,
+        ef_search: int = 128,
+        use_gpu: bool | None = None,
+        show_progress: bool = True,
+    ) -> DocumentIndex:
+        """Encode a corpus and index it.
+
+        Args:
+            documents: A ``datasets.Dataset`` or a list of dicts, with at least ``id`` (unique) and ``text``
+                (non-empty) and optionally ``title``. Other columns (``article_id``, ``section``, ...) are stored and
+                returned with search results. The encoder sees :func:`document_text` of each row.
+            encode_fn: Maps a list of texts to a float32 array ``[n, d]``. Vectors are L2-normalised by the index.
+            fingerprint: Identifies the encoder weights; stored with the index to detect stale indexes.
+            kind: ``"flat"`` (exact search), ``"ivf"`` (inverted lists, trained by k-means on the embeddings) or
+                ``"hnsw"`` (graph, CPU only).
+            batch_size: Number of documents per ``encode_fn`` call.
+            nlist: IVF only: number of inverted lists. Defaults to about ``4 * sqrt(n)``, limited so that every list
+                has at least 39 training points.
+            nprobe: IVF only: number of lists visited per query (capped at ``nlist``). Higher is slower and more
+                accurate.
+            hnsw_m: HNSW only: number of graph neighbours per node.
+            ef_search: HNSW only: size of the search queue. Higher is slower and more accurate.
+            use_gpu: Put a flat or IVF index on a GPU. ``None`` uses a GPU when faiss has GPU support and sees one.
+            show_progress: Show a progress bar while encoding.
+
+        Raises:
+            ValueError: On an invalid corpus (the message names the offending row or id) or invalid arguments.
+            ImportError: When faiss is not installed.
+        """
+        faiss = _import_faiss()
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}.")
+        if not isinstance(fingerprint, str) or not fingerprint:
+            raise ValueError("fingerprint must be a non-empty string identifying the encoder weights.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if nlist is not None and nlist < 1:
+            raise ValueError(f"nlist must be >= 1, got {nlist}.")
+        if nprobe < 1 or hnsw_m < 2 or ef_search < 1:
+            raise ValueError(f"Invalid search parameters: nprobe={nprobe}, hnsw_m={hnsw_m}, ef_search={ef_search}.")
+
+        dataset = _prepare_documents(documents)
+        num_documents = len(dataset)
+        if kind == "ivf":
+            if nlist is None:
+                nlist = _default_nlist(num_documents)
+            elif nlist > num_documents:
+                raise ValueError(f"nlist={nlist} is larger than the number of documents ({num_documents}).")
+            elif num_documents < _MIN_POINTS_PER_CENTROID * nlist:
+                logger.warning(
+                    "nlist=%d is large for %d documents (k-means wants >= %d points per list); expect lower recall.",
+                    nlist,
+                    num_documents,
+                    _MIN_POINTS_PER_CENTROID,
+                )
+            nprobe = min(nprobe, nlist)
+        on_gpu = _resolve_use_gpu(faiss, use_gpu, kind)
+
+        batches = _encode_in_batches(dataset, encode_fn, batch_size, show_progress)
+        first = next(batches)
+        dim = first.shape[1]
+
+        if kind == "flat":
+            cpu_index = faiss.IndexFlatIP(dim)
+        elif kind == "ivf":
+            cpu_index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            cpu_index.nprobe = nprobe
+        else:
+            cpu_index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            # faiss's default construction queue (40) is small for wide embeddings; 2*M is a cheap improvement.
+            cpu_index.hnsw.efConstruction = max(40, 2 * hnsw_m)
+            cpu_index.hnsw.efSearch = ef_search
+
+        index, resources, device = cpu_index, None, None
+        if on_gpu:
+            # The GPU copies nprobe, and IVF trains (k-means) on the GPU too, which is where it is slow on CPU.
+            device = _default_gpu_device(faiss)
+            resources = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(resources, device, cpu_index)
+
+        if kind == "ivf":
+            # k-means needs every vector before anything is added, so IVF keeps all embeddings in memory once.
+            embeddings = np.empty((num_documents, dim), dtype=np.float32)
+            embeddings[: len(first)] = first
+            offset = len(first)
+            for batch in batches:
+                embeddings[offset : offset + len(batch)] = _check_dim(batch, dim)
+                offset += len(batch)
+            index.train(_training_sample(embeddings, nlist))
+            index.add(embeddings)
+            del embeddings
+        else:
+            index.add(first)
+            for batch in batches:
+                index.add(_check_dim(batch, dim))
+
+        logger.info("Built a %s index of %d documents (dim=%d) on %s.", kind, num_documents, dim, device or "cpu")
+        return cls(
+            index,
+            dataset,
+            kind=kind,
+            fingerprint=fingerprint,
+            nlist=nlist if kind == "ivf" else None,
+            nprobe=nprobe if kind == "ivf" else None,
+            hnsw_m=hnsw_m if kind == "hnsw" else None,
+            ef_search=ef_search if kind == "hnsw" else None,
+            gpu_resources=resources,
+            gpu_device=device,
+        )
+
+    @classmethod
+    def from_retriever(
+        cls,
+        documents: Dataset | Sequence[Mapping[str, Any]],
+        retriever: Any,
+        tokenizer: Any,
+        *,
+        max_length: int = 256,
+        **build_kwargs: Any,
+    ) -> DocumentIndex:
+        """Build an index with a JMLR retriever's dense encoder, fingerprinted with its current weights.
+
+        Args:
+            documents: The corpus, as in :meth:`build`.
+            retriever: An object with ``encode_dense_texts(texts, tokenizer, *, max_length, batch_size, is_query)``
+                and ``weights_fingerprint()`` (the retriever of ``jmlr_hf``).
+            tokenizer: The retriever's tokenizer.
+            max_length: Maximum number of tokens per document.
+            **build_kwargs: Passed to :meth:`build` (``kind``, ``batch_size``, ``nlist``, ...).
+        """
+        return cls.build(
+            documents,
+            encode_documents_with(retriever, tokenizer, max_length=max_length),
+            retriever.weights_fingerprint(),
+            **build_kwargs,
+        )
+
+    # ------------------------------------------------------------------ search
+
+    def search(self, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` documents of each query embedding.
+
+        Args:
+            query_embeddings: ``[q, d]`` (or a single ``[d]``) query vectors; they are L2-normalised here.
+            k: Number of documents per query, clipped to the number of documents.
+
+        Returns:
+            ``(scores, indices)``: float32 cosine similarities ``[q, k]`` in decreasing order and int64 row indices
+            into :attr:`documents` ``[q, k]``. IVF and HNSW can find fewer than ``k`` documents: the missing
+            slots (at the end of a row) have index ``-1`` and score ``-inf``.
+
+        faiss GPU indexes accept ``k`` up to 2048.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}.")
+        queries = _to_numpy(query_embeddings)
+        if queries.ndim == 1:
+            queries = queries[None, :]
+        return self._search(_normalize_embeddings(queries, dim=self.dim), k)
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        # `queries` are already normalised float32 [q, d].
+        k = min(k, len(self))
+        if len(queries) == 0:
+            return np.empty((0, k), dtype=np.float32), np.empty((0, k), dtype=np.int64)
+        scores, indices = self._index.search(queries, k)
+        scores = np.asarray(scores, dtype=np.float32)
+        indices = np.asarray(indices, dtype=np.int64)
+        # faiss marks missing results with -1 and -FLT_MAX; -inf cannot be mistaken for a real similarity.
+        scores[indices < 0] = -np.inf
+        return scores, indices
+
+    def retrieve(
+        self,
+        queries: Sequence[str],
+        encode_query_fn: EncodeFn,
+        k: int,
+        *,
+        batch_size: int = 64,
+        show_progress: bool = True,
+    ) -> list[list[dict[str, Any]]]:
+        """Top-``k`` documents of each query, as dicts.
+
+        Args:
+            queries: Query texts (e.g. questions, with their options).
+            encode_query_fn: Maps a list of texts to a float32 array ``[n, d]``, e.g. :func:`encode_queries_with`.
+            k: Number of documents per query (clipped to the number of documents).
+            batch_size: Number of queries per ``encode_query_fn`` call and per faiss search.
+            show_progress: Show a progress bar.
+
+        Returns:
+            For each query, its hits by decreasing score. A hit has the stored columns of the document (``id``,
+            ``text``, ``article_id``, ...), ``title`` (``""`` when the document has none) and ``score`` (cosine).
+        """
+        if isinstance(queries, str):
+            raise TypeError("queries must be a list of strings, not a single string.")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        queries = list(queries)
+        results: list[list[dict[str, Any]]] = []
+        with tqdm(total=len(queries), desc="Retrieving", unit="query", disable=not show_progress) as progress:
+            for start in range(0, len(queries), batch_size):
+                batch = queries[start : start + batch_size]
+                embeddings = _normalize_embeddings(encode_query_fn(batch), expected_rows=len(batch), dim=self.dim)
+                scores, indices = self._search(embeddings, k)
+                results.extend(self._hits(scores, indices))
+                progress.update(len(batch))
+        return results
+
+    def _hits(self, scores: np.ndarray, indices: np.ndarray) -> list[list[dict[str, Any]]]:
+        # One gather for the whole batch (datasets row access has a large per-call overhead), and one dict per distinct
+        # document, copied per hit: queries of a batch often share documents.
+        rows = np.unique(indices[indices >= 0]).tolist()
+        columns = self._documents[rows] if rows else {}
+        documents: dict[int, dict[str, Any]] = {}
+        for position, row in enumerate(rows):
+            document = {name: values[position] for name, values in columns.items()}
+            if document.get("title") is None:
+                document["title"] = ""
+            documents[row] = document
+        return [
+            [{**documents[row], "score": score} for score, row in zip(row_scores, row_indices) if row >= 0]
+            for row_scores, row_indices in zip(scores.tolist(), indices.tolist())
+        ]
+
+    # ------------------------------------------------------------------ persistence
+
+    def config(self) -> dict[str, Any]:
+        """The index's metadata as written to ``index_config.json`` (without the checksums)."""
+        faiss = _import_faiss()
+        return {
+            "format_version": FORMAT_VERSION,
+            "kind": self._kind,
+            "metric": METRIC,
+            "dim": self.dim,
+            "num_documents": len(self),
+            "fingerprint": self._fingerprint,
+            "nlist": self._nlist,
+            "nprobe": self._nprobe,
+            "hnsw_m": self._hnsw_m,
+            "ef_search": self._ef_search,
+            "faiss_version": getattr(faiss, "__version__", None),
+        }
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the index to ``directory`` atomically.
+
+        Everything is written to a temporary sibling directory, which then replaces ``directory``: the old
+        directory is first renamed aside, the new one renamed into place, and the old one deleted. If anything
+        fails before the swap, ``directory`` is untouched and the temporary directory is removed. Only an existing
+        index directory (or an empty directory) is replaced; any other non-empty directory is refused. Call this
+        from a single process (e.g. the main process under ``accelerate``).
+
+        Returns:
+            The directory.
+        """
+        faiss = _import_faiss()
+        directory = Path(directory)
+        if directory.exists():
+            if not directory.is_dir():
+                raise FileExistsError(f"{directory} exists and is not a directory.")
+            if any(directory.iterdir()) and not (directory / CONFIG_FILE).exists():
+                raise FileExistsError(
+                    f"{directory} is a non-empty directory without {CONFIG_FILE}: refusing to replace it with an index."
+                )
+        with atomic_directory(directory) as tmp:
+            cpu_index = self._index if self._gpu_device is None else faiss.index_gpu_to_cpu(self._index)
+            faiss.write_index(cpu_index, str(tmp / INDEX_FILE))
+            _write_documents(self._documents, tmp / DOCUMENTS_FILE)
+            config = self.config()
+            config["sha256"] = {name: _sha256(tmp / name) for name in (INDEX_FILE, DOCUMENTS_FILE)}
+            # The config goes last: a directory with a config is a complete one.
+            _write_json(config, tmp / CONFIG_FILE)
+        logger.info("Saved the %s index of %d documents to %s.", self._kind, len(self), directory)
+        return directory
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        expected_fingerprint: str | None = None,
+        on_stale: Literal["raise", "warn"] = "raise",
+        use_gpu: bool | None = None,
+        verify_checksums: bool = True,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> DocumentIndex:
+        """Load an index written by :meth:`save`.
+
+        Args:
+            directory: The index directory.
+            expected_fingerprint: Fingerprint of the retriever weights the index will be used with. When it differs
+                from the one the index was built with, the index is stale (it must be rebuilt).
+            on_stale: ``"raise"`` a :class:`StaleIndexError` or ``"warn"`` (:class:`StaleIndexWarning`) and load
+                anyway.
+            use_gpu: As in :meth:`build`.
+            verify_checksums: Check the sha256 of the files (reads them once more; disable for very large indexes
+                that are known to be intact).
+            nprobe: Override the stored IVF ``nprobe``.
+            ef_search: Override the stored HNSW ``ef_search``.
+
+        Raises:
+            FileNotFoundError: When the directory or one of its files is missing.
+            CorruptIndexError: When a file does not match its checksum or the files are inconsistent.
+            StaleIndexError: When the index is stale and ``on_stale="raise"``.
+        """
+        if on_stale not in ("raise", "warn"):
+            raise ValueError(f"on_stale must be 'raise' or 'warn', got {on_stale!r}.")
+        faiss = _import_faiss()
+        directory = Path(directory)
+        if not directory.is_dir():
+            hint = ""
+            backups = sorted(directory.parent.glob(f".{directory.name}.old-*")) if directory.parent.is_dir() else []
+            if backups:
+                hint = f" A save into it was interrupted; the previous index is in {backups[-1]} (rename it back)."
+            raise FileNotFoundError(f"No index directory at {directory}.{hint}")
+        for name in (CONFIG_FILE, INDEX_FILE, DOCUMENTS_FILE):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"The index directory {directory} has no {name}.")
+
+        try:
+            config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CorruptIndexError(f"{directory / CONFIG_FILE} is not valid JSON: {err}") from err
+        if not isinstance(config, dict):
+            raise CorruptIndexError(f"{directory / CONFIG_FILE} does not hold a JSON object.")
+        version = config.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CorruptIndexError(
+                f"{directory / CONFIG_FILE} has format_version={version!r}; this version of jmlr_hf reads "
+                f"format_version={FORMAT_VERSION}."
+            )
+
+        missing = [key for key in _REQUIRED_CONFIG_KEYS if key not in config]
+        if missing:
+            raise CorruptIndexError(f"{directory / CONFIG_FILE} lacks the keys {missing}.")
+        if config["kind"] not in _KINDS or config["metric"] != METRIC:
+            raise CorruptIndexError(
+                f"{directory / CONFIG_FILE} has kind={config['kind']!r} and metric={config['metric']!r}; "
+                f"expected a kind in {_KINDS} and metric {METRIC!r}."
+            )
+
+        # Checked before the (possibly long) checksums, so that a stale index fails fast.
+        if expected_fingerprint is not None and expected_fingerprint != config["fingerprint"]:
+            message = (
+                f"The index in {directory} was built by different retriever weights (fingerprint "
+                f"{config['fingerprint']!r}, expected {expected_fingerprint!r}); its document vectors do not match "
+                "the retriever. Rebuild the index with the current retriever."
+            )
+            if on_stale == "raise":
+                raise StaleIndexError(message)
+            warnings.warn(message, StaleIndexWarning, stacklevel=2)
+
+        if verify_checksums:
+            checksums = config.get("sha256") or {}
+            for name in (INDEX_FILE, DOCUMENTS_FILE):
+                expected = checksums.get(name)
+                if expected is None:
+                    raise CorruptIndexError(f"{directory / CONFIG_FILE} records no sha256 for {name}.")
+                actual = _sha256(directory / name)
+                if actual != expected:
+                    raise CorruptIndexError(
+                        f"{directory / name} is corrupted: its sha256 is {actual}, but {expected} was recorded when "
+                        "the index was saved. Rebuild or re-copy the index."
+                    )
+
+        try:
+            cpu_index = faiss.read_index(str(directory / INDEX_FILE))
+        except RuntimeError as err:
+            raise CorruptIndexError(f"faiss cannot read {directory / INDEX_FILE}: {err}") from err
+        documents = _read_documents(directory / DOCUMENTS_FILE)
+        if cpu_index.ntotal != config["num_documents"] or len(documents) != config["num_documents"]:
+            raise CorruptIndexError(
+                f"{directory} is inconsistent: {CONFIG_FILE} says {config['num_documents']} documents, "
+                f"{INDEX_FILE} has {cpu_index.ntotal} vectors and {DOCUMENTS_FILE} has {len(documents)} rows."
+            )
+        if cpu_index.d != config["dim"]:
+            raise CorruptIndexError(f"{directory / INDEX_FILE} has dimension {cpu_index.d}, not {config['dim']}.")
+
+        kind = config["kind"]
+        nprobe = nprobe if nprobe is not None else config.get("nprobe")
+        ef_search = ef_search if ef_search is not None else config.get("ef_search")
+        if kind == "ivf" and nprobe is not None:
+            cpu_index.nprobe = min(nprobe, config["nlist"])
+            nprobe = cpu_index.nprobe
+        if kind == "hnsw" and ef_search is not None:
+            cpu_index.hnsw.efSearch = ef_search
+
+        index, resources, device = cpu_index, None, None
+        if _resolve_use_gpu(faiss, use_gpu, kind):
+            device = _default_gpu_device(faiss)
+            resources = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(resources, device, cpu_index)
+
+        return cls(
+            index,
+            documents,
+            kind=kind,
+            fingerprint=config["fingerprint"],
+            nlist=config.get("nlist"),
+            nprobe=nprobe if kind == "ivf" else None,
+            hnsw_m=config.get("hnsw_m"),
+            ef_search=ef_search if kind == "hnsw" else None,
+            gpu_resources=resources,
+            gpu_device=device,
+        )
+
+
+def load_index(
+    index: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    expected_fingerprint: str | None = None,
+    on_stale: Literal["raise", "warn"] = "warn",
+    token: str | None = None,
+    cache_dir: str | None = None,
+    **load_kwargs: Any,
+) -> DocumentIndex:
+    """A `DocumentIndex` from a local folder or a Hub index repository (downloaded once into the Hub cache).
+
+    Like `RagRetriever` loading its index beside the model, this is how a model finds the index its config records
+    (`JMLRForCausalLM.load_index`); publishing one is `jmlr_hf.hub.push_index`.
+    """
+    if not os.path.isdir(index):
+        from huggingface_hub import snapshot_download
+
+        index = snapshot_download(
+            str(index),
+            repo_type=INDEX_REPO_TYPE,
+            revision=revision,
+            allow_patterns=[INDEX_FILE, DOCUMENTS_FILE, CONFIG_FILE],
+            token=token,
+            cache_dir=cache_dir,
+        )
+    return DocumentIndex.load(index, expected_fingerprint=expected_fingerprint, on_stale=on_stale, **load_kwargs)
+
+
+def _encode_in_batches(
+    dataset: Dataset, encode_fn: EncodeFn, batch_size: int, show_progress: bool
+) -> Iterator[np.ndarray]:
+    """Yield normalised embeddings batch by batch, so flat and HNSW indexes never hold a second copy of the corpus."""
+    text_columns = [name for name in ("title", "text") if name in dataset.column_names]
+    with tqdm(total=len(dataset), desc="Encoding documents", unit="doc", disable=not show_progress) as progress:
+        for batch in dataset.select_columns(text_columns).iter(batch_size=batch_size):
+            rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+            texts = [document_text(row) for row in rows]
+            yield _normalize_embeddings(encode_fn(texts), expected_rows=len(texts))
+            progress.update(len(texts))
+
+
+def _check_dim(embeddings: np.ndarray, dim: int) -> np.ndarray:
+    if embeddings.shape[1] != dim:
+        raise ValueError(f"The encoder returned dimension {embeddings.shape[1]} after returning dimension {dim}.")
+    return embeddings
+
+
+def _training_sample(embeddings: np.ndarray, nlist: int) -> np.ndarray:
+    """All embeddings, or a seeded sample of 256 per list when there are more (k-means would subsample anyway)."""
+    limit = _MAX_POINTS_PER_CENTROID * nlist
+    if len(embeddings) <= limit:
+        return embeddings
+    rows = np.sort(np.random.default_rng(_TRAIN_SAMPLE_SEED).choice(len(embeddings), size=limit, replace=False))
+    return embeddings[rows]
+
+
+__all__ = [
+    "CONFIG_FILE",
+    "DOCUMENTS_FILE",
+    "INDEX_FILE",
+    "INDEX_REPO_TYPE",
+    "CorruptIndexError",
+    "DocumentIndex",
+    "StaleIndexError",
+    "StaleIndexWarning",
+    "document_text",
+    "encode_documents_with",
+    "encode_queries_with",
+    "load_index",
+]

@@ -1,0 +1,357 @@
+"""`JointRetrievalTrainer`: TRL's `SFTTrainer` with JMLR's joint retriever + LLM step.
+
+One training step, for each question of the batch (JMLR, Wang et al. 2024, arXiv 2402.17887):
+
+1. the retriever scores the question's N pre-retrieved candidates (all candidates of the batch in one pass);
+2. S candidates are sampled without replacement from `softmax(score / τ)`;
+3. without gradient, the LLM computes its answer NLL given each sampled document (`[doc; question] → answer`), in
+   one batched forward (micro-batched if asked);
+4. a retrieval loss (`llm_rank`, `lsr` or `ppl_distill`, see `jmlr_hf.losses`) trains the retriever to order the
+   documents by those NLLs;
+5. the top-K candidates by retriever score go before the question for the usual causal LM loss on the answer;
+6. `loss = lm_loss + λ · retrieval_loss`; both parts and the retriever/LLM pairwise agreement are logged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+from trl import SFTTrainer
+
+from ..losses import RETRIEVAL_LOSSES, pairwise_agreement
+from ..models import (
+    RETRIEVER_TOKENIZER_DIR,
+    JMLRConfig,
+    JMLRForCausalLM,
+    apply_peft_to_generator,
+    build_prompt,
+    build_target,
+    tokenize_for_lm,
+    truncate_to_tokens,
+)
+from .joint_retrieval_config import JointRetrievalConfig
+
+RETRIEVAL_INPUT_KEYS = ("query_input_ids", "query_attention_mask", "doc_input_ids", "doc_attention_mask")
+
+
+def sample_without_replacement(
+    logits: torch.Tensor, num_samples: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Indices `[B, num_samples]` drawn without replacement from `softmax(logits)` along the last dimension.
+
+    Gumbel-top-k: the top-k of `logits + Gumbel noise` is an exact sample of k items without replacement from the
+    softmax (the Plackett-Luce model), in one vectorised call.
+    """
+    uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
+    # Parenthesised: `-torch.log(u).clamp(...)` would clamp log(u) < 0 up to 1e-20 and negate it, giving NaN noise.
+    gumbel = -torch.log((-torch.log(uniform.clamp(min=1e-20))).clamp(min=1e-20))
+    return (logits.detach().float() + gumbel).topk(num_samples, dim=-1).indices
+
+
+@dataclass
+class JointRetrievalCollator:
+    """Batches raw rows (`question`, `options`, `answer`, `rationale`, `candidates`) for the joint step.
+
+    The retriever's inputs are tokenised here (`[B, Lq]` questions, `[B * N, Ld]` candidates). The generator's inputs
+    depend on which documents the retriever picks, so the texts travel on and are tokenised in `compute_loss`;
+    candidates are cut to `max_document_length` generator tokens here, once.
+    """
+
+    config: JMLRConfig
+    retriever_tokenizer: PreTrainedTokenizerBase
+    generator_tokenizer: PreTrainedTokenizerBase
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        cfg = self.config
+        num = cfg.num_candidates
+        questions, options, targets, documents = [], [], [], []
+        for row in features:
+            for key in ("question", "answer", "candidates"):
+                if key not in row or row[key] is None:
+                    raise KeyError(f"row {row.get('id', '?')!r} has no {key!r}; run `jmlr retrieve` to add candidates")
+            candidates = list(row["candidates"])
+            if len(candidates) < num:
+                raise ValueError(
+                    f"row {row.get('id', '?')!r} has {len(candidates)} candidates, fewer than num_candidates={num}"
+                )
+            row_options = list(row.get("options") or [])
+            questions.append(row["question"])
+            options.append(row_options)
+            targets.append(build_target(cfg, row["answer"], row.get("rationale"), row_options))
+            documents.append(
+                [
+                    truncate_to_tokens(self.generator_tokenizer, doc, cfg.max_document_length)
+                    for doc in candidates[:num]
+                ]
+            )
+        query = self.retriever_tokenizer(
+            questions, max_length=cfg.max_query_length, truncation=True, padding=True, return_tensors="pt"
+        )
+        docs = self.retriever_tokenizer(
+            [doc for row in documents for doc in row],
+            max_length=cfg.max_document_length,
+            truncation=True,
+            padding=True,
+            return_tensors="pt",
+        )
+        return {
+            "query_input_ids": query["input_ids"],
+            "query_attention_mask": query["attention_mask"],
+            "doc_input_ids": docs["input_ids"],
+            "doc_attention_mask": docs["attention_mask"],
+            "questions": questions,
+            "options": options,
+            "targets": targets,
+            "documents": documents,
+        }
+
+
+class JointRetrievalTrainer(SFTTrainer):
+    """Joint retriever + LLM training (JMLR) as an [`~trl.SFTTrainer`].
+
+    Args:
+        model ([`JMLRForCausalLM`]): the generator and retriever to train.
+        args ([`JointRetrievalConfig`]): training arguments.
+        train_dataset, eval_dataset: rows with `question`, `options`, `answer`, `rationale` and `candidates` (the
+            pre-retrieved documents, at least `num_candidates` of them).
+        processing_class: the generator's tokenizer.
+        retriever_tokenizer: the retriever's tokenizer (saved with every checkpoint in `retriever_tokenizer/`).
+        peft_config: a PEFT config applied to the generator only; the retriever trains fully, at its own learning
+            rate (the authors' code let PEFT freeze most of the retriever).
+    """
+
+    _tag_names = ["trl", "sft", "jmlr", "retrieval"]
+
+    def __init__(
+        self,
+        model: JMLRForCausalLM,
+        args: JointRetrievalConfig,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        retriever_tokenizer: PreTrainedTokenizerBase | None = None,
+        data_collator=None,
+        peft_config=None,
+        **kwargs,
+    ):
+        if not isinstance(model, JMLRForCausalLM):
+            raise TypeError(f"JointRetrievalTrainer trains a JMLRForCausalLM, got {type(model).__name__}")
+        if not isinstance(args, JointRetrievalConfig):
+            raise TypeError(f"args must be a JointRetrievalConfig, got {type(args).__name__}")
+        if processing_class is None or retriever_tokenizer is None:
+            raise ValueError("pass both tokenizers: processing_class (generator) and retriever_tokenizer")
+        model.config.validate_retrieval_settings()
+        if peft_config is not None:
+            apply_peft_to_generator(model, peft_config)
+            if args.gradient_checkpointing:
+                model.generator.enable_input_require_grads()
+        if processing_class.pad_token_id is None:
+            processing_class.pad_token = processing_class.eos_token
+        self.retriever_tokenizer = retriever_tokenizer
+        if data_collator is None:
+            data_collator = JointRetrievalCollator(model.config, retriever_tokenizer, processing_class)
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            peft_config=None,
+            **kwargs,
+        )
+        # compute_loss does not use `num_items_in_batch`, so the Trainer must scale the loss for gradient
+        # accumulation itself.
+        self.model_accepts_loss_kwargs = False
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Optimiser: separate learning rates for the generator and the retriever, no weight decay on biases and norms.
+    # ---------------------------------------------------------------------------------------------------------------
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        args = self.args
+        retriever_decay = args.weight_decay if args.retriever_weight_decay is None else args.retriever_weight_decay
+        groups = {
+            "generator_decay": {"params": [], "weight_decay": args.weight_decay, "lr": args.learning_rate},
+            "generator_no_decay": {"params": [], "weight_decay": 0.0, "lr": args.learning_rate},
+            "retriever_decay": {"params": [], "weight_decay": retriever_decay, "lr": args.retriever_learning_rate},
+            "retriever_no_decay": {"params": [], "weight_decay": 0.0, "lr": args.retriever_learning_rate},
+        }
+        for name, param in opt_model.named_parameters():
+            if not param.requires_grad:
+                continue
+            part = "retriever" if is_retriever_parameter(name) else "generator"
+            groups[f"{part}_{'decay' if name in decay else 'no_decay'}"]["params"].append(param)
+        param_groups = []
+        for group_name, group in groups.items():
+            if group["params"]:
+                param_groups.append({**group, "name": group_name})
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(args, opt_model)
+        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+        return self.optimizer
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # The joint step
+    # ---------------------------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if model.training else "eval"
+        jmlr: JMLRForCausalLM = self.accelerator.unwrap_model(model)
+        cfg = jmlr.config
+        tokenizer = self.processing_class
+        retrieval_inputs = {key: inputs[key] for key in RETRIEVAL_INPUT_KEYS}
+        questions, options, targets, documents = (
+            inputs["questions"],
+            inputs["options"],
+            inputs["targets"],
+            inputs["documents"],
+        )
+        batch_size = len(questions)
+        device = inputs["query_input_ids"].device
+
+        # 1-2. Choose documents with a no-gradient scoring pass; the scores with gradient come in step 5's forward.
+        top = None
+        if cfg.num_context_documents > 0:
+            with torch.no_grad():
+                choice_logits = model(**retrieval_inputs).retrieval_scores.float() / cfg.retrieval_temperature
+            top = choice_logits.topk(cfg.num_context_documents, dim=-1).indices  # [B, K]
+        lm_batch = tokenize_for_lm(
+            tokenizer,
+            [
+                build_prompt(
+                    cfg, questions[b], [] if top is None else [documents[b][i] for i in top[b].tolist()], options[b]
+                )
+                for b in range(batch_size)
+            ],
+            targets,
+            cfg.max_length,
+        )
+        lm_batch = {k: v.to(device) for k, v in lm_batch.items()}
+        if cfg.retrieval_loss_weight == 0:
+            # The baselines: SFT without documents (K = 0) or RAG-SFT with a fixed retriever's top K. No NLL pass and
+            # no retrieval loss, so the retriever gets no gradient.
+            outputs = model(**lm_batch, use_cache=False)
+            self._metrics[mode]["lm_loss"].append(self._mean_across_processes(outputs.loss))
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
+        sampled = sample_without_replacement(choice_logits, cfg.num_sampled)  # [B, S]
+
+        # 3. Answer NLL given each sampled document: one batched no-gradient forward over the B x S sequences.
+        nll_batch = tokenize_for_lm(
+            tokenizer,
+            [
+                build_prompt(cfg, questions[b], [documents[b][i]], options[b])
+                for b in range(batch_size)
+                for i in sampled[b].tolist()
+            ],
+            [targets[b] for b in range(batch_size) for _ in range(cfg.num_sampled)],
+            cfg.max_length,
+        )
+        lm_nll = self._answer_nll(jmlr, nll_batch, device).view(batch_size, cfg.num_sampled)
+
+        # 5. LM loss with the top-K documents before the question; the retriever's scores with gradient, same call.
+        use_negatives = cfg.in_batch_negatives and cfg.retrieval_loss != "llm_rank" and batch_size > 1
+        outputs = model(
+            **lm_batch,
+            **retrieval_inputs,
+            score_all_pairs=use_negatives,
+            use_cache=False,
+        )
+        lm_loss = outputs.loss
+        logits = outputs.retrieval_scores / cfg.retrieval_temperature  # [B, N], or [B, B * N] with negatives
+        negative_logits = None
+        if use_negatives:
+            logits, negative_logits = split_in_batch_scores(logits, cfg.num_candidates)
+
+        # 4. Retrieval loss on the sampled documents.
+        sampled_logits = logits.gather(1, sampled)
+        retrieval_loss = self._retrieval_loss(cfg, sampled_logits, lm_nll, negative_logits)
+        loss = lm_loss + cfg.retrieval_loss_weight * retrieval_loss
+
+        # 6. Logging.
+        metrics = self._metrics[mode]
+        metrics["lm_loss"].append(self._mean_across_processes(lm_loss))
+        metrics["retrieval_loss"].append(self._mean_across_processes(retrieval_loss))
+        agreement = pairwise_agreement(sampled_logits, lm_nll)
+        if not torch.isnan(agreement):
+            metrics["retrieval_agreement"].append(self._mean_across_processes(agreement))
+        metrics["sampled_nll_mean"].append(self._mean_across_processes(lm_nll.mean()))
+        best_is_top1 = (sampled.gather(1, lm_nll.argmin(-1, keepdim=True)).squeeze(1) == top[:, 0]).float().mean()
+        metrics["lm_best_is_retriever_top1"].append(self._mean_across_processes(best_is_top1))
+        return (loss, outputs) if return_outputs else loss
+
+    def _answer_nll(self, jmlr: JMLRForCausalLM, batch: dict[str, torch.Tensor], device) -> torch.Tensor:
+        # Dropout off: the NLLs are a measurement, and a noisy one would blur the ranking target.
+        was_training = jmlr.generator.training
+        jmlr.generator.eval()
+        try:
+            return jmlr.answer_nll(
+                batch["input_ids"].to(device),
+                batch["attention_mask"].to(device),
+                batch["labels"].to(device),
+                micro_batch_size=self.args.nll_micro_batch_size,
+            )
+        finally:
+            jmlr.generator.train(was_training)
+
+    @staticmethod
+    def _retrieval_loss(cfg: JMLRConfig, sampled_logits, lm_nll, negative_logits) -> torch.Tensor:
+        if cfg.retrieval_loss == "llm_rank":
+            return RETRIEVAL_LOSSES["llm_rank"](sampled_logits, lm_nll)
+        kwargs = {"lm_temperature": cfg.lm_temperature, "negative_logits": negative_logits}
+        if cfg.retrieval_loss == "lsr":
+            kwargs["negative_mass"] = cfg.in_batch_negative_mass
+        return RETRIEVAL_LOSSES[cfg.retrieval_loss](sampled_logits, lm_nll, **kwargs)
+
+    def _mean_across_processes(self, value: torch.Tensor) -> float:
+        return self.accelerator.gather_for_metrics(value.detach().float().reshape(1)).mean().item()
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # The joint loss has no logits worth returning (the top-K prompts differ per example).
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Saving: the retriever is part of the model's state dict, so every checkpoint and `save_model` includes it and
+    # `resume_from_checkpoint` restores it. Its tokenizer goes along.
+    # ---------------------------------------------------------------------------------------------------------------
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if self.args.should_save:
+            self.retriever_tokenizer.save_pretrained(os.path.join(output_dir, RETRIEVER_TOKENIZER_DIR))
+
+
+def is_retriever_parameter(name: str) -> bool:
+    """Whether a parameter name (as `named_parameters` gives it, possibly under a DDP/compile wrapper) is the
+    retriever's."""
+    parts = name.split(".")
+    return "retriever" in parts and "generator" not in parts[: parts.index("retriever")]
+
+
+def split_in_batch_scores(all_pairs: torch.Tensor, num_candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split `[B, B * N]` all-pairs logits into each question's own candidates `[B, N]` and the other questions'
+    candidates `[B, (B - 1) * N]`, its in-batch negatives."""
+    batch_size = all_pairs.shape[0]
+    own = torch.eye(batch_size, dtype=torch.bool, device=all_pairs.device).repeat_interleave(num_candidates, dim=1)
+    return (
+        all_pairs[own].view(batch_size, num_candidates),
+        all_pairs[~own].view(batch_size, (batch_size - 1) * num_candidates),
+    )
+
+
+__all__ = [
+    "JointRetrievalCollator",
+    "JointRetrievalTrainer",
+    "is_retriever_parameter",
+    "sample_without_replacement",
+    "split_in_batch_scores",
+]

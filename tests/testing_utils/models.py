@@ -1,0 +1,72 @@
+"""Tiny random JMLR models and toy rows for fast unit tests (real tokenizers, random 2-layer Llama and BERT)."""
+
+from __future__ import annotations
+
+from transformers import BertConfig, LlamaConfig
+
+from jmlr_hf import JMLRConfig
+
+
+def tiny_config(generator_tokenizer, retriever_tokenizer, **retrieval_kwargs) -> JMLRConfig:
+    generator = LlamaConfig(
+        vocab_size=len(generator_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        pad_token_id=generator_tokenizer.pad_token_id,
+        eos_token_id=generator_tokenizer.eos_token_id,
+        bos_token_id=generator_tokenizer.bos_token_id,
+    )
+    retriever = BertConfig(
+        vocab_size=retriever_tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    defaults = {
+        "num_candidates": 4,
+        "num_sampled": 3,
+        "num_context_documents": 2,
+        "max_document_length": 32,
+        "max_query_length": 32,
+        "max_length": 256,
+    }
+    defaults.update(retrieval_kwargs)
+    return JMLRConfig(generator=generator, retriever=retriever, **defaults)
+
+
+TOY_ROWS = [
+    {
+        "id": "q1",
+        "question": "Does aspirin reduce the risk of heart attack?",
+        "options": [],
+        "answer": "yes",
+        "rationale": "Aspirin lowers the risk of a first heart attack.",
+        "candidates": [
+            "Aspirin lowers the risk of a first heart attack in adults.",
+            "The liver stores glycogen.",
+            "Insulin is made by the pancreas.",
+            "Bones contain calcium.",
+        ],
+    },
+    {
+        "id": "q2",
+        "question": "Which organ makes insulin?",
+        "options": ["Liver", "Pancreas", "Kidney", "Spleen"],
+        "answer": "B",
+        "rationale": "Beta cells of the pancreas secrete insulin.",
+        "candidates": [
+            "The kidney filters blood.",
+            "Beta cells of the pancreas secrete insulin.",
+            "The spleen removes old red cells.",
+            "The liver makes bile.",
+        ],
+    },
+]
