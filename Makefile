@@ -24,18 +24,18 @@ demo: $(STAMP)
 	$(BIN)/python recipes/train.py --config recipes/demo.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests experiments/tests
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not integration" tests
+	$(BIN)/python -m pytest -q -m "not integration" tests experiments/tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check jmlr_hf recipes tests
-	$(BIN)/ruff format --check jmlr_hf recipes tests
+	$(BIN)/ruff check jmlr_hf recipes experiments tests conftest.py
+	$(BIN)/ruff format --check jmlr_hf recipes experiments tests conftest.py
 
 format: $(STAMP)
-	$(BIN)/ruff format jmlr_hf recipes tests
-	$(BIN)/ruff check --fix jmlr_hf recipes tests
+	$(BIN)/ruff format jmlr_hf recipes experiments tests conftest.py
+	$(BIN)/ruff check --fix jmlr_hf recipes experiments tests conftest.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

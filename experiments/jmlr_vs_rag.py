@@ -39,7 +39,7 @@ from jmlr_hf.evaluation import evaluate_model
 from jmlr_hf.models import JMLRForCausalLM, merge_generator_adapter, truncate_to_tokens
 from jmlr_hf.retrieval import DocumentIndex, add_candidates
 from jmlr_hf.trainer import LOG_PREFIX, JointRetrievalConfig, JointRetrievalTrainer, RetrievalRecallCallback
-from jmlr_hf.utils.atomic import write_text
+from jmlr_hf.utils.atomic import write_json
 from jmlr_hf.utils.demo_models import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -243,7 +243,7 @@ def prepare_data(args: ExperimentArguments) -> tuple[Dataset, Dataset]:
                     f"{prepared_dir} was prepared with other settings (recorded, now): {changed}; use another output_dir"
                 )
         else:  # prepared before the fingerprint existed: record what it is used with from now on
-            _write_json(fingerprint_path, fingerprint)
+            write_json(fingerprint_path, fingerprint)
         return load_from_disk(train_dir), load_from_disk(eval_dir)
     model = build_arm_model(args, "rag", "none")
     retriever_tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.retriever))
@@ -266,7 +266,7 @@ def prepare_data(args: ExperimentArguments) -> tuple[Dataset, Dataset]:
         questions = add_candidates(questions, index, model.retriever, retriever_tokenizer, args.num_candidates)
         questions.save_to_disk(path)
         prepared.append(load_from_disk(path))
-    _write_json(fingerprint_path, fingerprint)
+    write_json(fingerprint_path, fingerprint)
     return prepared[0], prepared[1]
 
 
@@ -282,11 +282,6 @@ def _load_corpus(args: ExperimentArguments) -> Dataset:
     if args.corpus_passages is not None:
         corpus = corpus.select(range(min(args.corpus_passages, len(corpus))))
     return corpus
-
-
-def _write_json(path: str, value: Any) -> None:
-    """Write `value` as JSON atomically: the file appears whole or not at all."""
-    write_text(path, json.dumps(value, indent=2))
 
 
 def run_one(
@@ -364,7 +359,7 @@ def run_one(
         "eval_seconds": round(time.perf_counter() - start, 1),
         "log_history": trainer.state.log_history,
     }
-    _write_json(os.path.join(run_dir(args), "runs", f"{name}.json"), record)
+    write_json(os.path.join(run_dir(args), "runs", f"{name}.json"), record)
     return record
 
 
@@ -511,7 +506,7 @@ def run_experiment(args: ExperimentArguments) -> dict:
     os.makedirs(directory, exist_ok=True)
     # The settings.json of an earlier call describes the records it left without settings of their own.
     legacy = {directory: _read_settings(directory), args.output_dir: _read_settings(args.output_dir)}
-    _write_json(os.path.join(directory, "settings.json"), asdict(args))
+    write_json(os.path.join(directory, "settings.json"), asdict(args))
     train, evaluation = prepare_data(args)
     records = []
     for arm, loss, seed in planned_runs(args):
@@ -538,7 +533,7 @@ def run_experiment(args: ExperimentArguments) -> dict:
     metrics = reported_metrics(records)
     summary = summarize(records, metrics)
     table = summary_table(summary, metrics)
-    _write_json(os.path.join(directory, "summary.json"), summary)
+    write_json(os.path.join(directory, "summary.json"), summary)
     with open(os.path.join(directory, "summary.md"), "w", encoding="utf-8") as f:
         f.write(table + "\n")
     plot_experiment(records, summary, directory)
@@ -614,7 +609,7 @@ def run_sweep(args: ExperimentArguments) -> dict:
             rows[f"{name}: {label}"] = row
     metrics = tuple(dict.fromkeys(m for row in rows.values() for m in row))
     table = summary_table(rows, metrics, first_column="variant: arm")
-    _write_json(os.path.join(args.output_dir, "sweep.json"), rows)
+    write_json(os.path.join(args.output_dir, "sweep.json"), rows)
     with open(os.path.join(args.output_dir, "sweep.md"), "w", encoding="utf-8") as f:
         f.write(table + "\n")
     plot_sweep(settings, os.path.join(args.output_dir, "sweep_retrieval.png"))

@@ -48,7 +48,7 @@ import numpy as np
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from ..utils.atomic import atomic_directory
+from ..utils.atomic import atomic_directory, write_json
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -290,10 +290,6 @@ def _read_documents(path: Path) -> Dataset:
 
     # Read directly rather than with `Dataset.from_parquet`, which would copy the corpus into the HF datasets cache.
     return Dataset(InMemoryTable(pq.read_table(path)))
-
-
-def _write_json(data: Mapping[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 class DocumentIndex:
@@ -661,7 +657,7 @@ class DocumentIndex:
             config = self.config()
             config["sha256"] = {name: _sha256(tmp / name) for name in (INDEX_FILE, DOCUMENTS_FILE)}
             # The config goes last: a directory with a config is a complete one.
-            _write_json(config, tmp / CONFIG_FILE)
+            write_json(tmp / CONFIG_FILE, config, sort_keys=True)
         logger.info("Saved the %s index of %d documents to %s.", self._kind, len(self), directory)
         return directory
 

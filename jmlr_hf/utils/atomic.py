@@ -7,11 +7,13 @@ interrupted save never leaves a half-written directory where a complete one is e
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def fsync_file(path: Path) -> None:
@@ -78,3 +80,8 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def write_json(path: str | os.PathLike[str], value: Any, *, sort_keys: bool = False) -> None:
+    """`value` as indented JSON (one trailing newline) at `path`, through [`write_text`]: whole or not at all."""
+    write_text(path, json.dumps(value, indent=2, sort_keys=sort_keys) + "\n")
