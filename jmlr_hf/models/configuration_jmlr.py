@@ -98,6 +98,29 @@ class JMLRConfig(PretrainedConfig):
             Revision of `generator_base_model`.
         generator_adapter (`str`, *optional*):
             Subfolder of the checkpoint holding the generator's PEFT adapter (with `generator_base_model`).
+
+    Example:
+
+    ```python
+    >>> from transformers import BertConfig, LlamaConfig
+    >>> from jmlr_hf import JMLRConfig
+
+    >>> config = JMLRConfig(
+    ...     generator=LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4),
+    ...     retriever=BertConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4),
+    ...     num_candidates=8,
+    ...     num_sampled=4,
+    ...     num_context_documents=2,
+    ...     retrieval_loss="lsr",
+    ... )
+    >>> config.generator.model_type, config.retriever.model_type, config.num_sampled
+    ('llama', 'bert', 4)
+    >>> JMLRConfig(num_candidates=4, num_sampled=8)
+    Traceback (most recent call last):
+        ...
+    ValueError: num_sampled (8) cannot exceed num_candidates (4)
+
+    ```
     """
 
     model_type = "jmlr"

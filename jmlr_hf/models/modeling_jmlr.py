@@ -300,6 +300,38 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
     `forward` is the generator's causal LM, so SFT, evaluation and `generate` work as for any causal LM. Passing
     `query_input_ids`/`doc_input_ids` as well scores the documents with the retriever in the same call (the joint
     trainer does this so that one forward, under DDP, carries both sub-models' gradients).
+
+    Example (a tiny random model; `from_components("meta-llama/Llama-2-7b-hf", "colbert-ir/colbertv2.0", ...)` builds
+    one from two existing checkpoints):
+
+    ```python
+    >>> import torch
+    >>> from transformers import BertConfig, LlamaConfig
+    >>> from jmlr_hf import JMLRConfig, JMLRForCausalLM
+
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> tiny = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=100)
+    >>> model = JMLRForCausalLM(
+    ...     JMLRConfig(
+    ...         generator=LlamaConfig(**tiny),
+    ...         retriever=BertConfig(**tiny),
+    ...         num_candidates=2,
+    ...         num_sampled=2,
+    ...         num_context_documents=1,
+    ...     )
+    ... ).eval()
+    >>> out = model(
+    ...     input_ids=torch.tensor([[1, 5, 9]]),
+    ...     query_input_ids=torch.tensor([[2, 3, 4]]),
+    ...     query_attention_mask=torch.ones(1, 3, dtype=torch.long),
+    ...     doc_input_ids=torch.tensor([[5, 6, 7], [8, 9, 10]]),
+    ...     doc_attention_mask=torch.ones(2, 3, dtype=torch.long),
+    ... )
+    >>> tuple(out.logits.shape), tuple(out.retrieval_scores.shape)
+    ((1, 3, 100), (1, 2))
+
+    ```
     """
 
     def __init__(

@@ -300,6 +300,27 @@ class DocumentIndex:
     Search with :meth:`search` (embeddings in, scores and row indices out) or :meth:`retrieve` (texts in, document
     dicts out). Indices are read-only once built: rebuild the index when the encoder weights change (see
     :meth:`is_stale`).
+
+    Example (any ``encode_fn`` from texts to vectors works; :meth:`from_retriever` uses a model's retriever):
+
+    ```python
+    >>> import numpy as np
+    >>> from jmlr_hf import DocumentIndex
+
+    >>> vocabulary = ["insulin", "pancreas", "aspirin", "heart", "kidney"]
+    >>> def encode(texts):
+    ...     return np.array([[float(word in text.lower()) + 1e-3 for word in vocabulary] for text in texts], "float32")
+    >>> documents = [
+    ...     {"id": "d1", "text": "The pancreas makes insulin."},
+    ...     {"id": "d2", "text": "Aspirin lowers the risk of a heart attack."},
+    ...     {"id": "d3", "text": "The kidney filters blood."},
+    ... ]
+    >>> index = DocumentIndex.build(documents, encode, fingerprint="bag-of-words", show_progress=False)
+    >>> hits = index.retrieve(["Which organ makes insulin?", "Aspirin after a heart attack?"], encode, k=1)
+    >>> [[hit["id"] for hit in row] for row in hits]
+    [['d1'], ['d2']]
+
+    ```
     """
 
     def __init__(

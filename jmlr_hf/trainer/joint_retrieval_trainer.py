@@ -123,6 +123,46 @@ class JointRetrievalTrainer(SFTTrainer):
         retriever_tokenizer: the retriever's tokenizer (saved with every checkpoint in `retriever_tokenizer/`).
         peft_config: a PEFT config applied to the generator only; the retriever trains fully, at its own learning
             rate (the authors' code let PEFT freeze most of the retriever).
+
+    Example (the offline demo models; use Hub ids such as `"meta-llama/Llama-2-7b-hf"` and
+    `"colbert-ir/colbertv2.0"` for real runs):
+
+    ```python
+    >>> from datasets import Dataset
+    >>> from transformers import AutoTokenizer
+    >>> from jmlr_hf import JMLRForCausalLM, JointRetrievalConfig, JointRetrievalTrainer
+    >>> from jmlr_hf.utils.demo_models import resolve_model_path
+
+    >>> generator, retriever = resolve_model_path("smollm2-135m-instruct"), resolve_model_path("all-minilm-l6-v2")
+    >>> model = JMLRForCausalLM.from_components(
+    ...     generator, retriever, num_candidates=3, num_sampled=2, num_context_documents=1, max_length=256
+    ... )
+    >>> dataset = Dataset.from_list(
+    ...     [
+    ...         {
+    ...             "question": "Which organ makes insulin?",
+    ...             "options": ["Liver", "Pancreas", "Kidney"],
+    ...             "answer": "B",
+    ...             "rationale": "Beta cells of the pancreas secrete insulin.",
+    ...             "candidates": ["The pancreas secretes insulin.", "The kidney filters blood.", "Bones hold calcium."],
+    ...         }
+    ...     ]
+    ... )
+    >>> args = JointRetrievalConfig(
+    ...     output_dir="out", max_steps=1, retriever_learning_rate=3e-6, bf16=False, report_to=[], save_strategy="no"
+    ... )
+    >>> trainer = JointRetrievalTrainer(
+    ...     model=model,
+    ...     args=args,
+    ...     train_dataset=dataset,
+    ...     processing_class=AutoTokenizer.from_pretrained(generator),
+    ...     retriever_tokenizer=AutoTokenizer.from_pretrained(retriever),
+    ... )
+    >>> trainer.train()  # doctest: +ELLIPSIS
+    {'train_runtime': ...}
+    TrainOutput(global_step=1, ...)
+
+    ```
     """
 
     _tag_names = ["trl", "sft", "jmlr", "retrieval"]

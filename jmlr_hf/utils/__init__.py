@@ -12,5 +12,6 @@ __all__ = [
     "plot_training_curves",
     "resolve_model_path",
     "smollm2_path",
+    "write_json",
     "write_text",
 ]
