@@ -27,6 +27,7 @@ import math
 import os
 import statistics
 import time
+import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -553,7 +554,10 @@ def parse_variant(spec: str, base: ExperimentArguments) -> ExperimentArguments:
     name, *assignments = spec.split()
     if not name or "=" in name or "/" in name:
         raise ValueError(f"a variant starts with its name, then key=value pairs: {spec!r}")
-    types = {f.name: _type_name(f.type) for f in dataclasses.fields(ExperimentArguments)}
+    # From the annotations, not from `dataclasses.fields(...).type`: HfArgumentParser rewrites those in place (an
+    # `int | None` field becomes `int` once the command line has been parsed).
+    hints = typing.get_type_hints(ExperimentArguments)
+    types = {f.name: _type_name(hints[f.name]) for f in dataclasses.fields(ExperimentArguments)}
     changes: dict[str, Any] = {}
     for assignment in assignments:
         key, sep, text = assignment.partition("=")

@@ -12,7 +12,7 @@ import pytest
 from trl import TrlParser
 
 from experiments.headroom import HeadroomArguments
-from experiments.jmlr_vs_rag import ExperimentArguments
+from experiments.jmlr_vs_rag import ExperimentArguments, parse_variant
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "experiments" / "configs").glob("*.yaml"))
@@ -40,3 +40,11 @@ def test_python_dash_m_from_the_repository_root(module):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "--output_dir" in run.stdout and "--num_candidates" in run.stdout
+
+
+def test_variants_parse_after_the_command_line_was_parsed():
+    """HfArgumentParser rewrites the dataclass fields' types while parsing; a `--variants` value must still be read
+    as its field's declared type (`eval_answer_limit: int | None` takes `none`)."""
+    (args,) = TrlParser((ExperimentArguments,)).parse_args_and_config(args=["--config", str(CONFIGS[0])])
+    variant = parse_variant("all eval_answer_limit=none max_steps=5 retrieval_temperature=0.1", args)
+    assert (variant.eval_answer_limit, variant.max_steps, variant.retrieval_temperature) == (None, 5, 0.1)

@@ -48,7 +48,7 @@ import numpy as np
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from ..utils.atomic import atomic_directory, write_json
+from ..utils.atomic import atomic_directory
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -678,7 +678,8 @@ class DocumentIndex:
             config = self.config()
             config["sha256"] = {name: _sha256(tmp / name) for name in (INDEX_FILE, DOCUMENTS_FILE)}
             # The config goes last: a directory with a config is a complete one.
-            write_json(tmp / CONFIG_FILE, config, sort_keys=True)
+            # Inside the temporary directory that `atomic_directory` renames into place: a plain write is enough.
+            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         logger.info("Saved the %s index of %d documents to %s.", self._kind, len(self), directory)
         return directory
 
