@@ -83,7 +83,12 @@ def cmd_answer(args: argparse.Namespace) -> None:
     model.eval()
     if not (args.index or model.config.index_repo_id):
         raise SystemExit("No index: pass --index, or use a model whose config records its index (index_repo_id)")
-    index = load_index(args.index) if args.index else model.load_index()
+    # As `jmlr evaluate` does: an index built by other retriever weights gives candidates this retriever would not
+    # rank first, so a mismatch warns (StaleIndexWarning) instead of answering silently.
+    fingerprint = model.retriever.weights_fingerprint()
+    index = (
+        load_index(args.index, expected_fingerprint=fingerprint, on_stale="warn") if args.index else model.load_index()
+    )
     cfg = model.config
 
     hits = index.retrieve(

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
+from jmlr_hf import JMLRForCausalLM
 from jmlr_hf.data import default_data_dir
+from jmlr_hf.retrieval import DocumentIndex
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +53,9 @@ def test_recipe_under_accelerate_then_answer(tmp_path):
     assert {r.metric_name for r in card.data.eval_results} >= {"accuracy", "answer_nll", "recall@1", "evidence@1"}
     assert card.data.base_model == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
     assert not list(out.glob(".final.tmp-*")), "the atomic save left a temporary directory"
+    # After training the corpus was re-encoded by the trained retriever: the saved model and its index agree.
+    trained = JMLRForCausalLM.from_pretrained(final)
+    DocumentIndex.load(out / "index", expected_fingerprint=trained.retriever.weights_fingerprint(), on_stale="raise")
 
     # `jmlr answer` finds the index through the saved config and prints the documents it used.
     answer = subprocess.run(
@@ -59,5 +64,6 @@ def test_recipe_under_accelerate_then_answer(tmp_path):
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert answer.returncode == 0, answer.stderr[-4000:]
+    assert "StaleIndexWarning" not in answer.stderr
     assert answer.stdout.startswith("Answer:") and "Documents used:" in answer.stdout
     assert answer.stdout.count("  [") == 2  # K = 2 documents, as demo.yaml sets

@@ -77,6 +77,10 @@ class JMLRConfig(PretrainedConfig):
         max_length (`int`, *optional*, defaults to 1024):
             Maximum generator tokens of a prompt plus its answer; longer inputs lose prompt tokens from the left
             (the answer is always kept whole).
+        document_order (`str`, *optional*, defaults to `"best_first"`):
+            Where the retriever's best document goes among the K in the prompt: `"best_first"` (first), or
+            `"best_last"` (last, right before the question, as the authors' code places it). Over-long prompts are
+            shortened from the lowest-ranked document either way.
         document_template (`str`, *optional*, defaults to `"Document [{index}]: {document}\n"`):
             How each context document is written into the prompt (`{index}` is 1-based).
         prompt_template (`str`, *optional*):
@@ -145,6 +149,7 @@ class JMLRConfig(PretrainedConfig):
     max_query_length: int = 64
     max_document_length: int = 180
     max_length: int = 1024
+    document_order: Literal["best_first", "best_last"] = "best_first"
     document_template: str = "Document [{index}]: {document}\n"
     prompt_template: str = "{documents}Question: {question}\n{options}Answer:"
     option_template: str = "{letter}. {text}\n"
@@ -164,6 +169,8 @@ class JMLRConfig(PretrainedConfig):
         """Raise a `ValueError` naming the field when the retrieval knobs are inconsistent."""
         if self.retrieval_loss not in ("llm_rank", "lsr", "ppl_distill"):
             raise ValueError(f"retrieval_loss must be 'llm_rank', 'lsr' or 'ppl_distill', got {self.retrieval_loss!r}")
+        if self.document_order not in ("best_first", "best_last"):
+            raise ValueError(f"document_order must be 'best_first' or 'best_last', got {self.document_order!r}")
         if self.scoring not in ("maxsim", "dense"):
             raise ValueError(f"scoring must be 'maxsim' or 'dense', got {self.scoring!r}")
         for name in ("num_candidates", "num_sampled"):

@@ -55,9 +55,14 @@ def format_options(config: JMLRConfig, options: Sequence[str] | None) -> str:
 def build_prompt(
     config: JMLRConfig, question: str, documents: Sequence[str] = (), options: Sequence[str] | None = None
 ) -> str:
-    """The generator prompt: the documents (in order), then the question and its options."""
+    """The generator prompt: the documents, then the question and its options.
+
+    `documents` come ranked, best first; `config.document_order` says where the best one goes: first
+    (`"best_first"`) or last, next to the question (`"best_last"`, as the authors' code orders them).
+    """
+    ordered = list(documents) if config.document_order == "best_first" else list(documents)[::-1]
     formatted_documents = "".join(
-        config.document_template.format(index=i + 1, document=doc) for i, doc in enumerate(documents)
+        config.document_template.format(index=i + 1, document=doc) for i, doc in enumerate(ordered)
     )
     return config.prompt_template.format(
         documents=formatted_documents, question=question, options=format_options(config, options)
@@ -96,10 +101,18 @@ def tokenize_for_lm(
     rows = []
     for prompt, target in zip(prompts, targets, strict=True):
         prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        target_ids = tokenizer(" " + target, add_special_tokens=False)["input_ids"] + eos
+        target_ids = _target_ids(tokenizer, target)
         if len(target_ids) >= max_length:
             raise ValueError(f"The target alone has {len(target_ids)} tokens, more than max_length={max_length}")
-        prompt_ids = prompt_ids[max(0, len(prompt_ids) + len(target_ids) - max_length) :]
+        cut = max(0, len(prompt_ids) + len(target_ids) - max_length)
+        if cut:
+            # Keep the BOS token: a causal LM has never seen a sequence start without it.
+            bos = (
+                prompt_ids[:1]
+                if tokenizer.bos_token_id is not None and prompt_ids[:1] == [tokenizer.bos_token_id]
+                else []
+            )
+            prompt_ids = bos + prompt_ids[len(bos) + cut :]
         rows.append((prompt_ids + target_ids, len(prompt_ids)))
     length = max(len(ids) for ids, _ in rows)
     if pad_to_multiple_of:
@@ -113,6 +126,44 @@ def tokenize_for_lm(
         attention_mask[i, : len(ids)] = 1
         labels[i, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def _target_ids(tokenizer, target: str) -> list[int]:
+    """The token ids of a target as `tokenize_for_lm` appends it: `" " + target`, then EOS."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return tokenizer(" " + target, add_special_tokens=False)["input_ids"] + eos
+
+
+def fit_prompt(
+    tokenizer,
+    config: JMLRConfig,
+    question: str,
+    documents: Sequence[str],
+    options: Sequence[str] | None,
+    target: str,
+) -> str:
+    """`build_prompt` for documents ranked best first, shortened so that prompt and target fit `config.max_length`.
+
+    What does not fit is taken from the lowest-ranked document (cut at the end, then dropped), then the next one up:
+    the best document is the last to lose a token. (`tokenize_for_lm` would otherwise cut the prompt from the left,
+    where the documents are, and the best one first when `document_order="best_first"`.) A question that does not fit
+    even without documents is left to `tokenize_for_lm`'s left cut.
+    """
+    documents = list(documents)
+    budget = config.max_length - len(_target_ids(tokenizer, target))
+    # Each round cuts or drops a document, so it ends; the bound only guards against a tokenizer whose decode and
+    # encode do not round-trip.
+    for _ in range(4 * len(documents) + 8):
+        prompt = build_prompt(config, question, documents, options)
+        overflow = len(tokenizer(prompt, add_special_tokens=True)["input_ids"]) - budget
+        if overflow <= 0 or not documents:
+            return prompt
+        ids = tokenizer(documents[-1], add_special_tokens=False)["input_ids"]
+        if len(ids) > overflow:
+            documents[-1] = tokenizer.decode(ids[: len(ids) - overflow], skip_special_tokens=True)
+        else:
+            documents.pop()
+    return build_prompt(config, question, documents[:-1], options)
 
 
 def truncate_to_tokens(tokenizer, text: str, max_tokens: int) -> str:
@@ -181,11 +232,18 @@ class JMLRRetriever(nn.Module):
         self.linear = nn.Linear(hidden_size, config.projection_dim, bias=False) if config.projection_dim else None
 
     def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """L2-normalised token embeddings `[n, L, d]`, zero at padding."""
+        """L2-normalised float32 token embeddings `[n, L, d]`, zero at padding.
+
+        The encoder runs in whatever precision the model and autocast give it (bf16 on GPUs); the projection and the
+        normalisation run in float32, outside autocast: the scores are compared at a temperature of ~0.05, and
+        bf16's 8-bit mantissa would quantise them (20 candidate scores collapsed to 13 distinct values).
+        """
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self.linear is not None:
-            hidden = self.linear(hidden)
-        return F.normalize(hidden, dim=-1) * attention_mask.unsqueeze(-1).to(hidden.dtype)
+        with _full_precision(hidden.device):
+            hidden = hidden.float()
+            if self.linear is not None:
+                hidden = F.linear(hidden, self.linear.weight.float())
+            return F.normalize(hidden, dim=-1) * attention_mask.unsqueeze(-1).float()
 
     def encode_dense(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """L2-normalised mean-pooled embeddings `[n, d]` (the single vector the document index stores)."""
@@ -216,14 +274,16 @@ class JMLRRetriever(nn.Module):
         if self.scoring == "dense":
             query = self.encode_dense(query_input_ids, query_attention_mask)  # [B, d]
             docs = self.encode_dense(doc_input_ids, doc_attention_mask).view(groups, per_group, -1)
-            return torch.einsum("bd,bnd->bn", query, docs.expand(batch_size, -1, -1))
+            with _full_precision(query.device):
+                return torch.einsum("bd,bnd->bn", query, docs.expand(batch_size, -1, -1))
         query = self.encode_tokens(query_input_ids, query_attention_mask)  # [B, Lq, d]
         docs = self.encode_tokens(doc_input_ids, doc_attention_mask)
         docs = docs.view(groups, per_group, docs.shape[-2], docs.shape[-1])  # [B or 1, N or B * N, Ld, d]
         doc_mask = doc_attention_mask.view(groups, per_group, -1)
-        return maxsim(
-            query, query_attention_mask, docs.expand(batch_size, -1, -1, -1), doc_mask.expand(batch_size, -1, -1)
-        )
+        with _full_precision(query.device):
+            return maxsim(
+                query, query_attention_mask, docs.expand(batch_size, -1, -1, -1), doc_mask.expand(batch_size, -1, -1)
+            )
 
     @torch.no_grad()
     def encode_dense_texts(
@@ -232,19 +292,25 @@ class JMLRRetriever(nn.Module):
         """Dense embeddings `[n, d]` of raw texts, in batches, without gradient (for building and searching indices).
 
         `is_query` is accepted so that encoders with distinct query/document prefixes can be supported; this
-        retriever encodes both sides the same way.
+        retriever encodes both sides the same way. Dropout is off while encoding (an index built right after training
+        would otherwise hold noisy vectors), and the module's mode is restored afterwards.
         """
         device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
         out = []
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
-                list(texts[start : start + batch_size]),
-                max_length=max_length,
-                truncation=True,
-                padding=True,
-                return_tensors="pt",
-            ).to(device)
-            out.append(self.encode_dense(batch["input_ids"], batch["attention_mask"]).float().cpu())
+        try:
+            for start in range(0, len(texts), batch_size):
+                batch = tokenizer(
+                    list(texts[start : start + batch_size]),
+                    max_length=max_length,
+                    truncation=True,
+                    padding=True,
+                    return_tensors="pt",
+                ).to(device)
+                out.append(self.encode_dense(batch["input_ids"], batch["attention_mask"]).float().cpu())
+        finally:
+            self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, 0)
 
     def weights_fingerprint(self) -> str:
@@ -254,6 +320,11 @@ class JMLRRetriever(nn.Module):
             digest.update(name.encode())
             digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
         return digest.hexdigest()
+
+
+def _full_precision(device: torch.device):
+    """A context in which autocast is off on `device`: float32 inputs stay float32."""
+    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def maxsim(query: torch.Tensor, query_mask: torch.Tensor, docs: torch.Tensor, doc_mask: torch.Tensor) -> torch.Tensor:
@@ -597,4 +668,4 @@ def _find_colbert_linear(name_or_path: str) -> torch.Tensor | None:
 JMLRConfig.register_for_auto_class()
 JMLRForCausalLM.register_for_auto_class("AutoModel")
 
-__all__ = ["JMLRForCausalLM", "JMLRPreTrainedModel", "JMLRRetriever", "build_prompt", "build_target"]
+__all__ = ["JMLRForCausalLM", "JMLRPreTrainedModel", "JMLRRetriever", "build_prompt", "build_target", "fit_prompt"]

@@ -78,6 +78,14 @@ class DataArguments:
         default=True,
         metadata={"help": "Save the final generator with the LoRA adapter merged; false keeps base + adapter."},
     )
+    refresh_index: bool = field(
+        default=True,
+        metadata={
+            "help": "After training, re-encode the corpus with the trained retriever, so that the saved model and "
+            "its index agree (the index's vectors come from the same query/document encoder). False keeps the "
+            "initial index: the saved model then warns that its index is stale."
+        },
+    )
 
 
 @dataclass
@@ -98,6 +106,10 @@ class RetrievalArguments:
     scoring: str | None = field(default=None, metadata={"help": "'maxsim' or 'dense'."})
     projection_dim: int | None = field(default=None, metadata={"help": "Retriever projection size (None: none)."})
     max_query_length: int | None = field(default=None, metadata={"help": "Retriever tokens per question."})
+    document_order: str | None = field(
+        default=None,
+        metadata={"help": "'best_first' or 'best_last' (the best document next to the question, as the authors)."},
+    )
     max_document_length: int | None = field(default=None, metadata={"help": "Tokens per document."})
     max_prompt_length: int | None = field(default=None, metadata={"help": "Generator tokens of prompt + answer."})
 
@@ -115,18 +127,26 @@ def load_questions(args: DataArguments, split: str) -> Dataset:
 
 
 def load_model(model_args: ModelConfig, retrieval_args: RetrievalArguments):
+    """The model and both tokenizers. `--dtype` applies to the generator; the retriever is always loaded in float32
+    (its weights train at ~3e-6, below bf16's resolution, and loading them in bf16 would round the pretrained
+    weights before training even starts)."""
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
     overrides = retrieval_args.config_overrides()
     path = resolve_model_path(model_args.model_name_or_path or "smollm2-135m-instruct")
     if is_jmlr_checkpoint(path):
-        model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(path, dtype=dtype)
+        model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(path, dtype=torch.float32)
+        model.generator.to(dtype)
         for key, value in overrides.items():
             setattr(model.config, key, value)
         model.config.validate_retrieval_settings()
     else:
         retriever_path = resolve_model_path(retrieval_args.retriever_name_or_path)
         model = JMLRForCausalLM.from_components(
-            path, retriever_path, generator_kwargs={"dtype": dtype}, retriever_kwargs={"dtype": dtype}, **overrides
+            path,
+            retriever_path,
+            generator_kwargs={"dtype": dtype},
+            retriever_kwargs={"dtype": torch.float32},
+            **overrides,
         )
         retriever_tokenizer = AutoTokenizer.from_pretrained(retriever_path)
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -142,7 +162,7 @@ def build_or_load_index(model, retriever_tokenizer, corpus_fn, args: DataArgumen
         try:
             return DocumentIndex.load(index_dir, expected_fingerprint=fingerprint)
         except StaleIndexError:
-            logger.warning("The index in %s was built by other retriever weights: rebuilding it", index_dir)
+            logger.info("The index in %s was built by other retriever weights: rebuilding it", index_dir)
     index = DocumentIndex.from_retriever(
         corpus_fn(),
         model.retriever,
@@ -160,19 +180,16 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
     cfg = model.config
     index_dir = data_args.index_dir or os.path.join(training_args.output_dir, "index")
 
+    def corpus():
+        return load_named_corpus(
+            data_args.corpus, data_dir=data_args.data_dir, distractor_passages=data_args.distractor_passages
+        )
+
     # Index and pre-retrieval run once, on the main process; the others read the result from disk.
     prepared_dir = os.path.join(training_args.output_dir, "prepared")
     with training_args.main_process_first(desc="index and pre-retrieval"):
         if training_args.process_index == 0 or not os.path.exists(os.path.join(prepared_dir, "train")):
-            index = build_or_load_index(
-                model,
-                retriever_tokenizer,
-                lambda: load_named_corpus(
-                    data_args.corpus, data_dir=data_args.data_dir, distractor_passages=data_args.distractor_passages
-                ),
-                data_args,
-                index_dir,
-            )
+            index = build_or_load_index(model, retriever_tokenizer, corpus, data_args, index_dir)
             splits = {}
             for split, limit in (("train", data_args.train_limit), ("eval", data_args.eval_limit)):
                 questions = load_questions(data_args, "train" if split == "train" else "test")
@@ -215,6 +232,9 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
         merge_generator_adapter(model)
     if trainer.accelerator.is_main_process:
         after = run_eval("after training")
+        if data_args.refresh_index:
+            # The trained retriever encodes queries differently: the index must hold its document vectors too.
+            build_or_load_index(model, retriever_tokenizer, corpus, data_args, index_dir)
         final_dir = os.path.join(training_args.output_dir, "final")
         cfg.index_repo_id, cfg.index_revision = os.path.abspath(index_dir), None
         save_model(model, tokenizer, retriever_tokenizer, final_dir, generator_weights=generator_weights)

@@ -14,8 +14,12 @@ One training step, for each question of the batch (JMLR, Wang et al. 2024, arXiv
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,13 +32,16 @@ from ..models import (
     RETRIEVER_TOKENIZER_DIR,
     JMLRConfig,
     JMLRForCausalLM,
+    answer_nll,
     apply_peft_to_generator,
-    build_prompt,
     build_target,
+    fit_prompt,
     tokenize_for_lm,
     truncate_to_tokens,
 )
 from .joint_retrieval_config import JointRetrievalConfig
+
+logger = logging.getLogger(__name__)
 
 RETRIEVAL_INPUT_KEYS = ("query_input_ids", "query_attention_mask", "doc_input_ids", "doc_attention_mask")
 
@@ -190,6 +197,7 @@ class JointRetrievalTrainer(SFTTrainer):
             apply_peft_to_generator(model, peft_config)
             if args.gradient_checkpointing:
                 model.generator.enable_input_require_grads()
+        prepare_retriever_for_training(model)
         if processing_class.pad_token_id is None:
             processing_class.pad_token = processing_class.eos_token
         self.retriever_tokenizer = retriever_tokenizer
@@ -257,16 +265,23 @@ class JointRetrievalTrainer(SFTTrainer):
         device = inputs["query_input_ids"].device
 
         # 1-2. Choose documents with a no-gradient scoring pass; the scores with gradient come in step 5's forward.
+        # Dropout off: the choice is a measurement (and the RAG-SFT baseline's "frozen retriever top K" must not be
+        # a random draw).
         top = None
         if cfg.num_context_documents > 0:
-            with torch.no_grad():
+            with torch.no_grad(), eval_mode(jmlr.retriever):
                 choice_logits = model(**retrieval_inputs).retrieval_scores.float() / cfg.retrieval_temperature
             top = choice_logits.topk(cfg.num_context_documents, dim=-1).indices  # [B, K]
         lm_batch = tokenize_for_lm(
             tokenizer,
             [
-                build_prompt(
-                    cfg, questions[b], [] if top is None else [documents[b][i] for i in top[b].tolist()], options[b]
+                fit_prompt(
+                    tokenizer,
+                    cfg,
+                    questions[b],
+                    [] if top is None else [documents[b][i] for i in top[b].tolist()],
+                    options[b],
+                    targets[b],
                 )
                 for b in range(batch_size)
             ],
@@ -280,20 +295,22 @@ class JointRetrievalTrainer(SFTTrainer):
             outputs = model(**lm_batch, use_cache=False)
             self._metrics[mode]["lm_loss"].append(self._mean_across_processes(outputs.loss))
             return (outputs.loss, outputs) if return_outputs else outputs.loss
-        sampled = sample_without_replacement(choice_logits, cfg.num_sampled)  # [B, S]
+        sampled = sample_without_replacement(
+            choice_logits, cfg.num_sampled, generator=self._sampling_generator(mode, choice_logits.device)
+        )  # [B, S]
 
         # 3. Answer NLL given each sampled document: one batched no-gradient forward over the B x S sequences.
         nll_batch = tokenize_for_lm(
             tokenizer,
             [
-                build_prompt(cfg, questions[b], [documents[b][i]], options[b])
+                fit_prompt(tokenizer, cfg, questions[b], [documents[b][i]], options[b], targets[b])
                 for b in range(batch_size)
                 for i in sampled[b].tolist()
             ],
             [targets[b] for b in range(batch_size) for _ in range(cfg.num_sampled)],
             cfg.max_length,
         )
-        lm_nll = self._answer_nll(jmlr, nll_batch, device).view(batch_size, cfg.num_sampled)
+        lm_nll = self._answer_nll(model, jmlr, nll_batch, device).view(batch_size, cfg.num_sampled)
 
         # 5. LM loss with the top-K documents before the question; the retriever's scores with gradient, same call.
         use_negatives = cfg.in_batch_negatives and cfg.retrieval_loss != "llm_rank" and batch_size > 1
@@ -318,27 +335,46 @@ class JointRetrievalTrainer(SFTTrainer):
         metrics = self._metrics[mode]
         metrics["lm_loss"].append(self._mean_across_processes(lm_loss))
         metrics["retrieval_loss"].append(self._mean_across_processes(retrieval_loss))
-        agreement = pairwise_agreement(sampled_logits, lm_nll)
-        if not torch.isnan(agreement):
-            metrics["retrieval_agreement"].append(self._mean_across_processes(agreement))
+        # Every rank takes part in every gather, also when its own agreement is undefined (all NLLs tied): a rank
+        # that skipped a collective would hang the others.
+        agreement = self._mean_across_processes(pairwise_agreement(sampled_logits, lm_nll))
+        if not math.isnan(agreement):
+            metrics["retrieval_agreement"].append(agreement)
         metrics["sampled_nll_mean"].append(self._mean_across_processes(lm_nll.mean()))
         best_is_top1 = (sampled.gather(1, lm_nll.argmin(-1, keepdim=True)).squeeze(1) == top[:, 0]).float().mean()
         metrics["lm_best_is_retriever_top1"].append(self._mean_across_processes(best_is_top1))
         return (loss, outputs) if return_outputs else loss
 
-    def _answer_nll(self, jmlr: JMLRForCausalLM, batch: dict[str, torch.Tensor], device) -> torch.Tensor:
+    def _sampling_generator(self, mode: str, device: torch.device) -> torch.Generator:
+        """The random stream of this process for this micro-batch: seeded from (seed, process index, mode, global
+        step, micro-batch within the step).
+
+        Every process draws its own documents (with one global seed they would all add the same Gumbel noise), the
+        same ones on every run, and a run resumed from a checkpoint draws exactly what the uninterrupted run drew,
+        with no generator state to save.
+        """
+        step = self.state.global_step
+        counters = self.__dict__.setdefault("_sampling_counters", {})
+        last_step, calls = counters.get(mode, (None, 0))
+        calls = calls + 1 if last_step == step else 0
+        counters[mode] = (step, calls)
+        key = f"{self.args.seed}:{self.accelerator.process_index}:{mode}:{step}:{calls}".encode()
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "big") & (2**63 - 1))
+        return generator
+
+    def _answer_nll(self, model, jmlr: JMLRForCausalLM, batch: dict[str, torch.Tensor], device) -> torch.Tensor:
+        """The answer NLLs of the no-gradient pass, through `model` as the Trainer wrapped it (DDP, FSDP, DeepSpeed):
+        calling the unwrapped generator would bypass FSDP's all-gather of the sharded weights."""
         # Dropout off: the NLLs are a measurement, and a noisy one would blur the ranking target.
-        was_training = jmlr.generator.training
-        jmlr.generator.eval()
-        try:
-            return jmlr.answer_nll(
+        with eval_mode(jmlr.generator):
+            return answer_nll(
+                model,
                 batch["input_ids"].to(device),
                 batch["attention_mask"].to(device),
                 batch["labels"].to(device),
                 micro_batch_size=self.args.nll_micro_batch_size,
             )
-        finally:
-            jmlr.generator.train(was_training)
 
     @staticmethod
     def _retrieval_loss(cfg: JMLRConfig, sampled_logits, lm_nll, negative_logits) -> torch.Tensor:
@@ -350,7 +386,13 @@ class JointRetrievalTrainer(SFTTrainer):
         return RETRIEVAL_LOSSES[cfg.retrieval_loss](sampled_logits, lm_nll, **kwargs)
 
     def _mean_across_processes(self, value: torch.Tensor) -> float:
-        return self.accelerator.gather_for_metrics(value.detach().float().reshape(1)).mean().item()
+        """The mean over processes of a scalar, leaving out the processes where it is NaN (NaN if it is everywhere).
+
+        A collective: every process must call it the same number of times, whatever its value.
+        """
+        gathered = self.accelerator.gather(value.detach().float().reshape(1))
+        valid = gathered[~torch.isnan(gathered)]
+        return valid.mean().item() if valid.numel() else float("nan")
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         # The joint loss has no logits worth returning (the top-K prompts differ per example).
@@ -388,10 +430,46 @@ def split_in_batch_scores(all_pairs: torch.Tensor, num_candidates: int) -> tuple
     )
 
 
+@contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """`module` in eval mode (dropout off) inside the block, then back in the mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def prepare_retriever_for_training(model: JMLRForCausalLM) -> None:
+    """Make the retriever trainable the way the model's settings say, or frozen when nothing would train it.
+
+    * With `retrieval_loss_weight = 0` (the SFT and RAG-SFT baselines) no loss reaches the retriever: it is frozen,
+      so that it is left out of the optimizer and DDP does not wait for gradients that never come (with gradient
+      checkpointing, transformers sets `find_unused_parameters=False`, and an unused trainable parameter is an
+      error).
+    * Otherwise its weights are kept in float32 even when the model was loaded in bf16/fp16: at the paper's
+      retriever learning rate (3e-6) AdamW's updates are below bf16's resolution for most weights (20 steps on bf16
+      weights ~N(0, 0.03) changed 2.5% of the entries), so a bf16 retriever silently stops learning. Autocast still
+      runs its matmuls in bf16; only the master weights and the optimizer state are float32.
+    """
+    retriever = model.retriever
+    if model.config.retrieval_loss_weight == 0:
+        retriever.requires_grad_(False)
+        return
+    retriever.requires_grad_(True)
+    if any(param.dtype != torch.float32 for param in retriever.parameters()):
+        low = sorted({str(param.dtype) for param in retriever.parameters() if param.dtype != torch.float32})
+        logger.info("Keeping the retriever's trainable weights in float32 (they were %s)", ", ".join(low))
+        retriever.float()
+
+
 __all__ = [
     "JointRetrievalCollator",
     "JointRetrievalTrainer",
+    "eval_mode",
     "is_retriever_parameter",
+    "prepare_retriever_for_training",
     "sample_without_replacement",
     "split_in_batch_scores",
 ]

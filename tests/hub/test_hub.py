@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from jmlr_hf.cli import main as jmlr
 from jmlr_hf.data import DataFormatError, load_corpus, load_medmcqa, load_task
 from jmlr_hf.hub import HubError, push_index, push_model
 from jmlr_hf.models import apply_peft_to_generator, save_model
-from jmlr_hf.retrieval import DocumentIndex, encode_queries_with, load_index
+from jmlr_hf.retrieval import DocumentIndex, StaleIndexWarning, encode_queries_with, load_index
 from tests.testing_utils.models import TOY_ROWS
 from tests.testing_utils.training import make_args, make_trainer
 
@@ -240,6 +241,17 @@ def test_cli_push_pull_and_answer_from_one_id(hub, fresh_hf_cache, trained_dir, 
     jmlr(["pull", "index", f"{repo_id}-index", "--output", str(tmp_path / "pulled-index")])
     pulled = JMLRForCausalLM.from_pretrained(tmp_path / "pulled")
     assert pulled.retriever.weights_fingerprint() == DocumentIndex.load(tmp_path / "pulled-index").fingerprint
+
+
+def test_answer_checks_the_index_fingerprint(tmp_path, trained_dir, make_tiny_model, retriever_tokenizer, capsys):
+    """`jmlr answer --index` compares the index's encoder with the model's retriever, as `jmlr evaluate` does."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StaleIndexWarning)  # its own index: a warning would fail here
+        jmlr(["answer", "--model", str(trained_dir), "--index", str(tmp_path / "index"), "Which organ makes insulin?"])
+    assert capsys.readouterr().out.startswith("Answer:")
+    build_index(make_tiny_model(seed=4), retriever_tokenizer, tmp_path / "other-index")
+    with pytest.warns(StaleIndexWarning, match="Rebuild the index"):
+        jmlr(["answer", "--model", str(trained_dir), "--index", str(tmp_path / "other-index"), "Which organ?"])
 
 
 # ---------------------------------------------------------------------------------------------------------- indices

@@ -187,21 +187,22 @@ def test_nll_pass_is_batched(
 ):
     model = make_tiny_model(0, num_candidates=4, num_sampled=4)  # B * S = 2 * 4 = 8 sequences
     calls = []
-    original = JMLRForCausalLM.answer_nll
+    original = trainer_module.answer_nll
 
-    def spy(self, input_ids, attention_mask, labels, micro_batch_size=None):
+    def spy(causal_lm, input_ids, attention_mask, labels, micro_batch_size=None):
         sizes = []
-        handle = self.generator.register_forward_pre_hook(
+        # The NLL pass is the generator's only no-gradient forward of a training step.
+        handle = model.generator.register_forward_pre_hook(
             lambda module, args, kwargs: sizes.append(kwargs["input_ids"].shape[0]), with_kwargs=True
         )
         try:
-            result = original(self, input_ids, attention_mask, labels, micro_batch_size=micro_batch_size)
+            result = original(causal_lm, input_ids, attention_mask, labels, micro_batch_size=micro_batch_size)
         finally:
             handle.remove()
         calls.append({"rows": input_ids.shape[0], "micro": micro_batch_size, "forwards": sizes})
         return result
 
-    monkeypatch.setattr(JMLRForCausalLM, "answer_nll", spy)
+    monkeypatch.setattr(trainer_module, "answer_nll", spy)
     args = make_args(tmp_path, nll_micro_batch_size=micro_batch_size)
     make_trainer(model, args, generator_tokenizer, retriever_tokenizer).train()
     assert len(calls) == 1  # one training step, one NLL pass
@@ -255,7 +256,7 @@ def test_baselines_train_the_llm_alone(
         return original(tokenizer, batch_prompts, *args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "tokenize_for_lm", spy)
-    monkeypatch.setattr(JMLRForCausalLM, "answer_nll", lambda *a, **k: pytest.fail("no NLL pass without λ"))
+    monkeypatch.setattr(trainer_module, "answer_nll", lambda *a, **k: pytest.fail("no NLL pass without λ"))
     trainer = make_trainer(model, make_args(tmp_path, max_steps=2), generator_tokenizer, retriever_tokenizer)
     before = snapshot(model)
     trainer.train()

@@ -1,0 +1,79 @@
+"""Every recipe YAML parses with the training script's parser, and the paper-scale ones hold the paper's settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jmlr_hf.scripts.train import make_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+
+
+def parse(path: Path, *overrides: str):
+    return make_parser().parse_args_and_config(args=["--config", str(path), *overrides])
+
+
+def test_the_recipes_are_there():
+    assert [path.name for path in RECIPES] == ["demo.yaml", "jmlr-13b.yaml", "jmlr-7b.yaml"]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: path.stem)
+def test_each_recipe_parses(recipe):
+    # bf16 needs a GPU, or use_cpu: transformers refuses it on a CPU-only machine otherwise.
+    data, training, model, retrieval = parse(recipe, "--use_cpu", "true")
+    assert training.output_dir == f"outputs/{recipe.stem}"
+    assert model.model_name_or_path and retrieval.retriever_name_or_path
+
+
+@pytest.mark.parametrize("recipe", ["jmlr-7b.yaml", "jmlr-13b.yaml"])
+def test_paper_scale_recipes_use_the_authors_settings(recipe):
+    data, training, model, retrieval = parse(ROOT / "recipes" / recipe, "--use_cpu", "true")
+    overrides = retrieval.config_overrides()
+    assert (overrides["num_candidates"], overrides["num_sampled"], overrides["num_context_documents"]) == (20, 10, 5)
+    assert overrides["max_query_length"] == 512 and overrides["document_order"] == "best_last"
+    assert training.retriever_learning_rate == 3e-6 and training.learning_rate == 2e-5
+    assert training.bf16 and training.gradient_checkpointing
+    assert model.use_peft and model.lora_r == 128 and model.lora_alpha == 256 and model.dtype == "bfloat16"
+    assert retrieval.retriever_name_or_path == "colbert-ir/colbertv2.0"
+
+
+ACCELERATE_CONFIGS = sorted((ROOT / "recipes" / "accelerate_configs").glob("*.yaml"))
+
+
+def test_the_accelerate_configs_are_there():
+    names = [path.stem for path in ACCELERATE_CONFIGS]
+    assert names == ["cpu", "fsdp2", "multi_gpu", "single_gpu", "zero2", "zero3"]
+
+
+@pytest.mark.parametrize("path", ACCELERATE_CONFIGS, ids=lambda path: path.stem)
+def test_each_accelerate_config_loads(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    expected = {
+        "cpu": "NO",
+        "single_gpu": "NO",
+        "multi_gpu": "MULTI_GPU",
+        "fsdp2": "FSDP",
+        "zero2": "DEEPSPEED",
+        "zero3": "DEEPSPEED",
+    }[path.stem]
+    assert str(config.distributed_type).split(".")[-1] == expected
+    if path.stem == "fsdp2":
+        assert config.fsdp_config["fsdp_version"] == 2
+        assert set(config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(",")) == {
+            "LlamaDecoderLayer",
+            "BertLayer",
+        }
+    if path.stem.startswith("zero"):
+        assert config.deepspeed_config["zero_stage"] == int(path.stem[-1])
+
+
+@pytest.mark.parametrize("recipe", ["jmlr-7b.yaml", "jmlr-13b.yaml"])
+def test_paper_scale_recipes_name_an_accelerate_config_that_exists(recipe):
+    text = (ROOT / "recipes" / recipe).read_text(encoding="utf-8")
+    named = [word for word in text.split() if word.startswith("recipes/accelerate_configs/")]
+    assert named and all((ROOT / name).exists() for name in named)

@@ -1,0 +1,112 @@
+"""One rank of a multi-process joint-training run on CPU (gloo), for tests/trainer/test_multiprocess.py.
+
+    accelerate launch --multi_gpu --num_processes 2 tests/testing_utils/ddp_worker.py OUT_DIR [--retrieval_loss_weight 0]
+        [--num_context_documents 0] [--tie_nlls_on_rank 1] [--gradient_checkpointing] [--peft]
+
+Every rank builds the same tiny random JMLR model (same seed), trains a few steps on the toy rows with the
+`JointRetrievalTrainer`, and writes `OUT_DIR/rank{r}.pt`: its final trainable weights, the documents it sampled at
+each step, and its logged metrics. The test compares the ranks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import AutoTokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `tests.testing_utils`
+
+from jmlr_hf import JMLRForCausalLM, JointRetrievalConfig, JointRetrievalTrainer  # noqa: E402
+from jmlr_hf.trainer import joint_retrieval_trainer as trainer_module  # noqa: E402
+from jmlr_hf.utils.demo_models import minilm_path, smollm2_path  # noqa: E402
+from tests.testing_utils.models import TOY_ROWS, tiny_config  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out_dir")
+    parser.add_argument("--retrieval_loss_weight", type=float, default=1.0)
+    parser.add_argument("--num_context_documents", type=int, default=2)
+    parser.add_argument("--tie_nlls_on_rank", type=int, default=None)
+    parser.add_argument("--gradient_checkpointing", action="store_true")
+    parser.add_argument("--peft", action="store_true")
+    parser.add_argument("--max_steps", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    generator_tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
+    generator_tokenizer.pad_token = generator_tokenizer.eos_token
+    retriever_tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    torch.manual_seed(0)
+    model = JMLRForCausalLM(
+        tiny_config(
+            generator_tokenizer,
+            retriever_tokenizer,
+            retrieval_loss_weight=args.retrieval_loss_weight,
+            num_context_documents=args.num_context_documents,
+        )
+    )
+    training_args = JointRetrievalConfig(
+        output_dir=os.path.join(args.out_dir, "trainer"),
+        max_steps=args.max_steps,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        retriever_learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        bf16=False,
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        gradient_checkpointing=args.gradient_checkpointing,
+        seed=0,
+    )
+    peft_config = None
+    if args.peft:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    trainer = JointRetrievalTrainer(
+        model,
+        training_args,
+        train_dataset=Dataset.from_list(TOY_ROWS * 8),
+        processing_class=generator_tokenizer,
+        retriever_tokenizer=retriever_tokenizer,
+        peft_config=peft_config,
+    )
+    rank = trainer.accelerator.process_index
+
+    sampled: list[list[list[int]]] = []
+    original_sample = trainer_module.sample_without_replacement
+
+    def recording_sample(logits, num_samples, generator=None):
+        indices = original_sample(logits, num_samples, generator=generator)
+        sampled.append(indices.tolist())
+        return indices
+
+    trainer_module.sample_without_replacement = recording_sample
+    if args.tie_nlls_on_rank == rank:
+        # Every sampled document gives the same answer NLL: this rank's pairwise agreement is undefined.
+        trainer_module.answer_nll = lambda causal_lm, input_ids, *a, **k: torch.ones(input_ids.shape[0])
+    trainer.train()
+
+    weights = {name: param.detach().cpu().clone() for name, param in model.named_parameters() if param.requires_grad}
+    torch.save(
+        {
+            "weights": weights,
+            "sampled": sampled,
+            "log_history": trainer.state.log_history,
+            "world": trainer.args.world_size,
+        },
+        os.path.join(args.out_dir, f"rank{rank}.pt"),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Joint training in several processes, on CPU, as a GPU user runs DDP: `accelerate launch --multi_gpu --num_processes 2`
+starts two processes through torchrun, and with no GPU they train on CPU over gloo. (`accelerate launch --cpu` takes
+accelerate's single-process launcher: it would run one process.) Each launch runs `tests/testing_utils/ddp_worker.py`,
+which writes every rank's final weights and samples."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = ROOT / "tests" / "testing_utils" / "ddp_worker.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(out_dir: Path, *worker_args: str, timeout: int = 240) -> list[dict]:
+    """Run the worker on two CPU processes; a hang fails the test at `timeout` instead of blocking the suite."""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    command = [
+        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        str(WORKER), str(out_dir), *worker_args,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)
+    try:
+        run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"the 2-process run did not finish in {timeout} s (a hang?): {str(err.stderr)[-3000:]}")
+    assert run.returncode == 0, run.stderr[-5000:]
+    ranks = [torch.load(out_dir / f"rank{rank}.pt", weights_only=False) for rank in range(2)]
+    assert [rank["world"] for rank in ranks] == [2, 2]
+    return ranks
+
+
+def assert_same_weights(ranks: list[dict]) -> None:
+    first, second = ranks[0]["weights"], ranks[1]["weights"]
+    assert first.keys() == second.keys() and first
+    different = [name for name in first if not torch.equal(first[name], second[name])]
+    assert not different, f"the ranks disagree on {different[:5]}"
+
+
+def test_joint_training_with_lora_keeps_the_ranks_identical_and_a_tied_rank_does_not_hang(tmp_path):
+    # Rank 1's sampled NLLs all tie (undefined agreement) at every step: it must still join every collective.
+    ranks = launch(tmp_path, "--peft", "--gradient_checkpointing", "--tie_nlls_on_rank", "1")
+    assert_same_weights(ranks)
+    names = ranks[0]["weights"].keys()
+    assert any("lora_" in name for name in names) and any(name.startswith("retriever.") for name in names)
+    # Each rank draws its own documents, from a stream that is the same on every run.
+    assert ranks[0]["sampled"] != ranks[1]["sampled"]
+    again = launch(tmp_path / "again", "--peft", "--gradient_checkpointing", "--tie_nlls_on_rank", "1")
+    assert [rank["sampled"] for rank in again] == [rank["sampled"] for rank in ranks]
+    # Metrics are gathered across ranks: both report the same logged values.
+    logs = [[entry for entry in rank["log_history"] if "lm_loss" in entry] for rank in ranks]
+    assert logs[0] == logs[1] and len(logs[0]) == 3
+    assert all("retrieval_agreement" in entry for entry in logs[0])  # rank 0's, since rank 1 has none
+
+
+@pytest.mark.parametrize("num_context_documents", [0, 2], ids=["sft", "rag-sft"])
+def test_the_baselines_run_under_ddp_with_gradient_checkpointing(tmp_path, num_context_documents):
+    """λ = 0: the retriever gets no gradient. Trainable, it was an unused parameter for DDP's reducer."""
+    ranks = launch(
+        tmp_path,
+        "--retrieval_loss_weight", "0", "--num_context_documents", str(num_context_documents),
+        "--gradient_checkpointing",
+    )  # fmt: skip
+    assert_same_weights(ranks)
+    assert not any(name.startswith("retriever.") for name in ranks[0]["weights"])  # frozen, not trained
