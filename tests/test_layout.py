@@ -34,7 +34,17 @@ ALLOWED = {
 }
 REMOTE_CODE = ("jmlr_hf.models.configuration_jmlr", "jmlr_hf.models.modeling_jmlr")
 # Top-level imports the remote code may make: what `trust_remote_code` users are guaranteed to have.
-REMOTE_CODE_ROOTS = {"__future__", "collections", "dataclasses", "hashlib", "os", "typing", "torch", "transformers"}
+REMOTE_CODE_ROOTS = {
+    "__future__",
+    "collections",
+    "dataclasses",
+    "hashlib",
+    "os",
+    "string",
+    "typing",
+    "torch",
+    "transformers",
+}
 # Imported inside the one method that needs each, with an error naming the install: optional for remote-code users.
 REMOTE_CODE_OPTIONAL = {"peft", "safetensors", "jmlr_hf.retrieval.index"}
 

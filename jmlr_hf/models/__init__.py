@@ -5,7 +5,7 @@ checkpoint: they import only `torch`, `transformers` and each other. `utils.py` 
 and loading whole checkpoints with their tokenizers).
 """
 
-from .configuration_jmlr import OPTION_LETTERS, JMLRConfig
+from .configuration_jmlr import COLBERT_TOKEN_KEYS, OPTION_LETTERS, JMLRConfig
 from .modeling_jmlr import (
     JMLRCausalLMOutput,
     JMLRForCausalLM,
@@ -14,10 +14,12 @@ from .modeling_jmlr import (
     answer_nll,
     build_prompt,
     build_target,
+    colbert_token_ids,
     fit_prompt,
     format_options,
     maxsim,
     tokenize_for_lm,
+    tokenize_for_retriever,
     truncate_to_tokens,
 )
 from .utils import (
@@ -31,6 +33,7 @@ from .utils import (
 )
 
 __all__ = [
+    "COLBERT_TOKEN_KEYS",
     "GENERATOR_ADAPTER_DIR",
     "OPTION_LETTERS",
     "RETRIEVER_TOKENIZER_DIR",
@@ -43,6 +46,7 @@ __all__ = [
     "apply_peft_to_generator",
     "build_prompt",
     "build_target",
+    "colbert_token_ids",
     "fit_prompt",
     "format_options",
     "is_jmlr_checkpoint",
@@ -51,5 +55,6 @@ __all__ = [
     "merge_generator_adapter",
     "save_model",
     "tokenize_for_lm",
+    "tokenize_for_retriever",
     "truncate_to_tokens",
 ]

@@ -24,6 +24,8 @@ from transformers.configuration_utils import SubConfigSpec
 # The letters of multiple-choice options, in order: `option_template`'s `{letter}`. Defined here, the lightest file of
 # the remote code, so that data loaders and answer parsing share it with the prompts.
 OPTION_LETTERS = "ABCDEFGHIJ"
+# The token ids that ColBERT's input conventions need (`colbert_token_ids`).
+COLBERT_TOKEN_KEYS = ("query_marker", "document_marker", "mask", "pad", "skiplist")
 
 
 class JMLRConfig(PretrainedConfig):
@@ -66,6 +68,17 @@ class JMLRConfig(PretrainedConfig):
         scoring (`str`, *optional*, defaults to `"maxsim"`):
             `"maxsim"`: ColBERT late interaction, the mean over query tokens of the best cosine with any document
             token. `"dense"`: cosine of the mean-pooled embeddings.
+        colbert_conventions (`bool`, *optional*, defaults to `False`):
+            Whether the retriever's inputs follow ColBERT's conventions (Khattab & Zaharia 2020; Santhanam et al.
+            2022), as a ColBERT checkpoint (e.g. `colbert-ir/colbertv2.0`) was trained with them: a query marker
+            (`[unused0]`) or document marker (`[unused1]`) right after `[CLS]`; queries padded to
+            `max_query_length` with `[MASK]` tokens, which the encoder does not attend to but which take part in
+            MaxSim (query augmentation); and punctuation left out of a document's tokens in MaxSim.
+            `JMLRForCausalLM.from_components` turns it on for a checkpoint with a ColBERT projection.
+        colbert_token_ids (`dict`, *optional*):
+            The token ids those conventions need, from the retriever's tokenizer: `query_marker`,
+            `document_marker`, `mask`, `pad` and `skiplist` (a list: the punctuation tokens). Required with
+            `colbert_conventions`; `from_components` fills it.
         projection_dim (`int`, *optional*):
             Output size of the retriever's linear projection (ColBERT's `linear` layer). `None` (default) uses the
             encoder's hidden states directly, so an off-the-shelf encoder starts from its own ranking.
@@ -145,6 +158,8 @@ class JMLRConfig(PretrainedConfig):
     in_batch_negatives: bool = False
     in_batch_negative_mass: float = 1e-3
     scoring: Literal["maxsim", "dense"] = "maxsim"
+    colbert_conventions: bool = False
+    colbert_token_ids: dict | None = None
     projection_dim: int | None = None
     max_query_length: int = 64
     max_document_length: int = 180
@@ -169,6 +184,12 @@ class JMLRConfig(PretrainedConfig):
         """Raise a `ValueError` naming the field when the retrieval knobs are inconsistent."""
         if self.retrieval_loss not in ("llm_rank", "lsr", "ppl_distill"):
             raise ValueError(f"retrieval_loss must be 'llm_rank', 'lsr' or 'ppl_distill', got {self.retrieval_loss!r}")
+        if self.colbert_conventions:
+            missing = [k for k in COLBERT_TOKEN_KEYS if k not in (self.colbert_token_ids or {})]
+            if missing:
+                raise ValueError(
+                    f"colbert_conventions needs colbert_token_ids with {list(COLBERT_TOKEN_KEYS)}; missing {missing}"
+                )
         if self.document_order not in ("best_first", "best_last"):
             raise ValueError(f"document_order must be 'best_first' or 'best_last', got {self.document_order!r}")
         if self.scoring not in ("maxsim", "dense"):
@@ -205,4 +226,4 @@ class JMLRConfig(PretrainedConfig):
             raise ValueError(f"in_batch_negative_mass must be in (0, 1), got {self.in_batch_negative_mass}")
 
 
-__all__ = ["OPTION_LETTERS", "JMLRConfig"]
+__all__ = ["COLBERT_TOKEN_KEYS", "OPTION_LETTERS", "JMLRConfig"]

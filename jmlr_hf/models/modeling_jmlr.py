@@ -206,6 +206,73 @@ def answer_nll(
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Retriever inputs
+# --------------------------------------------------------------------------------------------------------------------
+
+# ColBERT's marker tokens (Khattab & Zaharia 2020): BERT's first two unused vocabulary entries.
+COLBERT_QUERY_MARKER = "[unused0]"
+COLBERT_DOCUMENT_MARKER = "[unused1]"
+
+
+def colbert_token_ids(tokenizer) -> dict:
+    """The `colbert_token_ids` of a ColBERT checkpoint's (BERT) tokenizer: its markers, `[MASK]`, `[PAD]`, and the
+    punctuation tokens that MaxSim skips in documents."""
+    import string
+
+    skiplist = {tokenizer.convert_tokens_to_ids(symbol) for symbol in string.punctuation}
+    skiplist |= {
+        ids[0] for ids in (tokenizer(s, add_special_tokens=False)["input_ids"] for s in string.punctuation) if ids
+    }
+    skiplist.discard(tokenizer.unk_token_id)
+    return {
+        "query_marker": tokenizer.convert_tokens_to_ids(COLBERT_QUERY_MARKER),
+        "document_marker": tokenizer.convert_tokens_to_ids(COLBERT_DOCUMENT_MARKER),
+        "mask": tokenizer.mask_token_id,
+        "pad": tokenizer.pad_token_id,
+        "skiplist": sorted(skiplist),
+    }
+
+
+def _retriever_batch(
+    tokenizer, texts: Sequence[str], *, max_length: int, is_query: bool, colbert_ids: dict | None
+) -> dict[str, torch.Tensor]:
+    """`input_ids` and `attention_mask` `[n, L]` of raw texts for the retriever (see `tokenize_for_retriever`)."""
+    if colbert_ids is None:
+        return dict(tokenizer(list(texts), max_length=max_length, truncation=True, padding=True, return_tensors="pt"))
+    # One position goes to the marker; queries are padded to their full length, then the padding becomes [MASK].
+    batch = tokenizer(
+        list(texts),
+        max_length=max_length - 1,
+        truncation=True,
+        padding="max_length" if is_query else True,
+        return_tensors="pt",
+    )
+    input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+    marker = torch.full_like(input_ids[:, :1], colbert_ids["query_marker" if is_query else "document_marker"])
+    input_ids = torch.cat([input_ids[:, :1], marker, input_ids[:, 1:]], dim=1)
+    attention_mask = torch.cat([attention_mask[:, :1], torch.ones_like(marker), attention_mask[:, 1:]], dim=1)
+    if is_query:
+        input_ids = input_ids.masked_fill(attention_mask == 0, colbert_ids["mask"])
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def tokenize_for_retriever(
+    config: JMLRConfig, tokenizer, texts: Sequence[str], *, is_query: bool, max_length: int | None = None
+) -> dict[str, torch.Tensor]:
+    """The retriever's inputs for raw questions (`is_query=True`) or documents: `input_ids`, `attention_mask`.
+
+    Cut to `max_length` (default: the config's `max_query_length` / `max_document_length`) and padded to the longest.
+    With `config.colbert_conventions`, ColBERT's: the marker after `[CLS]`, and queries padded to exactly
+    `max_length` with `[MASK]` tokens that the attention mask hides from the encoder (`JMLRRetriever` still scores
+    them: query augmentation).
+    """
+    if max_length is None:
+        max_length = config.max_query_length if is_query else config.max_document_length
+    colbert_ids = config.colbert_token_ids if config.colbert_conventions else None
+    return _retriever_batch(tokenizer, texts, max_length=max_length, is_query=is_query, colbert_ids=colbert_ids)
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Retriever
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -223,6 +290,8 @@ class JMLRRetriever(nn.Module):
     def __init__(self, config: JMLRConfig, encoder: PreTrainedModel | None = None):
         super().__init__()
         self.scoring = config.scoring
+        # ColBERT's conventions: which positions are scored (see `scoring_mask`) and how texts are tokenised.
+        self.colbert_ids = dict(config.colbert_token_ids) if config.colbert_conventions else None
         self.encoder = encoder if encoder is not None else AutoModel.from_config(config.retriever)
         # Scores come from token embeddings: a pooler head (BERT's) would be a parameter that never trains, and an
         # unused parameter breaks DDP's gradient reduction.
@@ -231,8 +300,21 @@ class JMLRRetriever(nn.Module):
         hidden_size = self.encoder.config.hidden_size
         self.linear = nn.Linear(hidden_size, config.projection_dim, bias=False) if config.projection_dim else None
 
-    def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """L2-normalised float32 token embeddings `[n, L, d]`, zero at padding.
+    def scoring_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, is_query: bool) -> torch.Tensor:
+        """Which token positions take part in the scores: the attention mask, or with ColBERT's conventions every
+        non-pad query position (the `[MASK]` augmentation included) and the document tokens that are not
+        punctuation."""
+        if self.colbert_ids is None:
+            return attention_mask
+        if is_query:
+            return (input_ids != self.colbert_ids["pad"]).to(attention_mask.dtype)
+        skip = torch.tensor(self.colbert_ids["skiplist"], dtype=input_ids.dtype, device=input_ids.device)
+        return (attention_mask.bool() & ~torch.isin(input_ids, skip)).to(attention_mask.dtype)
+
+    def encode_tokens(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, is_query: bool = False
+    ) -> torch.Tensor:
+        """L2-normalised float32 token embeddings `[n, L, d]`, zero at the positions that are not scored.
 
         The encoder runs in whatever precision the model and autocast give it (bf16 on GPUs); the projection and the
         normalisation run in float32, outside autocast: the scores are compared at a temperature of ~0.05, and
@@ -243,12 +325,16 @@ class JMLRRetriever(nn.Module):
             hidden = hidden.float()
             if self.linear is not None:
                 hidden = F.linear(hidden, self.linear.weight.float())
-            return F.normalize(hidden, dim=-1) * attention_mask.unsqueeze(-1).float()
+            mask = self.scoring_mask(input_ids, attention_mask, is_query)
+            return F.normalize(hidden, dim=-1) * mask.unsqueeze(-1).float()
 
-    def encode_dense(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def encode_dense(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, is_query: bool = False
+    ) -> torch.Tensor:
         """L2-normalised mean-pooled embeddings `[n, d]` (the single vector the document index stores)."""
-        tokens = self.encode_tokens(input_ids, attention_mask)
-        pooled = tokens.sum(1) / attention_mask.sum(1, keepdim=True).clamp(min=1).to(tokens.dtype)
+        tokens = self.encode_tokens(input_ids, attention_mask, is_query)
+        counts = self.scoring_mask(input_ids, attention_mask, is_query).sum(1, keepdim=True)
+        pooled = tokens.sum(1) / counts.clamp(min=1).to(tokens.dtype)
         return F.normalize(pooled, dim=-1)
 
     def forward(
@@ -272,18 +358,17 @@ class JMLRRetriever(nn.Module):
         # Group the documents per question [B, N, ...], or give every question all of them [B, B * N, ...].
         groups, per_group = (1, batch_size * num_docs) if all_pairs else (batch_size, num_docs)
         if self.scoring == "dense":
-            query = self.encode_dense(query_input_ids, query_attention_mask)  # [B, d]
+            query = self.encode_dense(query_input_ids, query_attention_mask, is_query=True)  # [B, d]
             docs = self.encode_dense(doc_input_ids, doc_attention_mask).view(groups, per_group, -1)
             with _full_precision(query.device):
                 return torch.einsum("bd,bnd->bn", query, docs.expand(batch_size, -1, -1))
-        query = self.encode_tokens(query_input_ids, query_attention_mask)  # [B, Lq, d]
+        query = self.encode_tokens(query_input_ids, query_attention_mask, is_query=True)  # [B, Lq, d]
         docs = self.encode_tokens(doc_input_ids, doc_attention_mask)
         docs = docs.view(groups, per_group, docs.shape[-2], docs.shape[-1])  # [B or 1, N or B * N, Ld, d]
-        doc_mask = doc_attention_mask.view(groups, per_group, -1)
+        query_mask = self.scoring_mask(query_input_ids, query_attention_mask, is_query=True)
+        doc_mask = self.scoring_mask(doc_input_ids, doc_attention_mask, is_query=False).view(groups, per_group, -1)
         with _full_precision(query.device):
-            return maxsim(
-                query, query_attention_mask, docs.expand(batch_size, -1, -1, -1), doc_mask.expand(batch_size, -1, -1)
-            )
+            return maxsim(query, query_mask, docs.expand(batch_size, -1, -1, -1), doc_mask.expand(batch_size, -1, -1))
 
     @torch.no_grad()
     def encode_dense_texts(
@@ -291,9 +376,9 @@ class JMLRRetriever(nn.Module):
     ) -> torch.Tensor:
         """Dense embeddings `[n, d]` of raw texts, in batches, without gradient (for building and searching indices).
 
-        `is_query` is accepted so that encoders with distinct query/document prefixes can be supported; this
-        retriever encodes both sides the same way. Dropout is off while encoding (an index built right after training
-        would otherwise hold noisy vectors), and the module's mode is restored afterwards.
+        Questions (`is_query=True`) and documents are tokenised as in training (`tokenize_for_retriever`, ColBERT's
+        markers included). Dropout is off while encoding (an index built right after training would otherwise hold
+        noisy vectors), and the module's mode is restored afterwards.
         """
         device = next(self.parameters()).device
         was_training = self.training
@@ -301,14 +386,15 @@ class JMLRRetriever(nn.Module):
         out = []
         try:
             for start in range(0, len(texts), batch_size):
-                batch = tokenizer(
-                    list(texts[start : start + batch_size]),
+                batch = _retriever_batch(
+                    tokenizer,
+                    texts[start : start + batch_size],
                     max_length=max_length,
-                    truncation=True,
-                    padding=True,
-                    return_tensors="pt",
-                ).to(device)
-                out.append(self.encode_dense(batch["input_ids"], batch["attention_mask"]).float().cpu())
+                    is_query=is_query,
+                    colbert_ids=self.colbert_ids,
+                )
+                input_ids, attention_mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+                out.append(self.encode_dense(input_ids, attention_mask, is_query).float().cpu())
         finally:
             self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, 0)
@@ -505,21 +591,16 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         if len(num_docs) != 1:
             raise ValueError(f"every question needs the same number of documents, got {sorted(num_docs)}")
         device = next(self.retriever.parameters()).device
-        query = retriever_tokenizer(
-            list(questions),
-            max_length=self.config.max_query_length,
-            truncation=True,
-            padding=True,
-            return_tensors="pt",
-        ).to(device)
-        docs = retriever_tokenizer(
-            [doc for docs in documents for doc in docs],
-            max_length=self.config.max_document_length,
-            truncation=True,
-            padding=True,
-            return_tensors="pt",
-        ).to(device)
-        return self.retriever(query["input_ids"], query["attention_mask"], docs["input_ids"], docs["attention_mask"])
+        query = tokenize_for_retriever(self.config, retriever_tokenizer, questions, is_query=True)
+        docs = tokenize_for_retriever(
+            self.config, retriever_tokenizer, [doc for docs in documents for doc in docs], is_query=False
+        )
+        return self.retriever(
+            query["input_ids"].to(device),
+            query["attention_mask"].to(device),
+            docs["input_ids"].to(device),
+            docs["attention_mask"].to(device),
+        )
 
     def answer_nll(
         self,
@@ -541,17 +622,27 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         retriever_kwargs: dict | None = None,
         **retrieval_kwargs,
     ) -> "JMLRForCausalLM":
-        """Build a JMLR model from an existing causal LM and an existing encoder (e.g. Llama-2 + ColBERTv2).
+        """Build a JMLR model from an existing causal LM and an existing encoder (e.g. Llama-2 + ColBERTv2), each a
+        local folder or a Hub id.
 
         `retrieval_kwargs` are `JMLRConfig` fields (`num_candidates=20`, `retrieval_loss="lsr"`, ...). When the
-        retriever checkpoint carries a ColBERT projection (`linear.weight`), it is loaded and `projection_dim` is set
-        from it.
+        retriever checkpoint is a ColBERT one (it carries a `linear.weight` projection, like
+        `colbert-ir/colbertv2.0`), the projection is loaded, `projection_dim` is set from it, and ColBERT's input
+        conventions are turned on (`colbert_conventions`, with the token ids read from the checkpoint's tokenizer);
+        pass `colbert_conventions=False` to score without them.
         """
         generator = AutoModelForCausalLM.from_pretrained(generator_name_or_path, **(generator_kwargs or {}))
         encoder = AutoModel.from_pretrained(retriever_name_or_path, **(retriever_kwargs or {}))
-        colbert_linear = _find_colbert_linear(retriever_name_or_path)
+        hub_kwargs = {key: value for key, value in (retriever_kwargs or {}).items() if key in _HUB_KWARGS}
+        colbert_linear = _find_colbert_linear(retriever_name_or_path, **hub_kwargs)
         if colbert_linear is not None:
             retrieval_kwargs.setdefault("projection_dim", colbert_linear.shape[0])
+            retrieval_kwargs.setdefault("colbert_conventions", True)
+        if retrieval_kwargs.get("colbert_conventions") and retrieval_kwargs.get("colbert_token_ids") is None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(retriever_name_or_path, **hub_kwargs)
+            retrieval_kwargs["colbert_token_ids"] = colbert_token_ids(tokenizer)
         # A new composite config resets its sub-configs' attention implementation; keep what the loaded models use.
         attn = (generator.config._attn_implementation, encoder.config._attn_implementation)
         config = JMLRConfig(generator=generator.config, retriever=encoder.config, **retrieval_kwargs)
@@ -651,21 +742,38 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
-def _find_colbert_linear(name_or_path: str) -> torch.Tensor | None:
-    """The `linear.weight` of a local ColBERT checkpoint, if it has one."""
-    if not os.path.isdir(name_or_path):
-        return None
+def _find_colbert_linear(name_or_path: str, **hub_kwargs) -> torch.Tensor | None:
+    """The `linear.weight` of a ColBERT checkpoint (a local folder or a Hub id), if it has one."""
     from transformers.modeling_utils import load_state_dict
+    from transformers.utils import cached_file
 
     for filename in ("model.safetensors", "pytorch_model.bin"):
-        path = os.path.join(name_or_path, filename)
-        if os.path.exists(path):
-            state = load_state_dict(path)
-            return state.get("linear.weight")
+        if os.path.isdir(name_or_path):
+            path = os.path.join(name_or_path, filename)
+            path = path if os.path.exists(path) else None
+        else:
+            path = cached_file(
+                name_or_path,
+                filename,
+                _raise_exceptions_for_missing_entries=False,
+                _raise_exceptions_for_connection_errors=False,
+                **hub_kwargs,
+            )
+        if path is not None:
+            return load_state_dict(path).get("linear.weight")
     return None
 
 
 JMLRConfig.register_for_auto_class()
 JMLRForCausalLM.register_for_auto_class("AutoModel")
 
-__all__ = ["JMLRForCausalLM", "JMLRPreTrainedModel", "JMLRRetriever", "build_prompt", "build_target", "fit_prompt"]
+__all__ = [
+    "JMLRForCausalLM",
+    "JMLRPreTrainedModel",
+    "JMLRRetriever",
+    "build_prompt",
+    "build_target",
+    "colbert_token_ids",
+    "fit_prompt",
+    "tokenize_for_retriever",
+]

@@ -37,6 +37,7 @@ from ..models import (
     build_target,
     fit_prompt,
     tokenize_for_lm,
+    tokenize_for_retriever,
     truncate_to_tokens,
 )
 from .joint_retrieval_config import JointRetrievalConfig
@@ -96,15 +97,9 @@ class JointRetrievalCollator:
                     for doc in candidates[:num]
                 ]
             )
-        query = self.retriever_tokenizer(
-            questions, max_length=cfg.max_query_length, truncation=True, padding=True, return_tensors="pt"
-        )
-        docs = self.retriever_tokenizer(
-            [doc for row in documents for doc in row],
-            max_length=cfg.max_document_length,
-            truncation=True,
-            padding=True,
-            return_tensors="pt",
+        query = tokenize_for_retriever(cfg, self.retriever_tokenizer, questions, is_query=True)
+        docs = tokenize_for_retriever(
+            cfg, self.retriever_tokenizer, [doc for row in documents for doc in row], is_query=False
         )
         return {
             "query_input_ids": query["input_ids"],
