@@ -51,6 +51,10 @@ class JMLRConfig(PretrainedConfig):
         retrieval_temperature (`float`, *optional*, defaults to 0.05):
             τ: retriever logits are `score / τ`. Scores lie in [-1, 1] (cosine or mean MaxSim), so τ sets how sharp
             the sampling distribution and the ranking losses are.
+        score_scaling (`str`, *optional*, defaults to `"temperature"`):
+            How retriever scores become logits: `"temperature"`, `score / τ`; or `"minmax"`, each question's scores
+            min-max scaled to [0, 1] over its N candidates, then divided by τ (so τ does not depend on how spread out
+            an encoder's raw scores are).
         lm_temperature (`float`, *optional*, defaults to 1.0):
             β: the LM's preference over documents is `softmax(-NLL / β)` (used by `lsr` and `ppl_distill`).
         retrieval_loss_weight (`float`, *optional*, defaults to 1.0):
@@ -152,6 +156,7 @@ class JMLRConfig(PretrainedConfig):
     num_sampled: int = 10
     num_context_documents: int = 5
     retrieval_temperature: float = 0.05
+    score_scaling: Literal["temperature", "minmax"] = "temperature"
     lm_temperature: float = 1.0
     retrieval_loss_weight: float = 1.0
     retrieval_loss: Literal["llm_rank", "lsr", "ppl_distill"] = "llm_rank"
@@ -190,6 +195,8 @@ class JMLRConfig(PretrainedConfig):
                 raise ValueError(
                     f"colbert_conventions needs colbert_token_ids with {list(COLBERT_TOKEN_KEYS)}; missing {missing}"
                 )
+        if self.score_scaling not in ("temperature", "minmax"):
+            raise ValueError(f"score_scaling must be 'temperature' or 'minmax', got {self.score_scaling!r}")
         if self.document_order not in ("best_first", "best_last"):
             raise ValueError(f"document_order must be 'best_first' or 'best_last', got {self.document_order!r}")
         if self.scoring not in ("maxsim", "dense"):

@@ -99,6 +99,9 @@ class RetrievalArguments:
     num_sampled: int | None = field(default=None, metadata={"help": "S: candidates sampled for the NLL pass."})
     num_context_documents: int | None = field(default=None, metadata={"help": "K: documents in the LM prompt."})
     retrieval_temperature: float | None = field(default=None, metadata={"help": "τ of the retriever softmax."})
+    score_scaling: str | None = field(
+        default=None, metadata={"help": "'temperature' (score / τ) or 'minmax' (per-question min-max, then / τ)."}
+    )
     lm_temperature: float | None = field(default=None, metadata={"help": "β of the LM softmax over -NLL."})
     retrieval_loss_weight: float | None = field(default=None, metadata={"help": "λ: weight of the retrieval loss."})
     retrieval_loss: str | None = field(default=None, metadata={"help": "'llm_rank', 'lsr' or 'ppl_distill'."})

@@ -265,7 +265,8 @@ class JointRetrievalTrainer(SFTTrainer):
         top = None
         if cfg.num_context_documents > 0:
             with torch.no_grad(), eval_mode(jmlr.retriever):
-                choice_logits = model(**retrieval_inputs).retrieval_scores.float() / cfg.retrieval_temperature
+                choice_scores = model(**retrieval_inputs).retrieval_scores.float()
+            choice_logits = scores_to_logits(choice_scores, choice_scores, cfg)
             top = choice_logits.topk(cfg.num_context_documents, dim=-1).indices  # [B, K]
         lm_batch = tokenize_for_lm(
             tokenizer,
@@ -316,7 +317,9 @@ class JointRetrievalTrainer(SFTTrainer):
             use_cache=False,
         )
         lm_loss = outputs.loss
-        logits = outputs.retrieval_scores / cfg.retrieval_temperature  # [B, N], or [B, B * N] with negatives
+        scores = outputs.retrieval_scores  # [B, N], or [B, B * N] with negatives
+        own_scores = split_in_batch_scores(scores, cfg.num_candidates)[0] if use_negatives else scores
+        logits = scores_to_logits(scores, own_scores, cfg)
         negative_logits = None
         if use_negatives:
             logits, negative_logits = split_in_batch_scores(logits, cfg.num_candidates)
@@ -414,6 +417,21 @@ def is_retriever_parameter(name: str) -> bool:
     return "retriever" in parts and "generator" not in parts[: parts.index("retriever")]
 
 
+def scores_to_logits(scores: torch.Tensor, own_scores: torch.Tensor, config: JMLRConfig) -> torch.Tensor:
+    """Retriever scores → the logits of the sampling distribution and of the retrieval losses.
+
+    `score_scaling="temperature"`: `s / τ`. `"minmax"`: each question's scores rescaled to [0, 1] by the minimum and
+    maximum over its own N candidates (`own_scores`, `[B, N]`), then `/ τ`; other questions' candidates (in-batch
+    negatives) are rescaled by the same two numbers. Min-max makes τ independent of how spread out an encoder's raw
+    scores are.
+    """
+    if config.score_scaling == "temperature":
+        return scores / config.retrieval_temperature
+    low = own_scores.min(dim=-1, keepdim=True).values
+    span = (own_scores.max(dim=-1, keepdim=True).values - low).clamp(min=1e-6)
+    return (scores - low) / span / config.retrieval_temperature
+
+
 def split_in_batch_scores(all_pairs: torch.Tensor, num_candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split `[B, B * N]` all-pairs logits into each question's own candidates `[B, N]` and the other questions'
     candidates `[B, (B - 1) * N]`, its in-batch negatives."""
@@ -466,5 +484,6 @@ __all__ = [
     "is_retriever_parameter",
     "prepare_retriever_for_training",
     "sample_without_replacement",
+    "scores_to_logits",
     "split_in_batch_scores",
 ]

@@ -258,3 +258,36 @@ def test_best_last_puts_the_best_document_next_to_the_question(make_tiny_model):
     config = make_tiny_model(0, document_order="best_last").config
     prompt = build_prompt(config, "Q?", ["best", "second"])
     assert prompt.index("second") < prompt.index("best") < prompt.index("Question: Q?")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Per-question min-max score scaling
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_minmax_scaling_maps_each_questions_candidates_to_zero_to_one_over_tau(make_tiny_model):
+    config = make_tiny_model(0, score_scaling="minmax", retrieval_temperature=0.1).config
+    scores = torch.tensor([[0.2, 0.5, 0.3, 0.4], [0.9, 0.1, 0.5, 0.1]])
+    logits = trainer_module.scores_to_logits(scores, scores, config)
+    torch.testing.assert_close(logits, torch.tensor([[0.0, 10.0, 10 / 3, 20 / 3], [10.0, 0.0, 5.0, 0.0]]))
+    # In-batch negatives are rescaled by their question's own minimum and span.
+    all_pairs = torch.cat([scores, torch.tensor([[0.8, 0.2, 0.0, 0.6], [0.3, 0.3, 0.7, 0.2]])], dim=1)
+    torch.testing.assert_close(trainer_module.scores_to_logits(all_pairs, scores, config)[:, :4], logits)
+    plain = make_tiny_model(0, retrieval_temperature=0.1).config
+    torch.testing.assert_close(trainer_module.scores_to_logits(scores, scores, plain), scores / 0.1)
+
+
+def test_training_with_minmax_scaling(tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer):
+    model = make_tiny_model(0, score_scaling="minmax")
+    trainer = make_trainer(model, make_args(tmp_path, max_steps=2), generator_tokenizer, retriever_tokenizer)
+    before = snapshot(model)
+    trainer.train()
+    after = snapshot(model)
+    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("retriever."))
+    assert all(
+        entry["retrieval_loss"] == entry["retrieval_loss"]
+        for entry in trainer.state.log_history
+        if "retrieval_loss" in entry
+    )
+    with pytest.raises(ValueError, match="score_scaling must be 'temperature' or 'minmax'"):
+        make_tiny_model(0, score_scaling="softmax")
