@@ -83,6 +83,10 @@ class JMLRConfig(PretrainedConfig):
             The token ids those conventions need, from the retriever's tokenizer: `query_marker`,
             `document_marker`, `mask`, `pad` and `skiplist` (a list: the punctuation tokens). Required with
             `colbert_conventions`; `from_components` fills it.
+        train_document_encoder (`bool`, *optional*, defaults to `True`):
+            `False` trains the retriever on the query side only (as Atlas offers): documents are encoded by a frozen
+            copy of the initial encoder and projection, so the document index never goes stale and needs no refresh.
+            `True` trains one encoder for both sides; the index must then be re-encoded after training.
         projection_dim (`int`, *optional*):
             Output size of the retriever's linear projection (ColBERT's `linear` layer). `None` (default) uses the
             encoder's hidden states directly, so an off-the-shelf encoder starts from its own ranking.
@@ -165,6 +169,7 @@ class JMLRConfig(PretrainedConfig):
     scoring: Literal["maxsim", "dense"] = "maxsim"
     colbert_conventions: bool = False
     colbert_token_ids: dict | None = None
+    train_document_encoder: bool = True
     projection_dim: int | None = None
     max_query_length: int = 64
     max_document_length: int = 180

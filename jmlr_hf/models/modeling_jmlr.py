@@ -21,6 +21,7 @@ Reading order: prompt formatting → `JMLRRetriever` (encoding and scoring) → 
 LM plus the retriever, the answer NLLs the trainer needs, and construction from two existing checkpoints).
 """
 
+import copy
 import hashlib
 import os
 from collections.abc import Sequence
@@ -299,6 +300,27 @@ class JMLRRetriever(nn.Module):
             self.encoder.pooler = None
         hidden_size = self.encoder.config.hidden_size
         self.linear = nn.Linear(hidden_size, config.projection_dim, bias=False) if config.projection_dim else None
+        # Query-side-only training: documents go through a frozen copy of the encoder and projection (see
+        # `sync_document_tower`), so an index built with them stays valid while the query side trains.
+        self.document_encoder = self.document_linear = None
+        if not config.train_document_encoder:
+            self.document_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+            if self.linear is not None:
+                self.document_linear = copy.deepcopy(self.linear).requires_grad_(False)
+
+    @torch.no_grad()
+    def sync_document_tower(self) -> None:
+        """Copy the (query) encoder and projection into the frozen document tower, when there is one."""
+        if self.document_encoder is None:
+            return
+        self.document_encoder.load_state_dict(self.encoder.state_dict())
+        if self.linear is not None:
+            self.document_linear.load_state_dict(self.linear.state_dict())
+
+    def _tower(self, is_query: bool) -> tuple[nn.Module, nn.Module | None]:
+        if is_query or self.document_encoder is None:
+            return self.encoder, self.linear
+        return self.document_encoder, self.document_linear
 
     def scoring_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, is_query: bool) -> torch.Tensor:
         """Which token positions take part in the scores: the attention mask, or with ColBERT's conventions every
@@ -320,11 +342,12 @@ class JMLRRetriever(nn.Module):
         normalisation run in float32, outside autocast: the scores are compared at a temperature of ~0.05, and
         bf16's 8-bit mantissa would quantise them (20 candidate scores collapsed to 13 distinct values).
         """
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        encoder, linear = self._tower(is_query)
+        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         with _full_precision(hidden.device):
             hidden = hidden.float()
-            if self.linear is not None:
-                hidden = F.linear(hidden, self.linear.weight.float())
+            if linear is not None:
+                hidden = F.linear(hidden, linear.weight.float())
             mask = self.scoring_mask(input_ids, attention_mask, is_query)
             return F.normalize(hidden, dim=-1) * mask.unsqueeze(-1).float()
 
@@ -400,9 +423,13 @@ class JMLRRetriever(nn.Module):
         return torch.cat(out) if out else torch.empty(0, 0)
 
     def weights_fingerprint(self) -> str:
-        """A SHA-256 of the retriever's weights: an index built by other weights is stale."""
+        """A SHA-256 of the weights that encode documents: an index built by other weights is stale. That is the
+        whole retriever, or only its frozen document tower when it trains on the query side only."""
         digest = hashlib.sha256()
-        for name, tensor in sorted(self.state_dict().items()):
+        state = self.state_dict()
+        if self.document_encoder is not None:
+            state = {name: tensor for name, tensor in state.items() if name.startswith("document_")}
+        for name, tensor in sorted(state.items()):
             digest.update(name.encode())
             digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
         return digest.hexdigest()
@@ -501,6 +528,7 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         self.generator = generator if generator is not None else AutoModelForCausalLM.from_config(config.generator)
         self.retriever = JMLRRetriever(config, encoder=retriever_encoder)
         self.post_init()
+        self.retriever.sync_document_tower()
 
     # Generation and embeddings are the generator's.
     def get_input_embeddings(self):
@@ -656,6 +684,7 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
                 )
             with torch.no_grad():
                 model.retriever.linear.weight.copy_(colbert_linear)
+            model.retriever.sync_document_tower()
         return model
 
     @classmethod

@@ -108,6 +108,10 @@ class RetrievalArguments:
     in_batch_negatives: bool | None = field(default=None, metadata={"help": "In-batch negatives for lsr/ppl_distill."})
     scoring: str | None = field(default=None, metadata={"help": "'maxsim' or 'dense'."})
     projection_dim: int | None = field(default=None, metadata={"help": "Retriever projection size (None: none)."})
+    train_document_encoder: bool | None = field(
+        default=None,
+        metadata={"help": "False: train the query side only; documents keep the initial encoder (no index refresh)."},
+    )
     max_query_length: int | None = field(default=None, metadata={"help": "Retriever tokens per question."})
     document_order: str | None = field(
         default=None,
@@ -139,6 +143,14 @@ def load_model(model_args: ModelConfig, retrieval_args: RetrievalArguments):
     if is_jmlr_checkpoint(path):
         model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(path, dtype=torch.float32)
         model.generator.to(dtype)
+        structural = {k: v for k, v in overrides.items() if k in ("projection_dim", "train_document_encoder")}
+        changed = {k: v for k, v in structural.items() if getattr(model.config, k) != v}
+        if changed:
+            raise ValueError(
+                f"{path} is a saved JMLR model: {sorted(changed)} change the retriever's modules and cannot be set "
+                "on it; build a new model from the generator and retriever checkpoints instead (--model_name_or_path "
+                "<causal LM> --retriever_name_or_path <encoder>)"
+            )
         for key, value in overrides.items():
             setattr(model.config, key, value)
         model.config.validate_retrieval_settings()

@@ -471,6 +471,9 @@ def prepare_retriever_for_training(model: JMLRForCausalLM) -> None:
         retriever.requires_grad_(False)
         return
     retriever.requires_grad_(True)
+    for tower in (retriever.document_encoder, retriever.document_linear):
+        if tower is not None:  # query-side-only training: the document tower stays as it is
+            tower.requires_grad_(False)
     if any(param.dtype != torch.float32 for param in retriever.parameters()):
         low = sorted({str(param.dtype) for param in retriever.parameters() if param.dtype != torch.float32})
         logger.info("Keeping the retriever's trainable weights in float32 (they were %s)", ", ".join(low))

@@ -15,27 +15,22 @@ import pytest
 import torch
 from huggingface_hub import HfApi
 from safetensors.torch import save_file
-from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
+from transformers import BertModel, LlamaForCausalLM
 
 from jmlr_hf import JMLRForCausalLM
 from jmlr_hf.models import tokenize_for_retriever
+from tests.testing_utils.models import tiny_config
 
 QUERY_LENGTH = 12
 
 
 @pytest.fixture
-def colbert_repo(hub, fresh_hf_cache, tmp_path, retriever_tokenizer) -> tuple[str, dict[str, torch.Tensor]]:
+def colbert_repo(
+    hub, fresh_hf_cache, tmp_path, generator_tokenizer, retriever_tokenizer
+) -> tuple[str, dict[str, torch.Tensor]]:
     """A tiny checkpoint in ColBERT's layout, published on the stand-in Hub."""
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=retriever_tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
+    config = tiny_config(generator_tokenizer, retriever_tokenizer).retriever
     config.architectures = ["HF_ColBERT"]
     bert = BertModel(config, add_pooling_layer=False)
     state = {f"bert.{key}": value.contiguous() for key, value in bert.state_dict().items()}
@@ -53,15 +48,8 @@ def colbert_repo(hub, fresh_hf_cache, tmp_path, retriever_tokenizer) -> tuple[st
 
 
 @pytest.fixture
-def generator_dir(tmp_path, generator_tokenizer):
-    config = LlamaConfig(
-        vocab_size=len(generator_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
+def generator_dir(tmp_path, generator_tokenizer, retriever_tokenizer):
+    config = tiny_config(generator_tokenizer, retriever_tokenizer).generator
     LlamaForCausalLM(config).save_pretrained(tmp_path / "generator")
     return str(tmp_path / "generator")
 

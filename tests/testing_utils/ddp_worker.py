@@ -21,10 +21,11 @@ from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `tests.testing_utils`
 
-from jmlr_hf import JMLRForCausalLM, JointRetrievalConfig, JointRetrievalTrainer  # noqa: E402
+from jmlr_hf import JMLRForCausalLM, JointRetrievalTrainer  # noqa: E402
 from jmlr_hf.trainer import joint_retrieval_trainer as trainer_module  # noqa: E402
 from jmlr_hf.utils.demo_models import minilm_path, smollm2_path  # noqa: E402
 from tests.testing_utils.models import TOY_ROWS, tiny_config  # noqa: E402
+from tests.testing_utils.training import make_args  # noqa: E402
 
 
 def main() -> None:
@@ -51,21 +52,11 @@ def main() -> None:
             num_context_documents=args.num_context_documents,
         )
     )
-    training_args = JointRetrievalConfig(
-        output_dir=os.path.join(args.out_dir, "trainer"),
+    training_args = make_args(
+        Path(args.out_dir),
         max_steps=args.max_steps,
-        per_device_train_batch_size=2,
-        learning_rate=1e-3,
         retriever_learning_rate=1e-3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        bf16=False,
-        use_cpu=True,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
         gradient_checkpointing=args.gradient_checkpointing,
-        seed=0,
     )
     peft_config = None
     if args.peft:

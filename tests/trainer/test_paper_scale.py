@@ -291,3 +291,53 @@ def test_training_with_minmax_scaling(tmp_path, make_tiny_model, generator_token
     )
     with pytest.raises(ValueError, match="score_scaling must be 'temperature' or 'minmax'"):
         make_tiny_model(0, score_scaling="softmax")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Query-side-only training: the document tower is frozen, so the index stays valid
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_query_side_only_training_keeps_the_index_fresh(
+    tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer
+):
+    model = make_tiny_model(0, train_document_encoder=False, projection_dim=16)
+    retriever = model.retriever
+    assert retriever.document_encoder is not None and retriever.document_linear is not None
+    torch.testing.assert_close(retriever.document_linear.weight, retriever.linear.weight, atol=0, rtol=0)
+    fingerprint = retriever.weights_fingerprint()
+    before = snapshot(model)
+    make_trainer(model, make_args(tmp_path, max_steps=2), generator_tokenizer, retriever_tokenizer).train()
+    after = snapshot(model)
+    query_side = [n for n in before if n.startswith(("retriever.encoder.", "retriever.linear."))]
+    assert any(not torch.equal(before[n], after[n]) for n in query_side)
+    document_side = [
+        name
+        for name, _ in model.named_parameters()
+        if name.startswith(("retriever.document_encoder.", "retriever.document_linear."))
+    ]
+    assert document_side and not any(model.get_parameter(n).requires_grad for n in document_side)
+    assert retriever.weights_fingerprint() == fingerprint  # the index built before training is still valid
+
+    shared = make_tiny_model(0, projection_dim=16)
+    shared_fingerprint = shared.retriever.weights_fingerprint()
+    make_trainer(shared, make_args(tmp_path / "shared", max_steps=2), generator_tokenizer, retriever_tokenizer).train()
+    assert shared.retriever.weights_fingerprint() != shared_fingerprint
+
+
+def test_query_side_only_model_saves_and_loads_its_document_tower(tmp_path, make_tiny_model, retriever_tokenizer):
+    model = make_tiny_model(0, train_document_encoder=False).eval()
+    with torch.no_grad():  # make the towers differ, as after training
+        for param in model.retriever.encoder.parameters():
+            param.add_(0.01)
+    model.save_pretrained(tmp_path / "model")
+    from jmlr_hf import JMLRForCausalLM
+
+    loaded = JMLRForCausalLM.from_pretrained(tmp_path / "model").eval()
+    assert loaded.retriever.weights_fingerprint() == model.retriever.weights_fingerprint()
+    questions, documents = ["Which organ makes insulin?"], [["The pancreas makes insulin.", "Bones hold calcium."]]
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded.score_documents(questions, documents, retriever_tokenizer),
+            model.score_documents(questions, documents, retriever_tokenizer),
+        )
