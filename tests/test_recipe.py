@@ -67,3 +67,40 @@ def test_recipe_under_accelerate_then_answer(tmp_path):
     assert "StaleIndexWarning" not in answer.stderr
     assert answer.stdout.startswith("Answer:") and "Documents used:" in answer.stdout
     assert answer.stdout.count("  [") == 2  # K = 2 documents, as demo.yaml sets
+
+
+CORPUS = [
+    "Intramuscular epinephrine is the first-line treatment of anaphylaxis.",
+    "Iron deficiency causes a microcytic anemia with a low ferritin.",
+    "Hyperkalemia produces peaked T waves on the ECG.",
+    "A midshaft humerus fracture can injure the radial nerve.",
+    "The kidney filters the blood and makes urine.",
+    "The pancreas secretes insulin from its beta cells.",
+]
+
+
+def test_recipe_refreshes_the_candidates_during_training(tmp_path):
+    """`--refresh_index_steps 1`: after step 1 the corpus is re-encoded and the training questions re-retrieved."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"id": f"d{i}", "title": "", "text": t}) + "\n" for i, t in enumerate(CORPUS))
+    )
+    out = tmp_path / "run"
+    fixture = str(ROOT / "tests/fixtures/medqa_tiny.jsonl")
+    command = [
+        sys.executable, str(ROOT / "recipes/train.py"), "--config", str(ROOT / "recipes/demo.yaml"),
+        "--task", "medqa", "--train_file", fixture, "--eval_file", fixture, "--corpus", str(corpus),
+        "--distractor_passages", "0", "--output_dir", str(out), "--evaluate_before", "false",
+        "--eval_answer_limit", "1", "--max_steps", "2", "--save_strategy", "no", "--logging_steps", "1",
+        "--num_candidates", "4", "--num_sampled", "2", "--max_document_length", "48", "--refresh_index_steps", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-4000:]
+    refreshed = json.loads((out / "refreshed_candidates" / "step-1.json").read_text())
+    questions = [line for line in Path(fixture).read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(refreshed) == len(questions)
+    assert all(len(texts) == 4 and set(texts) <= set(CORPUS) for texts in refreshed.values())
+    assert not (out / "refreshed_candidates" / "step-2.json").exists()  # no refresh after the last step
+    trained = JMLRForCausalLM.from_pretrained(out / "final")
+    DocumentIndex.load(out / "index", expected_fingerprint=trained.retriever.weights_fingerprint(), on_stale="raise")

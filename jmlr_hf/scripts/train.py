@@ -34,7 +34,7 @@ from ..models import (
 )
 from ..models.utils import has_generator_adapter
 from ..retrieval import DocumentIndex, StaleIndexError, add_candidates
-from ..trainer import JointRetrievalConfig, JointRetrievalTrainer
+from ..trainer import CandidateRefreshCallback, JointRetrievalConfig, JointRetrievalTrainer
 from ..utils.atomic import write_text
 from ..utils.demo_models import HUB_IDS, resolve_model_path
 from ..utils.plotting import plot_training_curves
@@ -77,6 +77,14 @@ class DataArguments:
     merge_adapter: bool = field(
         default=True,
         metadata={"help": "Save the final generator with the LoRA adapter merged; false keeps base + adapter."},
+    )
+    refresh_index_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Every N steps during training, re-encode the corpus with the current retriever and re-retrieve "
+            "the training questions' candidates (Atlas' index refresh; with train_document_encoder=false only the "
+            "queries are re-encoded). None: the candidates retrieved before training are kept."
+        },
     )
     refresh_index: bool = field(
         default=True,
@@ -231,6 +239,23 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
 
     before = run_eval("before training") if data_args.evaluate_before and training_args.process_index == 0 else None
 
+    callbacks = []
+    if data_args.refresh_index_steps:
+
+        def refresh(jmlr) -> dict[str, list[str]]:
+            index = build_or_load_index(jmlr, retriever_tokenizer, corpus, data_args, index_dir)
+            questions = train_dataset.remove_columns(["candidate_ids", "candidates", "candidate_scores"])
+            rows = add_candidates(
+                questions,
+                index,
+                jmlr.retriever,
+                retriever_tokenizer,
+                cfg.num_candidates,
+                max_query_length=cfg.max_query_length,
+            )
+            return dict(zip(rows["id"], rows["candidates"], strict=True))
+
+        callbacks.append(CandidateRefreshCallback(refresh, data_args.refresh_index_steps))
     trainer = JointRetrievalTrainer(
         model=model,
         args=training_args,
@@ -238,6 +263,7 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
         processing_class=tokenizer,
         retriever_tokenizer=retriever_tokenizer,
         peft_config=get_peft_config(model_args),
+        callbacks=callbacks,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 

@@ -2,7 +2,7 @@
 pair per method, as TRL's `SFTConfig` + `SFTTrainer`), the collator that batches the raw rows, and the callback that
 measures the retriever on held-out questions while training."""
 
-from .callbacks import LOG_PREFIX, RetrievalRecallCallback
+from .callbacks import LOG_PREFIX, CandidateRefreshCallback, RetrievalRecallCallback
 from .joint_retrieval_config import JointRetrievalConfig
 from .joint_retrieval_trainer import (
     JointRetrievalCollator,
@@ -14,6 +14,7 @@ from .joint_retrieval_trainer import (
 
 __all__ = [
     "LOG_PREFIX",
+    "CandidateRefreshCallback",
     "JointRetrievalCollator",
     "JointRetrievalConfig",
     "JointRetrievalTrainer",

@@ -20,7 +20,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -73,6 +73,9 @@ class JointRetrievalCollator:
     config: JMLRConfig
     retriever_tokenizer: PreTrainedTokenizerBase
     generator_tokenizer: PreTrainedTokenizerBase
+    # Candidates that replace a row's own, by row id: set by `CandidateRefreshCallback` when it re-retrieves them
+    # with the retriever being trained.
+    candidate_overrides: dict[str, list[str]] = field(default_factory=dict)
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
         cfg = self.config
@@ -82,7 +85,7 @@ class JointRetrievalCollator:
             for key in ("question", "answer", "candidates"):
                 if key not in row or row[key] is None:
                     raise KeyError(f"row {row.get('id', '?')!r} has no {key!r}; run `jmlr retrieve` to add candidates")
-            candidates = list(row["candidates"])
+            candidates = list(self.candidate_overrides.get(row.get("id"), row["candidates"]))
             if len(candidates) < num:
                 raise ValueError(
                     f"row {row.get('id', '?')!r} has {len(candidates)} candidates, fewer than num_candidates={num}"

@@ -1,7 +1,7 @@
 """One rank of a multi-process joint-training run on CPU (gloo), for tests/trainer/test_multiprocess.py.
 
     accelerate launch --multi_gpu --num_processes 2 tests/testing_utils/ddp_worker.py OUT_DIR [--retrieval_loss_weight 0]
-        [--num_context_documents 0] [--tie_nlls_on_rank 1] [--gradient_checkpointing] [--peft]
+        [--num_context_documents 0] [--tie_nlls_on_rank 1] [--gradient_checkpointing] [--peft] [--refresh_every 1]
 
 Every rank builds the same tiny random JMLR model (same seed), trains a few steps on the toy rows with the
 `JointRetrievalTrainer`, and writes `OUT_DIR/rank{r}.pt`: its final trainable weights, the documents it sampled at
@@ -22,6 +22,7 @@ from transformers import AutoTokenizer
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `tests.testing_utils`
 
 from jmlr_hf import JMLRForCausalLM, JointRetrievalTrainer  # noqa: E402
+from jmlr_hf.trainer import CandidateRefreshCallback  # noqa: E402
 from jmlr_hf.trainer import joint_retrieval_trainer as trainer_module  # noqa: E402
 from jmlr_hf.utils.demo_models import minilm_path, smollm2_path  # noqa: E402
 from tests.testing_utils.models import TOY_ROWS, tiny_config  # noqa: E402
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--gradient_checkpointing", action="store_true")
     parser.add_argument("--peft", action="store_true")
     parser.add_argument("--max_steps", type=int, default=3)
+    parser.add_argument("--refresh_every", type=int, default=None, help="CandidateRefreshCallback every N steps")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -63,9 +65,17 @@ def main() -> None:
         from peft import LoraConfig
 
         peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    callbacks = []
+    if args.refresh_every:
+        # A stand-in for "rebuild the index, re-retrieve": each question's candidates in the opposite order.
+        def refresh(jmlr):
+            return {row["id"]: list(reversed(row["candidates"])) for row in TOY_ROWS}
+
+        callbacks.append(CandidateRefreshCallback(refresh, args.refresh_every))
     trainer = JointRetrievalTrainer(
         model,
         training_args,
+        callbacks=callbacks,
         train_dataset=Dataset.from_list(TOY_ROWS * 8),
         processing_class=generator_tokenizer,
         retriever_tokenizer=retriever_tokenizer,
@@ -92,6 +102,7 @@ def main() -> None:
         {
             "weights": weights,
             "sampled": sampled,
+            "overrides": trainer.data_collator.candidate_overrides,
             "log_history": trainer.state.log_history,
             "world": trainer.args.world_size,
         },

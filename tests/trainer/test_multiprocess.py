@@ -77,3 +77,11 @@ def test_the_baselines_run_under_ddp_with_gradient_checkpointing(tmp_path, num_c
     )  # fmt: skip
     assert_same_weights(ranks)
     assert not any(name.startswith("retriever.") for name in ranks[0]["weights"])  # frozen, not trained
+
+
+def test_candidate_refresh_under_ddp(tmp_path):
+    """The main process refreshes the candidates, the other waits and trains on the same ones."""
+    ranks = launch(tmp_path, "--refresh_every", "1")
+    assert_same_weights(ranks)
+    assert ranks[0]["overrides"] == ranks[1]["overrides"] and set(ranks[0]["overrides"]) == {"q1", "q2"}
+    assert sorted((tmp_path / "out" / "refreshed_candidates").iterdir())  # written once, by the main process
