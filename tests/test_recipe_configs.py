@@ -77,3 +77,32 @@ def test_paper_scale_recipes_name_an_accelerate_config_that_exists(recipe):
     text = (ROOT / "recipes" / recipe).read_text(encoding="utf-8")
     named = [word for word in text.split() if word.startswith("recipes/accelerate_configs/")]
     assert named and all((ROOT / name).exists() for name in named)
+
+
+@pytest.mark.parametrize(
+    ("environment", "scheme"),
+    [
+        ({"ACCELERATE_USE_FSDP": "true"}, "FSDP"),
+        ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, "DeepSpeed ZeRO-3"),
+    ],
+)
+def test_the_recipe_refuses_sharded_weights_at_start(monkeypatch, environment, scheme):
+    """What `accelerate launch --config_file fsdp2.yaml / zero3.yaml` sets: the recipe stops before loading anything,
+    and names the configs that work."""
+    from jmlr_hf.scripts.train import main
+
+    # Parsed first: with these variables set, transformers would want deepspeed installed to parse the arguments.
+    data, training, model, retrieval = parse(ROOT / "recipes" / "demo.yaml")
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValueError, match=f"does not run under {scheme}.*multi_gpu.yaml.*zero2.yaml"):
+        main(data, training, model, retrieval)
+
+
+def test_zero2_is_accepted(monkeypatch):
+    from jmlr_hf.scripts.train import sharding_scheme
+
+    data, training, model, retrieval = parse(ROOT / "recipes" / "demo.yaml")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    assert sharding_scheme(training) is None

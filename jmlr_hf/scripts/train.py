@@ -197,8 +197,40 @@ def build_or_load_index(model, retriever_tokenizer, corpus_fn, args: DataArgumen
     return index
 
 
+def sharding_scheme(training_args: JointRetrievalConfig) -> str | None:
+    """`"FSDP"` or `"DeepSpeed ZeRO-3"` when this run shards the weights across processes (from the training
+    arguments or the environment `accelerate launch` sets from its config file), else `None`."""
+    if training_args.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        return "FSDP"
+    stage = None
+    if training_args.deepspeed:
+        config = training_args.deepspeed
+        if isinstance(config, str):
+            with open(config, encoding="utf-8") as f:
+                config = json.load(f)
+        stage = (config.get("zero_optimization") or {}).get("stage")
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
+        stage = stage or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    return "DeepSpeed ZeRO-3" if str(stage) == "3" else None
+
+
+def check_sharding(training_args: JointRetrievalConfig) -> None:
+    """Fail at start where the recipe cannot work: it evaluates, re-encodes the corpus and saves on the main process
+    alone, which needs the whole model there, and under FSDP or DeepSpeed ZeRO-3 each process holds only a shard of
+    the weights (the main process would hang waiting for the others, or encode with a shard)."""
+    scheme = sharding_scheme(training_args)
+    if scheme is not None:
+        raise ValueError(
+            f"recipes/train.py does not run under {scheme}: it evaluates, refreshes the index and saves on the main "
+            "process alone, and the weights are sharded across processes. Use "
+            "recipes/accelerate_configs/multi_gpu.yaml (DDP; JMLR-13B with LoRA fits an 80 GB GPU, see "
+            "docs/SCALING.md) or zero2.yaml (ZeRO-2 shards optimizer states and gradients, not weights)."
+        )
+
+
 def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_args: ModelConfig, retrieval_args):
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
+    check_sharding(training_args)
     model, tokenizer, retriever_tokenizer = load_model(model_args, retrieval_args)
     cfg = model.config
     index_dir = data_args.index_dir or os.path.join(training_args.output_dir, "index")
