@@ -79,8 +79,8 @@ CORPUS = [
 ]
 
 
-def test_recipe_refreshes_the_candidates_during_training(tmp_path):
-    """`--refresh_index_steps 1`: after step 1 the corpus is re-encoded and the training questions re-retrieved."""
+def small_recipe_command(tmp_path: Path, *launcher: str) -> tuple[list[str], Path, str]:
+    """The demo recipe on 5 MedQA questions and a 6-passage corpus, refreshing the candidates after step 1."""
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(
         "".join(json.dumps({"id": f"d{i}", "title": "", "text": t}) + "\n" for i, t in enumerate(CORPUS))
@@ -88,15 +88,16 @@ def test_recipe_refreshes_the_candidates_during_training(tmp_path):
     out = tmp_path / "run"
     fixture = str(ROOT / "tests/fixtures/medqa_tiny.jsonl")
     command = [
-        sys.executable, str(ROOT / "recipes/train.py"), "--config", str(ROOT / "recipes/demo.yaml"),
+        *launcher, str(ROOT / "recipes/train.py"), "--config", str(ROOT / "recipes/demo.yaml"),
         "--task", "medqa", "--train_file", fixture, "--eval_file", fixture, "--corpus", str(corpus),
         "--distractor_passages", "0", "--output_dir", str(out), "--evaluate_before", "false",
         "--eval_answer_limit", "1", "--max_steps", "2", "--save_strategy", "no", "--logging_steps", "1",
         "--num_candidates", "4", "--num_sampled", "2", "--max_document_length", "48", "--refresh_index_steps", "1",
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-4000:]
+    return command, out, fixture
+
+
+def check_small_recipe_run(out: Path, fixture: str) -> None:
     refreshed = json.loads((out / "refreshed_candidates" / "step-1.json").read_text())
     questions = [line for line in Path(fixture).read_text(encoding="utf-8").splitlines() if line.strip()]
     assert len(refreshed) == len(questions)
@@ -104,3 +105,29 @@ def test_recipe_refreshes_the_candidates_during_training(tmp_path):
     assert not (out / "refreshed_candidates" / "step-2.json").exists()  # no refresh after the last step
     trained = JMLRForCausalLM.from_pretrained(out / "final")
     DocumentIndex.load(out / "index", expected_fingerprint=trained.retriever.weights_fingerprint(), on_stale="raise")
+
+
+def test_recipe_refreshes_the_candidates_during_training(tmp_path):
+    """`--refresh_index_steps 1`: after step 1 the corpus is re-encoded and the training questions re-retrieved."""
+    command, out, fixture = small_recipe_command(tmp_path, sys.executable)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-4000:]
+    check_small_recipe_run(out, fixture)
+
+
+def test_recipe_in_two_processes(tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` (gloo on CPU): index and pre-retrieval once, training in both
+    processes with a candidate refresh, then the evaluation, the final index and the save once, from the main one."""
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    launcher = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]  # fmt: skip
+    command, out, fixture = small_recipe_command(tmp_path, *launcher)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-4000:]
+    check_small_recipe_run(out, fixture)
+    assert run.stdout.count("Saved the model to") == 1  # the main process alone saves
+    results = json.loads((out / "results.json").read_text())
+    assert [e["step"] for e in results["train"] if "lm_loss" in e] == [1, 2]
+    assert sorted(p.name for p in (out / "refreshed_candidates").iterdir()) == ["step-1.json"]
