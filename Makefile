@@ -30,12 +30,12 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration" tests experiments/tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check jmlr_hf recipes experiments tests docs conftest.py
-	$(BIN)/ruff format --check jmlr_hf recipes experiments tests docs conftest.py
+	$(BIN)/ruff check jmlr_hf recipes experiments tests docs benchmarks conftest.py
+	$(BIN)/ruff format --check jmlr_hf recipes experiments tests docs benchmarks conftest.py
 
 format: $(STAMP)
-	$(BIN)/ruff format jmlr_hf recipes experiments tests docs conftest.py
-	$(BIN)/ruff check --fix jmlr_hf recipes experiments tests docs conftest.py
+	$(BIN)/ruff format jmlr_hf recipes experiments tests docs benchmarks conftest.py
+	$(BIN)/ruff check --fix jmlr_hf recipes experiments tests docs benchmarks conftest.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -188,6 +188,11 @@ def answer_nll(
     The n right-padded sequences go through the model in batched forwards of `micro_batch_size` (all at once by
     default), not one forward each. The mean (not the sum) over tokens keeps `lm_temperature` comparable across answers
     of different lengths; for ranking the documents of one question the two are equivalent.
+
+    Only the positions that predict an answer token get logits (`logits_to_keep`: from the earliest answer in the
+    micro-batch to the end), not the whole prompt: the full-vocabulary logits of the documents and the question are
+    the largest tensors of the pass, and none of them is needed. `causal_lm` must accept `logits_to_keep`, as every
+    causal LM of transformers 5 does (and `JMLRForCausalLM`).
     """
     step = micro_batch_size or input_ids.shape[0]
     out = []
@@ -196,8 +201,12 @@ def answer_nll(
         # Trim the shared right padding of this micro-batch: fewer positions, same result.
         width = int(attention_mask[sl].sum(-1).max())
         ids, mask, lab = input_ids[sl, :width], attention_mask[sl, :width], labels[sl, :width]
-        logits = causal_lm(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
-        target = lab[:, 1:]
+        answer = (lab != -100).any(0).nonzero()
+        first = max(int(answer[0]) - 1, 0) if len(answer) else width - 1  # the position that predicts the first one
+        keep = width - first
+        logits = causal_lm(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
+        logits = logits[:, :-1].float()  # positions first .. width - 2 predict tokens first + 1 .. width - 1
+        target = lab[:, first + 1 :]
         token_nll = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), target.reshape(-1).clamp(min=0), reduction="none"
         ).view(target.shape)

@@ -322,6 +322,23 @@ def test_answer_nll_batched_equals_single(make_tiny_model, generator_tokenizer):
     assert min(single) > 5.0  # a random model over a 49k vocabulary: roughly ln(49152) = 10.8
 
 
+def test_answer_nll_computes_logits_only_from_the_first_answer_on(make_tiny_model, generator_tokenizer):
+    """The prompt positions need no full-vocabulary logits: the LM head sees only the positions from the one that
+    predicts the batch's earliest answer token to the end."""
+    model = make_tiny_model(3).eval()
+    prompts = ["Document [1]: " + "The pancreas makes insulin. " * 20 + "\nQuestion: Which organ?\nAnswer:"] * 2
+    batch = tokenize_for_lm(generator_tokenizer, prompts, ["Pancreas", "The pancreas, of course"], max_length=512)
+    rows = []
+    handle = model.generator.lm_head.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[1]))
+    try:
+        model.answer_nll(batch["input_ids"], batch["attention_mask"], batch["labels"])
+    finally:
+        handle.remove()
+    first_answer = int((batch["labels"] != -100).any(0).nonzero()[0])
+    width = int(batch["attention_mask"].sum(-1).max())
+    assert rows == [width - first_answer + 1] and rows[0] < width / 4
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Save / load, generation, construction from components
 # ---------------------------------------------------------------------------------------------------------------------
