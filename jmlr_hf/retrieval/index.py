@@ -74,6 +74,8 @@ _TRAIN_SAMPLE_SEED = 0
 _REQUIRED_CONFIG_KEYS = ("kind", "metric", "dim", "num_documents", "fingerprint")
 _ROW_BATCH = 10_000
 _HASH_CHUNK_BYTES = 1 << 20
+# Documents are encoded shortest first within windows of this many batches (less padding, bounded memory).
+_SORT_WINDOW_BATCHES = 32
 
 
 class StaleIndexError(RuntimeError):
@@ -848,14 +850,29 @@ def load_index(
 def _encode_in_batches(
     dataset: Dataset, encode_fn: EncodeFn, batch_size: int, show_progress: bool
 ) -> Iterator[np.ndarray]:
-    """Yield normalised embeddings batch by batch, so flat and HNSW indexes never hold a second copy of the corpus."""
+    """Yield normalised embeddings in document order, window by window, so flat and HNSW indexes never hold a second
+    copy of the corpus.
+
+    Within each window of `_SORT_WINDOW_BATCHES` batches the texts are encoded shortest first: a batch of texts of
+    similar length wastes little on padding (`benchmarks/index_encoding.py` measures the gain), and the window keeps
+    the memory bounded. The vectors go back to document order before they are yielded.
+    """
     text_columns = [name for name in ("title", "text") if name in dataset.column_names]
+    window = batch_size * _SORT_WINDOW_BATCHES
     with tqdm(total=len(dataset), desc="Encoding documents", unit="doc", disable=not show_progress) as progress:
-        for batch in dataset.select_columns(text_columns).iter(batch_size=batch_size):
-            rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        for chunk in dataset.select_columns(text_columns).iter(batch_size=window):
+            rows = [dict(zip(chunk, values)) for values in zip(*chunk.values())]
             texts = [document_text(row) for row in rows]
-            yield _normalize_embeddings(encode_fn(texts), expected_rows=len(texts))
-            progress.update(len(texts))
+            order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+            embeddings = None
+            for start in range(0, len(order), batch_size):
+                positions = order[start : start + batch_size]
+                batch = _normalize_embeddings(encode_fn([texts[i] for i in positions]), expected_rows=len(positions))
+                if embeddings is None:
+                    embeddings = np.empty((len(texts), batch.shape[1]), dtype=np.float32)
+                embeddings[positions] = _check_dim(batch, embeddings.shape[1])
+                progress.update(len(positions))
+            yield embeddings
 
 
 def _check_dim(embeddings: np.ndarray, dim: int) -> np.ndarray:

@@ -250,9 +250,17 @@ def test_build_batches_and_encodes_title(flat_index):
         return hashed_bow(texts)
 
     docs = [{"id": i, "text": f"text {i}", "title": "T" if i % 2 else None} for i in range(10)]
-    DocumentIndex.build(docs, encode, "fp", batch_size=4, show_progress=False)
+    index = DocumentIndex.build(docs, encode, "fp", batch_size=4, show_progress=False)
     assert [len(batch) for batch in seen] == [4, 4, 2]
-    assert seen[0] == ["text 0", "T. text 1", "text 2", "T. text 3"]
+    # Every text once, titles joined in, each batch of similar lengths (shortest first, to pad little).
+    expected = [f"T. text {i}" if i % 2 else f"text {i}" for i in range(10)]
+    assert sorted(text for batch in seen for text in batch) == sorted(expected)
+    flat = [len(text) for batch in seen for text in batch]
+    assert flat == sorted(flat)
+    # ... and the vectors still sit at their documents' rows.
+    for i, text in enumerate(expected):
+        scores, rows = index.search(hashed_bow([text]), k=1)
+        assert rows[0][0] == i
 
 
 def test_build_from_dataset_keeps_columns():
