@@ -175,6 +175,15 @@ def truncate_to_tokens(tokenizer, text: str, max_tokens: int) -> str:
     return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
 
 
+def answer_window(labels: torch.Tensor) -> int:
+    """How many final positions of a right-padded batch need logits (`logits_to_keep`): from the position that
+    predicts the batch's earliest answer token (the first label that is not -100) to the end."""
+    width = labels.shape[1]
+    answer = (labels != -100).any(0).nonzero()
+    first = max(int(answer[0]) - 1, 0) if len(answer) else width - 1
+    return width - first
+
+
 @torch.no_grad()
 def answer_nll(
     causal_lm: nn.Module,
@@ -201,12 +210,10 @@ def answer_nll(
         # Trim the shared right padding of this micro-batch: fewer positions, same result.
         width = int(attention_mask[sl].sum(-1).max())
         ids, mask, lab = input_ids[sl, :width], attention_mask[sl, :width], labels[sl, :width]
-        answer = (lab != -100).any(0).nonzero()
-        first = max(int(answer[0]) - 1, 0) if len(answer) else width - 1  # the position that predicts the first one
-        keep = width - first
+        keep = answer_window(lab)
         logits = causal_lm(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
-        logits = logits[:, :-1].float()  # positions first .. width - 2 predict tokens first + 1 .. width - 1
-        target = lab[:, first + 1 :]
+        logits = logits[:, :-1].float()  # the kept positions but the last predict the window's next tokens
+        target = lab[:, width - keep + 1 :]
         token_nll = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), target.reshape(-1).clamp(min=0), reduction="none"
         ).view(target.shape)
@@ -809,6 +816,7 @@ __all__ = [
     "JMLRForCausalLM",
     "JMLRPreTrainedModel",
     "JMLRRetriever",
+    "answer_window",
     "build_prompt",
     "build_target",
     "colbert_token_ids",

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 from trl import SFTTrainer
 
@@ -33,6 +34,7 @@ from ..models import (
     JMLRConfig,
     JMLRForCausalLM,
     answer_nll,
+    answer_window,
     apply_peft_to_generator,
     build_target,
     fit_prompt,
@@ -291,7 +293,7 @@ class JointRetrievalTrainer(SFTTrainer):
         if cfg.retrieval_loss_weight == 0:
             # The baselines: SFT without documents (K = 0) or RAG-SFT with a fixed retriever's top K. No NLL pass and
             # no retrieval loss, so the retriever gets no gradient.
-            outputs = model(**lm_batch, use_cache=False)
+            outputs = lm_forward(model, lm_batch)
             self._metrics[mode]["lm_loss"].append(self._mean_across_processes(outputs.loss))
             return (outputs.loss, outputs) if return_outputs else outputs.loss
         sampled = sample_without_replacement(
@@ -313,12 +315,7 @@ class JointRetrievalTrainer(SFTTrainer):
 
         # 5. LM loss with the top-K documents before the question; the retriever's scores with gradient, same call.
         use_negatives = cfg.in_batch_negatives and cfg.retrieval_loss != "llm_rank" and batch_size > 1
-        outputs = model(
-            **lm_batch,
-            **retrieval_inputs,
-            score_all_pairs=use_negatives,
-            use_cache=False,
-        )
+        outputs = lm_forward(model, lm_batch, **retrieval_inputs, score_all_pairs=use_negatives)
         lm_loss = outputs.loss
         scores = outputs.retrieval_scores  # [B, N], or [B, B * N] with negatives
         own_scores = split_in_batch_scores(scores, cfg.num_candidates)[0] if use_negatives else scores
@@ -420,6 +417,28 @@ def is_retriever_parameter(name: str) -> bool:
     return "retriever" in parts and "generator" not in parts[: parts.index("retriever")]
 
 
+def lm_forward(model, lm_batch: dict[str, torch.Tensor], **kwargs):
+    """The joint model's forward on a right-padded LM batch, with `outputs.loss` the mean NLL over the answer tokens.
+
+    The same loss as a causal LM's own (token-level mean, labels -100 ignored), but the logits are computed only from
+    the position that predicts the batch's first answer token on (`logits_to_keep`): the documents and the question
+    need none, and their full-vocabulary logits (and gradients) would be most of the step's activation memory.
+    """
+    labels = lm_batch["labels"]
+    keep = answer_window(labels)
+    outputs = model(
+        input_ids=lm_batch["input_ids"],
+        attention_mask=lm_batch["attention_mask"],
+        logits_to_keep=keep,
+        use_cache=False,
+        **kwargs,
+    )
+    logits = outputs.logits[:, :-1].float()
+    target = labels[:, labels.shape[1] - keep + 1 :]
+    outputs.loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+    return outputs
+
+
 def scores_to_logits(scores: torch.Tensor, own_scores: torch.Tensor, config: JMLRConfig) -> torch.Tensor:
     """Retriever scores → the logits of the sampling distribution and of the retrieval losses.
 
@@ -488,6 +507,7 @@ __all__ = [
     "JointRetrievalTrainer",
     "eval_mode",
     "is_retriever_parameter",
+    "lm_forward",
     "prepare_retriever_for_training",
     "sample_without_replacement",
     "scores_to_logits",

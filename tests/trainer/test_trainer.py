@@ -446,3 +446,22 @@ def test_config_rejects_remove_unused_columns(tmp_path):
         make_args(tmp_path, dataset_kwargs={})
     args = make_args(tmp_path)
     assert args.remove_unused_columns is False and args.dataset_kwargs == {"skip_prepare_dataset": True}
+
+
+def test_lm_loss_is_the_causal_lm_loss_computed_from_the_answer_positions_only(make_tiny_model, generator_tokenizer):
+    model = make_tiny_model(3).eval()
+    prompts = ["Document [1]: " + "The pancreas makes insulin. " * 12 + "\nQuestion: Which organ?\nAnswer:", "Q:"]
+    batch = tokenize_for_lm(generator_tokenizer, prompts, ["Pancreas, beta cells", "no"], max_length=256)
+    positions = []
+    handle = model.generator.lm_head.register_forward_hook(
+        lambda module, args, out: positions.append(args[0].shape[1])
+    )
+    try:
+        with torch.no_grad():
+            reference = model(**batch, use_cache=False).loss  # transformers' own loss, from full logits
+            fitted = trainer_module.lm_forward(model, batch).loss
+    finally:
+        handle.remove()
+    torch.testing.assert_close(fitted, reference, atol=1e-6, rtol=0)
+    width = batch["input_ids"].shape[1]
+    assert positions[0] == width and positions[1] == trainer_module.answer_window(batch["labels"]) < width
