@@ -150,6 +150,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         num_candidates=args.num_candidates,
         num_documents=args.num_documents if index is not None else 0,
         max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
     )
     result.settings.update(
         task=args.task,
@@ -277,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=16, help="Tokens generated per question (generative)")
     p.add_argument("--num-candidates", type=int, default=None, help="Candidates from --index (default: config)")
     p.add_argument("--num-documents", type=int, default=None, help="Documents in the prompt (default: config)")
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="Questions per forward (retriever, likelihood scoring); default 16"
+    )
     p.add_argument("--output", default=None, help="Results JSON (the Markdown table goes next to it, .md)")
     p.add_argument("--data-dir", default=str(default_data_dir()))
     p.set_defaults(func=cmd_evaluate)

@@ -31,7 +31,7 @@ from ..models import OPTION_LETTERS, build_prompt, truncate_to_tokens
 from ..retrieval import DocumentIndex, add_candidates
 from .answer_parsing import extract_answer
 from .metrics import accuracy, macro_f1
-from .qa import EvaluationModel, choice_nll
+from .qa import EvaluationModel, batched_choice_nll
 from .retrieval import rank_candidates, ranking_metrics
 
 MODES = ("likelihood", "generative")
@@ -154,7 +154,7 @@ def evaluate_dataset(
         num_documents: documents in the prompt (default: the config's `num_context_documents`).
         max_new_tokens: generated tokens per question in generative mode.
         k_values: cut-offs of the retrieval metrics (default: 1, the documents in the prompt and the candidates).
-        batch_size: questions per retriever batch.
+        batch_size: questions per batch, of the retriever and of likelihood scoring.
         show_progress: show progress bars.
     """
     if mode not in (*MODES, "both"):
@@ -187,26 +187,39 @@ def evaluate_dataset(
     else:
         num_documents, num_candidates = 0, None
 
-    predictions = []
-    for i in tqdm(range(len(dataset)), desc="Evaluating", unit="question", disable=not show_progress):
+    predictions, prompts, choice_lists = [], [], []
+    for i in range(len(dataset)):
         row = dataset[i]
         options = list(row.get("options") or [])
-        choices = list(OPTION_LETTERS[: len(options)]) if options else list(DECISIONS)
         top = [] if rankings is None else rankings[i][:num_documents]
         documents = [truncate_to_tokens(model.tokenizer, row["candidates"][j], cfg.max_document_length) for j in top]
-        prompt = build_prompt(cfg, row["question"], documents, options)
+        prompts.append(build_prompt(cfg, row["question"], documents, options))
+        choice_lists.append(list(OPTION_LETTERS[: len(options)]) if options else list(DECISIONS))
         record: dict[str, Any] = {"id": row["id"], "subject": row.get("subject") or "", "answer": row["answer"]}
         if "candidate_ids" in row and top:
             record["document_ids"] = [row["candidate_ids"][j] for j in top]
-        if "likelihood" in modes:
-            nll = choice_nll(model, model.tokenizer, prompt, choices, max_length=cfg.max_length)
-            record["likelihood_prediction"] = choices[min(range(len(choices)), key=nll.__getitem__)]
-            record["choice_nll"] = {choice: round(value, 4) for choice, value in zip(choices, nll)}
-        if "generative" in modes:
-            reply = model.generate_answer(prompt, max_new_tokens)
-            record["generation"] = reply
-            record["generative_prediction"] = extract_answer(reply, options)
         predictions.append(record)
+    if "likelihood" in modes:
+        # All questions' prompts, `batch_size` per forward: the same NLLs as one question at a time, several times
+        # faster (benchmarks/evaluation.py).
+        nlls = batched_choice_nll(
+            model,
+            model.tokenizer,
+            prompts,
+            choice_lists,
+            max_length=cfg.max_length,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
+        for record, choices, nll in zip(predictions, choice_lists, nlls, strict=True):
+            record["likelihood_prediction"] = choices[min(range(len(choices)), key=nll.__getitem__)]
+            record["choice_nll"] = {choice: round(value, 4) for choice, value in zip(choices, nll, strict=True)}
+    if "generative" in modes:
+        for i in tqdm(range(len(dataset)), desc="Generating", unit="question", disable=not show_progress):
+            options = list(dataset[i].get("options") or [])
+            reply = model.generate_answer(prompts[i], max_new_tokens)
+            predictions[i]["generation"] = reply
+            predictions[i]["generative_prediction"] = extract_answer(reply, options)
 
     settings = {
         "setup": model.setup,

@@ -35,6 +35,7 @@ from ..models import (
     build_prompt,
     build_target,
     is_jmlr_checkpoint,
+    kept_logits,
     load_jmlr_checkpoint,
     tokenize_for_lm,
     truncate_to_tokens,
@@ -84,6 +85,61 @@ def choice_nll(
         labels[i, len(prompt_ids) : len(full)] = torch.tensor(ids)
     mean_nll = model.answer_nll(input_ids.to(device), attention.to(device), labels.to(device))
     return [float(nll) * len(ids) for nll, ids in zip(mean_nll.tolist(), choice_ids, strict=True)]
+
+
+@torch.no_grad()
+def batched_choice_nll(
+    model: JMLRForCausalLM | EvaluationModel,
+    tokenizer,
+    prompts: Sequence[str],
+    choices: Sequence[Sequence[str]],
+    max_length: int | None = None,
+    batch_size: int = 16,
+    show_progress: bool = False,
+) -> list[list[float]]:
+    """[`choice_nll`] of many questions: `prompts[i]` with `choices[i]` → the choices' NLLs, the same numbers.
+
+    Questions whose choices are all one token (option letters, yes/no/maybe) are scored `batch_size` prompts per
+    forward, shortest first (so a batch pads little), with logits only at each prompt's last position; any other
+    question goes through [`choice_nll`] on its own. The forward is the largest cost of likelihood evaluation on a
+    CPU, and one question per forward leaves most of it to per-call overhead and narrow matrix products.
+    """
+    if len(prompts) != len(choices):
+        raise ValueError(f"{len(prompts)} prompts but {len(choices)} lists of choices")
+    results: list[list[float] | None] = [None] * len(prompts)
+    single, ids = [], {}
+    for i, (prompt, options) in enumerate(zip(prompts, choices, strict=True)):
+        choice_ids = [tokenizer(" " + choice, add_special_tokens=False)["input_ids"] for choice in options]
+        if all(len(c) == 1 for c in choice_ids):
+            prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+            if max_length is not None:  # as `choice_nll`: the prompt loses tokens from the left
+                prompt_ids = prompt_ids[max(0, len(prompt_ids) + 1 - max_length) :]
+            ids[i] = (prompt_ids, [c[0] for c in choice_ids])
+            single.append(i)
+        else:
+            results[i] = choice_nll(model, tokenizer, prompt, options, max_length=max_length)
+    single.sort(key=lambda i: len(ids[i][0]))
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batches = range(0, len(single), batch_size)
+    for start in tqdm(batches, desc="Scoring choices", unit="batch", disable=not show_progress):
+        group = single[start : start + batch_size]
+        width = max(len(ids[i][0]) for i in group)
+        input_ids = torch.full((len(group), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, i in enumerate(group):
+            input_ids[row, : len(ids[i][0])] = torch.tensor(ids[i][0])
+            attention_mask[row, : len(ids[i][0])] = 1
+        keep = torch.zeros_like(input_ids, dtype=torch.bool)
+        keep[torch.arange(len(group)), attention_mask.sum(-1) - 1] = True  # each prompt's last token
+        input_ids, attention_mask, keep = input_ids.to(device), attention_mask.to(device), keep.to(device)
+        logits = model.generator(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep
+        ).logits
+        log_probs = kept_logits(logits, keep).float().log_softmax(-1)
+        for row, i in enumerate(group):
+            results[i] = [-float(log_probs[row, token]) for token in ids[i][1]]
+    return results
 
 
 def context_documents(
@@ -388,6 +444,7 @@ class EvaluationModel:
 __all__ = [
     "EvaluationModel",
     "answer_metrics",
+    "batched_choice_nll",
     "choice_nll",
     "context_documents",
     "evaluate_model",

@@ -175,13 +175,58 @@ def truncate_to_tokens(tokenizer, text: str, max_tokens: int) -> str:
     return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
 
 
-def answer_window(labels: torch.Tensor) -> int:
-    """How many final positions of a right-padded batch need logits (`logits_to_keep`): from the position that
-    predicts the batch's earliest answer token (the first label that is not -100) to the end."""
-    width = labels.shape[1]
-    answer = (labels != -100).any(0).nonzero()
-    first = max(int(answer[0]) - 1, 0) if len(answer) else width - 1
-    return width - first
+def answer_positions(labels: torch.Tensor) -> torch.Tensor:
+    """`[n, L]` boolean mask of the positions whose logits predict a labelled (answer) token: position t predicts
+    token t + 1. Passed as `logits_to_keep`, it makes the LM head run at these positions only."""
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != -100
+    return keep
+
+
+def kept_logits(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """`[n_kept, V]` logits of a forward given `logits_to_keep=keep`.
+
+    transformers 5's causal LMs flatten the kept positions themselves; a model that ignores a boolean
+    `logits_to_keep` returns `[n, L, V]`, which is indexed here, so the result is the same either way.
+    """
+    return logits if logits.dim() == 2 else logits[keep]
+
+
+def chunked_token_nll(logits: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
+    """Per-token NLL `[n_kept]` of `targets` under `logits` `[n_kept, V]`, in float32, `chunk_size` rows at a time:
+    the float32 copy of bf16 logits (and its log-softmax) never exists for more than one chunk."""
+    return torch.cat(
+        [
+            F.cross_entropy(logits[i : i + chunk_size].float(), targets[i : i + chunk_size], reduction="none")
+            for i in range(0, logits.shape[0], chunk_size)
+        ]
+    )
+
+
+def pack_sequences(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Right-padded sequences `[n, L]` laid end to end in one row `[1, T]` (T = their real tokens), no padding.
+
+    `position_ids` restart at 0 for each sequence and no attention mask is given: transformers then masks attention
+    block-diagonally, so each sequence sees only itself (the packed-sequence format of its training collators).
+    `sequence` `[T]` says which sequence each token belongs to; `keep` `[1, T]` marks the positions that predict an
+    answer token of their own sequence.
+    """
+    lengths = attention_mask.sum(-1).tolist()
+    rows = range(len(lengths))
+    ids = torch.cat([input_ids[i, : lengths[i]] for i in rows])
+    positions = torch.cat([torch.arange(lengths[i], device=input_ids.device) for i in rows])
+    sequence = torch.cat([torch.full((lengths[i],), i, device=input_ids.device) for i in rows])
+    keep = torch.cat([answer_positions(labels[i : i + 1, : lengths[i]])[0] for i in rows])
+    targets = torch.cat([labels[i, 1 : lengths[i]][labels[i, 1 : lengths[i]] != -100] for i in rows])
+    return {
+        "input_ids": ids[None],
+        "position_ids": positions[None],
+        "keep": keep[None],
+        "sequence": sequence,
+        "targets": targets,
+    }
 
 
 @torch.no_grad()
@@ -191,17 +236,21 @@ def answer_nll(
     attention_mask: torch.Tensor,
     labels: torch.Tensor,
     micro_batch_size: int | None = None,
+    *,
+    packed: bool = False,
 ) -> torch.Tensor:
     """Mean NLL per sequence `[n]` over its labelled (answer) tokens under `causal_lm`, without gradient.
 
-    The n right-padded sequences go through the model in batched forwards of `micro_batch_size` (all at once by
-    default), not one forward each. The mean (not the sum) over tokens keeps `lm_temperature` comparable across answers
-    of different lengths; for ranking the documents of one question the two are equivalent.
+    The n right-padded sequences go through the model in forwards of `micro_batch_size` sequences (all at once by
+    default), not one forward each. The mean (not the sum) over tokens keeps `lm_temperature` comparable across
+    answers of different lengths; for ranking the documents of one question the two are equivalent.
 
-    Only the positions that predict an answer token get logits (`logits_to_keep`: from the earliest answer in the
-    micro-batch to the end), not the whole prompt: the full-vocabulary logits of the documents and the question are
-    the largest tensors of the pass, and none of them is needed. `causal_lm` must accept `logits_to_keep`, as every
-    causal LM of transformers 5 does (and `JMLRForCausalLM`).
+    Only the positions that predict an answer token get logits (`logits_to_keep` as a boolean mask), not the prompt:
+    the full-vocabulary logits of the documents and the question are the largest tensors of the pass and none of
+    them is needed; the cross-entropy then runs in float32 chunks. With `packed=True` each micro-batch's sequences
+    are laid end to end in one row without padding (`pack_sequences`): no compute is spent on padding, which is
+    what batching costs on a CPU. Packing needs a model whose attention follows packed `position_ids` (transformers'
+    Llama-, Mistral-, Qwen-style models do); `JointRetrievalTrainer` checks that on its first pass.
     """
     step = micro_batch_size or input_ids.shape[0]
     out = []
@@ -210,15 +259,21 @@ def answer_nll(
         # Trim the shared right padding of this micro-batch: fewer positions, same result.
         width = int(attention_mask[sl].sum(-1).max())
         ids, mask, lab = input_ids[sl, :width], attention_mask[sl, :width], labels[sl, :width]
-        keep = answer_window(lab)
-        logits = causal_lm(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
-        logits = logits[:, :-1].float()  # the kept positions but the last predict the window's next tokens
-        target = lab[:, width - keep + 1 :]
-        token_nll = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), target.reshape(-1).clamp(min=0), reduction="none"
-        ).view(target.shape)
-        valid = (target != -100).to(token_nll.dtype)
-        out.append((token_nll * valid).sum(-1) / valid.sum(-1).clamp(min=1))
+        if packed:
+            pack = pack_sequences(ids, mask, lab)
+            keep, sequence, targets = pack["keep"], pack["sequence"][pack["keep"][0]], pack["targets"]
+            inputs = {"input_ids": pack["input_ids"], "position_ids": pack["position_ids"], "attention_mask": None}
+        else:
+            keep = answer_positions(lab)
+            sequence = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(keep)[keep]
+            targets = lab[:, 1:][keep[:, :-1]]
+            inputs = {"input_ids": ids, "attention_mask": mask}
+        logits = kept_logits(causal_lm(**inputs, use_cache=False, logits_to_keep=keep).logits, keep)
+        token_nll = chunked_token_nll(logits, targets)
+        rows = ids.shape[0]
+        total = torch.zeros(rows, dtype=token_nll.dtype, device=token_nll.device).index_add_(0, sequence, token_nll)
+        count = torch.zeros_like(total).index_add_(0, sequence, torch.ones_like(token_nll))
+        out.append(total / count.clamp(min=1))
     return torch.cat(out)
 
 
@@ -604,11 +659,12 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
             )
         if input_ids is None and inputs_embeds is None:
             return JMLRCausalLMOutput(retrieval_scores=scores)
+        if past_key_values is not None:  # passed on only when given: transformers 5 deprecates the name
+            kwargs["past_key_values"] = past_key_values
         outputs = self.generator(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             labels=labels,
             use_cache=use_cache,
@@ -652,9 +708,11 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor,
         labels: torch.Tensor,
         micro_batch_size: int | None = None,
+        *,
+        packed: bool = False,
     ) -> torch.Tensor:
         """Mean NLL per sequence `[n]` of the generator over its labelled (answer) tokens; see `answer_nll`."""
-        return answer_nll(self.generator, input_ids, attention_mask, labels, micro_batch_size)
+        return answer_nll(self.generator, input_ids, attention_mask, labels, micro_batch_size, packed=packed)
 
     @classmethod
     def from_components(
@@ -816,7 +874,10 @@ __all__ = [
     "JMLRForCausalLM",
     "JMLRPreTrainedModel",
     "JMLRRetriever",
-    "answer_window",
+    "answer_positions",
+    "chunked_token_nll",
+    "kept_logits",
+    "pack_sequences",
     "build_prompt",
     "build_target",
     "colbert_token_ids",

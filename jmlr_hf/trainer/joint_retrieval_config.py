@@ -34,6 +34,13 @@ class JointRetrievalConfig(SFTConfig):
         nll_micro_batch_size (`int`, *optional*):
             Sequences per forward when the LLM computes its answer NLL given each of the B × S sampled documents.
             `None` runs them all in one forward; lower it when memory is short.
+        nll_padding_free (`bool`, *optional*):
+            Lay the sequences of each forward of the NLL pass end to end in one row, without padding (packed
+            `position_ids`, block-diagonal attention). `None` (default) packs on a CPU, where batching saves little
+            and padding costs its full share, and on GPUs with a flash-attention implementation, which handle packed
+            sequences exactly; it pads otherwise (SDPA's dense mask would spend on the whole packed row). The first
+            pass checks that the model's attention follows packed sequences (the NLLs must equal the padded pass's):
+            with `None` a model that does not falls back to padding, with a warning; with `True` it is an error.
 
         > Parameters of [`~trl.SFTConfig`] whose defaults differ
 
@@ -78,6 +85,13 @@ class JointRetrievalConfig(SFTConfig):
         metadata={
             "help": "Sequences per forward in the no-gradient NLL pass over the B x S sampled documents. `None` "
             "runs them all in one forward; lower it when memory is short."
+        },
+    )
+    nll_padding_free: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Pack the NLL pass's sequences end to end without padding. `None` packs on CPU and with "
+            "flash attention, pads otherwise; the first pass checks that the model follows packed sequences."
         },
     )
     remove_unused_columns: bool = field(

@@ -34,10 +34,11 @@ from ..models import (
     JMLRConfig,
     JMLRForCausalLM,
     answer_nll,
-    answer_window,
+    answer_positions,
     apply_peft_to_generator,
     build_target,
     fit_prompt,
+    kept_logits,
     tokenize_for_lm,
     tokenize_for_retriever,
     truncate_to_tokens,
@@ -364,15 +365,48 @@ class JointRetrievalTrainer(SFTTrainer):
     def _answer_nll(self, model, jmlr: JMLRForCausalLM, batch: dict[str, torch.Tensor], device) -> torch.Tensor:
         """The answer NLLs of the no-gradient pass, through `model` as the Trainer wrapped it (DDP, FSDP, DeepSpeed):
         calling the unwrapped generator would bypass FSDP's all-gather of the sharded weights."""
+        ids, mask, labels = (batch[key].to(device) for key in ("input_ids", "attention_mask", "labels"))
+        micro_batch_size = self.args.nll_micro_batch_size
         # Dropout off: the NLLs are a measurement, and a noisy one would blur the ranking target.
         with eval_mode(jmlr.generator):
-            return answer_nll(
-                model,
-                batch["input_ids"].to(device),
-                batch["attention_mask"].to(device),
-                batch["labels"].to(device),
-                micro_batch_size=self.args.nll_micro_batch_size,
-            )
+            packed = self._padding_free(jmlr, device)
+            nll = answer_nll(model, ids, mask, labels, micro_batch_size=micro_batch_size, packed=packed)
+            if packed and not getattr(self, "_padding_free_checked", False):
+                padded = answer_nll(model, ids, mask, labels, micro_batch_size=micro_batch_size)
+                self._check_padding_free(nll, padded, jmlr)
+                if not self._nll_padding_free:
+                    nll = padded
+        return nll
+
+    def _padding_free(self, jmlr: JMLRForCausalLM, device: torch.device) -> bool:
+        """Whether the NLL pass packs its sequences (`nll_padding_free`; `None`: on a CPU or with flash attention)."""
+        if not hasattr(self, "_nll_padding_free"):
+            setting = self.args.nll_padding_free
+            if setting is None:
+                attention = str(getattr(jmlr.generator.config, "_attn_implementation", None) or "")
+                setting = device.type == "cpu" or "flash" in attention
+            self._nll_padding_free = bool(setting)
+        return self._nll_padding_free
+
+    def _check_padding_free(self, packed: torch.Tensor, padded: torch.Tensor, jmlr: JMLRForCausalLM) -> None:
+        """Packed NLLs must equal padded ones: a model whose attention ignores packed `position_ids` lets each
+        sequence see the ones before it, and its NLLs would rank documents by their neighbours."""
+        self._padding_free_checked = True
+        tolerance = (
+            1e-3 if packed.dtype == torch.float32 and not torch.is_autocast_enabled(packed.device.type) else 5e-2
+        )
+        # Every rank decides the same way: one rank packing while another pads would still train, but differently.
+        difference = self.accelerator.gather((packed - padded).abs().max().float().reshape(1)).max().item()
+        if difference <= tolerance:
+            return
+        message = (
+            f"the generator ({type(jmlr.generator).__name__}, attention {jmlr.generator.config._attn_implementation!r}) "
+            f"does not follow packed sequences: padding-free NLLs differ from padded ones by {difference:.3g}"
+        )
+        if self.args.nll_padding_free:
+            raise ValueError(f"{message}; set nll_padding_free=False")
+        logger.warning("%s; the NLL pass pads its sequences instead", message)
+        self._nll_padding_free = False
 
     @staticmethod
     def _retrieval_loss(cfg: JMLRConfig, sampled_logits, lm_nll, negative_logits) -> torch.Tensor:
@@ -420,12 +454,13 @@ def is_retriever_parameter(name: str) -> bool:
 def lm_forward(model, lm_batch: dict[str, torch.Tensor], **kwargs):
     """The joint model's forward on a right-padded LM batch, with `outputs.loss` the mean NLL over the answer tokens.
 
-    The same loss as a causal LM's own (token-level mean, labels -100 ignored), but the logits are computed only from
-    the position that predicts the batch's first answer token on (`logits_to_keep`): the documents and the question
-    need none, and their full-vocabulary logits (and gradients) would be most of the step's activation memory.
+    The same loss as a causal LM's own (token-level mean, labels -100 ignored), but logits are computed only at the
+    positions that predict an answer token (`logits_to_keep` as a boolean mask): the documents and the question need
+    none, and their full-vocabulary logits (and gradients) would be most of the step's activation memory.
+    `outputs.logits` holds those `[n_answer_tokens, V]` logits.
     """
     labels = lm_batch["labels"]
-    keep = answer_window(labels)
+    keep = answer_positions(labels)
     outputs = model(
         input_ids=lm_batch["input_ids"],
         attention_mask=lm_batch["attention_mask"],
@@ -433,9 +468,9 @@ def lm_forward(model, lm_batch: dict[str, torch.Tensor], **kwargs):
         use_cache=False,
         **kwargs,
     )
-    logits = outputs.logits[:, :-1].float()
-    target = labels[:, labels.shape[1] - keep + 1 :]
-    outputs.loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+    outputs.logits = kept_logits(outputs.logits, keep)
+    target = labels[:, 1:][keep[:, :-1]]
+    outputs.loss = F.cross_entropy(outputs.logits.float(), target) if target.numel() else outputs.logits.sum() * 0
     return outputs
 
 

@@ -264,6 +264,36 @@ def test_single_token_choices_are_scored_from_one_forward(tiny):
     assert mixed[0] == pytest.approx(fast[0], abs=1e-4) and mixed[1] > 0
 
 
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_batched_choice_nll_equals_one_question_at_a_time(tiny, batch_size):
+    """Many questions per forward (shortest first, right-padded, logits at each prompt's last token) give the NLLs,
+    hence the predictions, of one question at a time; multi-token choices and over-long prompts included."""
+    prompts = [build_prompt(tiny.config, row["question"], [], row["options"]) for row in QUESTIONS]
+    prompts.append(build_prompt(tiny.config, "Is insulin made in the pancreas? " * 30, [DOCS["d1"]] * 3, []))
+    choices = [list("ABCDE"[: len(row["options"])]) for row in QUESTIONS] + [["yes", "no", "maybe"]]
+    prompts.append(prompts[1])
+    choices.append(["A", "Pancreatic beta cells"])  # multi-token: scored on its own
+    one_at_a_time = [
+        evaluation_module.choice_nll(tiny, tiny.tokenizer, p, c, max_length=64) for p, c in zip(prompts, choices)
+    ]
+    batched = evaluation_module.batched_choice_nll(
+        tiny, tiny.tokenizer, prompts, choices, max_length=64, batch_size=batch_size
+    )
+    assert len(tiny.tokenizer(prompts[4])["input_ids"]) > 64  # the long prompt is cut on the left, in both
+    for single, many in zip(one_at_a_time, batched, strict=True):
+        assert many == pytest.approx(single, abs=1e-4)
+        assert min(range(len(many)), key=many.__getitem__) == min(range(len(single)), key=single.__getitem__)
+
+
+def test_evaluate_dataset_batch_size_does_not_change_the_answers(tiny):
+    dataset = _questions()
+    results = [evaluate_dataset(tiny, dataset, batch_size=size, show_progress=False) for size in (1, 4)]
+    one, many = (result.predictions for result in results)
+    assert [r["likelihood_prediction"] for r in one] == [r["likelihood_prediction"] for r in many]
+    for a, b in zip(one, many, strict=True):
+        assert b["choice_nll"] == pytest.approx(a["choice_nll"], abs=1e-3)
+
+
 def test_causal_lm_alone_matches_the_jmlr_model_closed_book(tiny):
     dataset = _questions()
     plain = EvaluationModel.from_causal_lm(tiny.generator, tiny.tokenizer, tiny.config)

@@ -15,7 +15,15 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
 
 from jmlr_hf import JMLRConfig, JMLRForCausalLM
-from jmlr_hf.models import build_prompt, build_target, maxsim, tokenize_for_lm
+from jmlr_hf.models import (
+    build_prompt,
+    build_target,
+    chunked_token_nll,
+    kept_logits,
+    maxsim,
+    pack_sequences,
+    tokenize_for_lm,
+)
 from jmlr_hf.trainer import split_in_batch_scores
 from jmlr_hf.utils.demo_models import minilm_path
 from tests.testing_utils.models import TOY_ROWS, tiny_config
@@ -322,21 +330,65 @@ def test_answer_nll_batched_equals_single(make_tiny_model, generator_tokenizer):
     assert min(single) > 5.0  # a random model over a 49k vocabulary: roughly ln(49152) = 10.8
 
 
-def test_answer_nll_computes_logits_only_from_the_first_answer_on(make_tiny_model, generator_tokenizer):
-    """The prompt positions need no full-vocabulary logits: the LM head sees only the positions from the one that
-    predicts the batch's earliest answer token to the end."""
+def test_answer_nll_computes_logits_only_at_the_answer_positions(make_tiny_model, generator_tokenizer):
+    """The prompt positions need no full-vocabulary logits: the LM head sees exactly the positions that predict an
+    answer token, padded or packed."""
     model = make_tiny_model(3).eval()
     prompts = ["Document [1]: " + "The pancreas makes insulin. " * 20 + "\nQuestion: Which organ?\nAnswer:"] * 2
     batch = tokenize_for_lm(generator_tokenizer, prompts, ["Pancreas", "The pancreas, of course"], max_length=512)
     rows = []
-    handle = model.generator.lm_head.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[1]))
+    handle = model.generator.lm_head.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
     try:
         model.answer_nll(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        model.answer_nll(batch["input_ids"], batch["attention_mask"], batch["labels"], packed=True)
     finally:
         handle.remove()
-    first_answer = int((batch["labels"] != -100).any(0).nonzero()[0])
-    width = int(batch["attention_mask"].sum(-1).max())
-    assert rows == [width - first_answer + 1] and rows[0] < width / 4
+    answer_tokens = int((batch["labels"] != -100).sum())
+    assert rows == [answer_tokens, answer_tokens] and answer_tokens < batch["attention_mask"].sum() / 8
+
+
+def test_packed_answer_nll_equals_the_padded_and_the_reference_nlls(make_tiny_model, generator_tokenizer):
+    """Padding-free (packed) NLLs equal the padded batch's and the reference's (one sequence per forward, logits at
+    every position, float32 log-softmax), in any micro-batching; and a packed row really is block-diagonal: with the
+    packing undone (position ids running on), the NLLs change."""
+    model = make_tiny_model(4).eval()
+    prompts = [
+        "Question: Is it?\nAnswer:",
+        "Document [1]: The pancreas makes insulin.\nQuestion: Which organ makes insulin?\nAnswer:",
+        "Document [1]: Bones contain calcium and phosphate. " * 3 + "\nQuestion: What do bones contain?\nAnswer:",
+    ]
+    targets = ["yes", "B: Pancreas. Beta cells secrete insulin.", "Calcium"]
+    batch = tokenize_for_lm(generator_tokenizer, prompts, targets, max_length=256)
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    reference = []
+    with torch.no_grad():
+        for i in range(3):
+            length = int(mask[i].sum())
+            log_probs = model(input_ids=ids[i : i + 1, :length]).logits[0, :-1].float().log_softmax(-1)
+            target = labels[i, 1:length]
+            valid = target != -100
+            reference.append(-log_probs[valid].gather(-1, target[valid, None]).mean().item())
+    reference = torch.tensor(reference)
+    padded = model.answer_nll(ids, mask, labels)
+    for micro in (None, 2, 1):
+        packed = model.answer_nll(ids, mask, labels, micro_batch_size=micro, packed=True)
+        torch.testing.assert_close(packed, reference, atol=1e-5, rtol=0)
+    torch.testing.assert_close(padded, reference, atol=1e-5, rtol=0)
+
+    pack = pack_sequences(ids, mask, labels)
+    assert pack["input_ids"].shape == (1, int(mask.sum())) and pack["targets"].numel() == int((labels != -100).sum())
+    running = torch.arange(pack["input_ids"].shape[1])[None]
+    with torch.no_grad():
+        leaky = model(input_ids=pack["input_ids"], position_ids=running, logits_to_keep=pack["keep"]).logits
+    leaky_nll = F.cross_entropy(kept_logits(leaky, pack["keep"]).float(), pack["targets"], reduction="none")
+    last = int((labels[2] != -100).sum())
+    assert abs(leaky_nll[-last:].mean().item() - reference[2].item()) > 1e-3
+
+
+def test_chunked_token_nll_equals_one_cross_entropy():
+    logits, targets = torch.randn(37, 11, dtype=torch.bfloat16), torch.randint(0, 11, (37,))
+    expected = F.cross_entropy(logits.float(), targets, reduction="none")
+    torch.testing.assert_close(chunked_token_nll(logits, targets, chunk_size=8), expected)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

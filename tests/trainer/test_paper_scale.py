@@ -129,10 +129,12 @@ def test_metric_gathers_do_not_depend_on_tied_nlls(
     (before the fix it skipped one, and the other ranks waited for it forever)."""
     model = make_tiny_model(0)
     trainer = make_trainer(model, make_args(tmp_path), generator_tokenizer, retriever_tokenizer)
+    # The first step also checks that the padding-free NLL pass matches the padded one (one more gather, once).
+    first = _gathers_in_one_step(trainer, model, monkeypatch, generator_tokenizer, retriever_tokenizer)
     normal = _gathers_in_one_step(trainer, model, monkeypatch, generator_tokenizer, retriever_tokenizer)
     monkeypatch.setattr(trainer_module, "answer_nll", lambda model, ids, *args, **kwargs: torch.ones(ids.shape[0]))
     tied = _gathers_in_one_step(trainer, model, monkeypatch, generator_tokenizer, retriever_tokenizer)
-    assert tied == normal > 0
+    assert tied == normal == first - 1 > 0
 
 
 @pytest.mark.parametrize("num_context_documents", [0, 2], ids=["sft", "rag-sft"])
@@ -172,8 +174,9 @@ def test_the_nll_pass_goes_through_the_wrapped_model(
         )
         inputs = JointRetrievalCollator(model.config, retriever_tokenizer, generator_tokenizer)(TOY_ROWS)
         trainer.compute_loss(wrapped, inputs)
-        # The choice pass and the NLL pass without gradient, the joint forward with it: all through the wrapper.
-        assert forwards == [False, False, True]
+        # The choice pass and the NLL pass without gradient (packed, then padded: the first step checks that the two
+        # agree), the joint forward with it: all through the wrapper.
+        assert forwards == [False, False, False, True]
     finally:
         dist.destroy_process_group()
 
@@ -341,3 +344,32 @@ def test_query_side_only_model_saves_and_loads_its_document_tower(tmp_path, make
             loaded.score_documents(questions, documents, retriever_tokenizer),
             model.score_documents(questions, documents, retriever_tokenizer),
         )
+
+
+@pytest.mark.parametrize("setting", [None, True], ids=["auto", "on"])
+def test_a_model_that_ignores_packing_is_caught_on_the_first_pass(
+    tmp_path, monkeypatch, caplog, make_tiny_model, generator_tokenizer, retriever_tokenizer, setting
+):
+    """Padding-free NLLs from a model whose attention ignores packed position ids would let each sequence see its
+    neighbours. The first pass compares them with padded ones: automatic packing falls back (with a warning),
+    packing asked for explicitly is an error."""
+    original = trainer_module.answer_nll
+
+    def leaky(causal_lm, input_ids, attention_mask, labels, micro_batch_size=None, packed=False):
+        nll = original(causal_lm, input_ids, attention_mask, labels, micro_batch_size, packed=packed)
+        return nll + 0.5 if packed else nll
+
+    monkeypatch.setattr(trainer_module, "answer_nll", leaky)
+    model = make_tiny_model(0)
+    trainer = make_trainer(
+        model, make_args(tmp_path, nll_padding_free=setting), generator_tokenizer, retriever_tokenizer
+    )
+    inputs = JointRetrievalCollator(model.config, retriever_tokenizer, generator_tokenizer)(TOY_ROWS)
+    if setting:
+        with pytest.raises(ValueError, match="does not follow packed sequences.*nll_padding_free=False"):
+            trainer.compute_loss(model, inputs)
+        return
+    with caplog.at_level("WARNING", logger=trainer_module.logger.name):
+        trainer.compute_loss(model, inputs)
+    assert "pads its sequences instead" in caplog.text
+    assert trainer._padding_free(model, torch.device("cpu")) is False

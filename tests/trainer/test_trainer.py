@@ -3,8 +3,6 @@ checkpoint resume and adapter merging, on tiny random models."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from datasets import Dataset
@@ -181,34 +179,54 @@ def test_is_retriever_parameter():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("padding_free", [False, True], ids=["padded", "packed"])
 @pytest.mark.parametrize(("micro_batch_size", "expected_sizes"), [(None, [8]), (3, [3, 3, 2]), (8, [8])])
 def test_nll_pass_is_batched(
-    tmp_path, monkeypatch, make_tiny_model, generator_tokenizer, retriever_tokenizer, micro_batch_size, expected_sizes
+    tmp_path,
+    monkeypatch,
+    make_tiny_model,
+    generator_tokenizer,
+    retriever_tokenizer,
+    micro_batch_size,
+    expected_sizes,
+    padding_free,
 ):
     model = make_tiny_model(0, num_candidates=4, num_sampled=4)  # B * S = 2 * 4 = 8 sequences
     calls = []
     original = trainer_module.answer_nll
 
-    def spy(causal_lm, input_ids, attention_mask, labels, micro_batch_size=None):
-        sizes = []
+    def spy(causal_lm, input_ids, attention_mask, labels, micro_batch_size=None, packed=False):
+        shapes = []
         # The NLL pass is the generator's only no-gradient forward of a training step.
         handle = model.generator.register_forward_pre_hook(
-            lambda module, args, kwargs: sizes.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+            lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
         )
         try:
-            result = original(causal_lm, input_ids, attention_mask, labels, micro_batch_size=micro_batch_size)
+            result = original(causal_lm, input_ids, attention_mask, labels, micro_batch_size, packed=packed)
         finally:
             handle.remove()
-        calls.append({"rows": input_ids.shape[0], "micro": micro_batch_size, "forwards": sizes})
+        step = micro_batch_size or input_ids.shape[0]
+        tokens = [int(attention_mask[i : i + step].sum()) for i in range(0, input_ids.shape[0], step)]
+        calls.append(
+            {
+                "rows": input_ids.shape[0],
+                "micro": micro_batch_size,
+                "packed": packed,
+                "forwards": shapes,
+                "tokens": tokens,
+            }
+        )
         return result
 
     monkeypatch.setattr(trainer_module, "answer_nll", spy)
-    args = make_args(tmp_path, nll_micro_batch_size=micro_batch_size)
+    args = make_args(tmp_path, nll_micro_batch_size=micro_batch_size, nll_padding_free=padding_free)
     make_trainer(model, args, generator_tokenizer, retriever_tokenizer).train()
-    assert len(calls) == 1  # one training step, one NLL pass
-    assert calls[0]["rows"] == 8 and calls[0]["micro"] == micro_batch_size
-    assert calls[0]["forwards"] == expected_sizes
-    assert len(expected_sizes) == math.ceil(8 / (micro_batch_size or 8))
+    # One training step, one NLL pass; padding-free, the first pass is checked against a padded one.
+    assert [call["packed"] for call in calls] == ([True, False] if padding_free else [False])
+    assert all(call["rows"] == 8 and call["micro"] == micro_batch_size for call in calls)
+    assert [rows for rows, _ in calls[-1]["forwards"]] == expected_sizes
+    if padding_free:  # each micro-batch in one row, exactly as long as its sequences' real tokens
+        assert calls[0]["forwards"] == [(1, tokens) for tokens in calls[0]["tokens"]]
 
 
 def test_logging_and_loss_composition(tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer):
@@ -454,7 +472,7 @@ def test_lm_loss_is_the_causal_lm_loss_computed_from_the_answer_positions_only(m
     batch = tokenize_for_lm(generator_tokenizer, prompts, ["Pancreas, beta cells", "no"], max_length=256)
     positions = []
     handle = model.generator.lm_head.register_forward_hook(
-        lambda module, args, out: positions.append(args[0].shape[1])
+        lambda module, args, out: positions.append(args[0].shape[:-1])
     )
     try:
         with torch.no_grad():
@@ -463,5 +481,6 @@ def test_lm_loss_is_the_causal_lm_loss_computed_from_the_answer_positions_only(m
     finally:
         handle.remove()
     torch.testing.assert_close(fitted, reference, atol=1e-6, rtol=0)
-    width = batch["input_ids"].shape[1]
-    assert positions[0] == width and positions[1] == trainer_module.answer_window(batch["labels"]) < width
+    # transformers' loss: logits at every position; the joint step's: at the answer tokens' positions only.
+    assert positions[0] == tuple(batch["input_ids"].shape)
+    assert positions[1] == (int((batch["labels"] != -100).sum()),)

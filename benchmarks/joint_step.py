@@ -1,0 +1,422 @@
+"""The joint step and its parts, side by side in one process: scoring passes, JMLR, RAG-SFT and SFT steps.
+
+    python benchmarks/joint_step.py [--repeats 5] [--batch-size 1] [--device cpu|cuda] [--dtype float32|bfloat16]
+                                    [--generator smollm2-135m-instruct | llama-1b-random | PATH]
+
+The demo's settings by default (SmolLM2-135M-Instruct + all-MiniLM-L6-v2, N = 8 candidates, S = 4 sampled, K = 2
+in the prompt, documents cut at 128 tokens, LoRA r = 16 on every linear layer, PubMedQA-L questions with their long
+answer as the target). Five variants, interleaved round by round:
+
+1. reference scoring: the S·B single-document sequences in S·B separate forwards with full-vocabulary logits and a
+   float32 log-softmax over them (what the authors' code does);
+2. this project's scoring pass (`answer_nll`, as the trainer calls it);
+3. a JMLR step: choice, scoring pass, retrieval loss, LM loss with the top K documents, backward;
+4. a RAG-SFT step: the same K documents (a frozen retriever's top K), LM loss, backward;
+5. an SFT step: no documents.
+
+Printed: each variant's median time and spread, generator tokens/s, the peak memory one call adds, the paired
+ratios, the largest NLL difference between 1 and 2, and the FLOP model of JMLR step / RAG-SFT step: the issue's
+lower bound 1 + S·L1 / (c·L_K) (L1, L_K: real tokens of a single-document and a K-document sequence; c = 3 for full
+fine-tuning, 4 with activation checkpointing) and a finer model that counts the retriever, the LM head at the kept
+positions, attention, and LoRA's cheaper backward. `--json PATH` writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import AutoTokenizer, LlamaConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import (  # noqa: E402
+    describe_ratios,
+    interleave,
+    machine,
+    paired_ratios,
+    peak_extra_memory,
+    synchronize,
+)
+
+from jmlr_hf.data import load_named_corpus, load_task  # noqa: E402
+from jmlr_hf.models import JMLRForCausalLM, fit_prompt, tokenize_for_lm  # noqa: E402
+from jmlr_hf.trainer import JointRetrievalConfig, JointRetrievalTrainer  # noqa: E402
+from jmlr_hf.utils.demo_models import resolve_model_path  # noqa: E402
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# A randomly initialised Llama-shaped model of ~1B parameters (Llama-3.2-1B's shape), for GPU throughput figures.
+LLAMA_1B = {
+    "hidden_size": 2048,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 16,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "max_position_embeddings": 4096,
+    "tie_word_embeddings": True,
+}
+
+
+def benchmark_rows(batch_size: int, num_candidates: int) -> list[dict[str, Any]]:
+    """PubMedQA-L training questions, each with its own abstract's sections then the next questions' as candidates."""
+    questions = load_task("pubmedqa", "train").select(range(batch_size + 8))
+    corpus = load_named_corpus("pubmedqa")
+    text = dict(zip(corpus["id"], corpus["text"], strict=True))
+    rows = []
+    for b in range(batch_size):
+        pool = [doc for q in questions.select(range(b, b + 8)) for doc in q["gold_doc_ids"]]
+        row = dict(questions[b])
+        row["candidates"] = [text[doc] for doc in pool[:num_candidates]]
+        rows.append(row)
+    return rows
+
+
+def build_model(args, generator: str, retriever: str, **settings) -> JMLRForCausalLM:
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    common = {
+        "num_candidates": 8,
+        "num_sampled": args.num_sampled,
+        "max_document_length": 128,
+        "max_length": 1024,
+        "retrieval_temperature": 0.05,
+        "retrieval_loss": "llm_rank",
+    }
+    common.update(settings)
+    if generator == "llama-1b-random":
+        from transformers import AutoModelForCausalLM
+
+        torch.manual_seed(0)
+        causal_lm = AutoModelForCausalLM.from_config(LlamaConfig(**LLAMA_1B), dtype=dtype)
+        model = JMLRForCausalLM.from_components(
+            resolve_model_path("smollm2-135m-instruct"), retriever, dtype=dtype, **common
+        )
+        model.set_generator(causal_lm)
+        return model.to(args.device)
+    return JMLRForCausalLM.from_components(generator, retriever, dtype=dtype, **common).to(args.device)
+
+
+def make_trainer(args, model, tokenizer, retriever_tokenizer, output_dir: str, rows) -> JointRetrievalTrainer:
+    config = JointRetrievalConfig(
+        output_dir=output_dir,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=2e-4,
+        retriever_learning_rate=2e-5,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=args.device == "cpu",
+        bf16=args.dtype == "bfloat16",
+        gradient_checkpointing=args.gradient_checkpointing,
+        disable_tqdm=True,
+        seed=42,
+    )
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
+    trainer = JointRetrievalTrainer(
+        model,
+        config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        retriever_tokenizer=retriever_tokenizer,
+        peft_config=lora,
+    )
+    trainer.current_gradient_accumulation_steps = 1  # set by `train()`'s loop; the steps here are called directly
+    return trainer
+
+
+class GeneratorCalls:
+    """Counts what the generator is asked to do: sequences, real and padded tokens, positions given logits."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.calls: list[dict[str, int]] = []
+        self.recording = False
+        module.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        if not self.recording:
+            return
+        ids, mask, keep = kwargs["input_ids"], kwargs.get("attention_mask"), kwargs.get("logits_to_keep", 0)
+        rows, width = ids.shape
+        if mask is None and kwargs.get("position_ids") is not None:  # packed: one row, several sequences
+            sequences = int((kwargs["position_ids"] == 0).sum())
+        else:
+            sequences = rows
+        if isinstance(keep, torch.Tensor):
+            logit_positions = int(keep.sum()) if keep.dtype == torch.bool else rows * keep.numel()
+        else:
+            logit_positions = rows * (keep or width)
+        self.calls.append(
+            {
+                "rows": sequences,
+                "tokens": int(mask.sum()) if mask is not None else ids.numel(),
+                "padded": ids.numel(),
+                "logit_positions": logit_positions,
+                "grad": torch.is_grad_enabled(),
+            }
+        )
+
+    def record(self, fn: Callable[[], Any]) -> list[dict[str, int]]:
+        self.calls, self.recording = [], True
+        try:
+            fn()
+        finally:
+            self.recording = False
+        return self.calls
+
+
+def reference_scoring(generator, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The authors' way: one forward per sequence, logits at every position, a float32 log-softmax over them."""
+    out = []
+    with torch.no_grad():
+        for i in range(batch["input_ids"].shape[0]):
+            length = int(batch["attention_mask"][i].sum())
+            ids = batch["input_ids"][i : i + 1, :length]
+            labels = batch["labels"][i : i + 1, :length]
+            logits = generator(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
+            log_probs = logits[:, :-1].float().log_softmax(-1)
+            target = labels[:, 1:]
+            token_nll = -log_probs.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            valid = (target != -100).float()
+            out.append((token_nll * valid).sum() / valid.sum())
+    return torch.stack(out)
+
+
+def parameter_counts(causal_lm) -> tuple[int, int, int, int]:
+    """(parameters outside the embeddings and LM head, LM head parameters, layers, hidden size)."""
+    config = causal_lm.config
+    head = config.vocab_size * config.hidden_size
+    embedding = sum(p.numel() for p in causal_lm.get_input_embeddings().parameters())
+    total = sum(p.numel() for p in causal_lm.parameters())
+    body = total - embedding - (0 if config.tie_word_embeddings else head)
+    return body, head, config.num_hidden_layers, config.hidden_size
+
+
+def forward_flops(calls: list[dict[str, int]], counts: tuple[int, int, int, int]) -> tuple[float, float]:
+    """(no-gradient, with-gradient) forward FLOPs of the recorded generator calls, on real tokens: 2 per weight per
+    token, 2·L·d per token per layer of causal attention, 2 per LM-head weight per position given logits."""
+    body, head, layers, hidden = counts
+    no_grad = with_grad = 0.0
+    for call in calls:
+        length = call["tokens"] / call["rows"]
+        flops = 2 * body * call["tokens"] + 2 * layers * hidden * length * call["tokens"]
+        flops += 2 * head * call["logit_positions"]
+        if call["grad"]:
+            with_grad += flops
+        else:
+            no_grad += flops
+    return no_grad, with_grad
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--num-sampled", type=int, default=4)
+    parser.add_argument("--num-context-documents", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--generator", default="smollm2-135m-instruct")
+    parser.add_argument("--retriever", default="all-minilm-l6-v2")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+
+    retriever = resolve_model_path(args.retriever)
+    tokenizer_path = resolve_model_path(
+        "smollm2-135m-instruct" if args.generator == "llama-1b-random" else args.generator
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    retriever_tokenizer = AutoTokenizer.from_pretrained(retriever)
+    rows = benchmark_rows(args.batch_size, 8)
+    k = args.num_context_documents
+    generator = resolve_model_path(args.generator) if args.generator != "llama-1b-random" else args.generator
+
+    out_dir = tempfile.mkdtemp(prefix="jmlr-bench-")
+    trainers = {
+        "JMLR step": make_trainer(
+            args,
+            build_model(args, generator, retriever, num_context_documents=k, retrieval_loss_weight=1.0),
+            tokenizer,
+            retriever_tokenizer,
+            out_dir,
+            rows,
+        ),
+        "RAG-SFT step": make_trainer(
+            args,
+            build_model(args, generator, retriever, num_context_documents=k, retrieval_loss_weight=0.0),
+            tokenizer,
+            retriever_tokenizer,
+            out_dir,
+            rows,
+        ),
+        "SFT step": make_trainer(
+            args,
+            build_model(args, generator, retriever, num_context_documents=0, retrieval_loss_weight=0.0),
+            tokenizer,
+            retriever_tokenizer,
+            out_dir,
+            rows,
+        ),
+    }
+    jmlr_trainer = trainers["JMLR step"]
+    jmlr = jmlr_trainer.model
+    cfg = jmlr.config
+    inputs = {name: trainer._prepare_inputs(trainer.data_collator(rows)) for name, trainer in trainers.items()}
+
+    # The scoring passes score the S·B sequences of one document each: the first S candidates of each question.
+    nll_batch = tokenize_for_lm(
+        tokenizer,
+        [
+            fit_prompt(tokenizer, cfg, q, [doc], opts, target)
+            for q, opts, target, docs in zip(
+                inputs["JMLR step"]["questions"],
+                inputs["JMLR step"]["options"],
+                inputs["JMLR step"]["targets"],
+                inputs["JMLR step"]["documents"],
+                strict=True,
+            )
+            for doc in docs[: args.num_sampled]
+        ],
+        [target for target in inputs["JMLR step"]["targets"] for _ in range(args.num_sampled)],
+        cfg.max_length,
+    )
+    nll_batch = {key: value.to(device) for key, value in nll_batch.items()}
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
+
+    def scoring(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            jmlr.generator.eval()
+            with autocast:
+                result = fn()
+            synchronize(device)
+            return result
+
+        return run
+
+    def step(name: str) -> Callable[[], float]:
+        trainer = trainers[name]
+
+        def run() -> float:
+            loss = trainer.training_step(trainer.model, inputs[name])
+            trainer.model.zero_grad(set_to_none=True)
+            synchronize(device)
+            return float(loss)
+
+        return run
+
+    variants = {
+        "reference scoring": scoring(lambda: reference_scoring(jmlr.generator, nll_batch)),
+        "scoring pass": scoring(lambda: jmlr_trainer._answer_nll(jmlr, jmlr, nll_batch, device)),
+        **{name: step(name) for name in trainers},
+    }
+
+    # What each variant asks of the generator (for tokens/s and the FLOP model), then the peak memory of one call.
+    counters = {name: GeneratorCalls(trainer.model.generator) for name, trainer in trainers.items()}
+    counter_of = {name: counters.get(name, counters["JMLR step"]) for name in variants}
+    for fn in variants.values():  # first calls: lazy set-up, and the trainer's one-time padding-free check
+        fn()
+    recorded = {name: counter_of[name].record(fn) for name, fn in variants.items()}
+    peaks = {name: peak_extra_memory(fn, device) for name, fn in variants.items()}
+    timings = interleave(variants, args.repeats)
+
+    print(f"machine: {machine()}; generator {args.generator} ({args.dtype}), retriever {args.retriever}")
+    print(
+        f"settings: batch {args.batch_size}, N = 8, S = {args.num_sampled}, K = {k}, LoRA r = 16, "
+        f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}, {args.repeats} rounds"
+    )
+    figures: dict[str, Any] = {"machine": machine(), "args": vars(args), "variants": {}}
+    for name, timing in timings.items():
+        tokens = sum(call["tokens"] for call in recorded[name])
+        padded = sum(call["padded"] for call in recorded[name])
+        print(
+            f"{name:>18}: {timing.describe()}, {tokens / timing.median:,.0f} generator tokens/s "
+            f"({tokens} tokens, {padded - tokens} padding), peak +{peaks[name] / 2**20:,.0f} MiB"
+        )
+        figures["variants"][name] = {
+            "median_s": timing.median,
+            "min_s": min(timing.seconds),
+            "max_s": max(timing.seconds),
+            "tokens": tokens,
+            "padding": padded - tokens,
+            "peak_extra_mib": peaks[name] / 2**20,
+        }
+    speedup = paired_ratios(timings["reference scoring"], timings["scoring pass"])
+    memory = peaks["scoring pass"] / max(peaks["reference scoring"], 1)
+    difference = (timings["reference scoring"].result - timings["scoring pass"].result).abs().max().item()
+    print(f"{'paired ratio':>18}: reference scoring / scoring pass {describe_ratios(speedup)}")
+    print(f"{'memory ratio':>18}: scoring pass / reference scoring peak extra memory {memory:.2f}")
+    print(f"{'NLL difference':>18}: largest {difference:.2e}")
+    step_ratio = paired_ratios(timings["JMLR step"], timings["RAG-SFT step"])
+    print(f"{'paired ratio':>18}: JMLR step / RAG-SFT step {describe_ratios(step_ratio)}")
+    sft_ratio = paired_ratios(timings["RAG-SFT step"], timings["SFT step"])
+    print(f"{'paired ratio':>18}: RAG-SFT step / SFT step {describe_ratios(sft_ratio)}")
+
+    # The FLOP model of JMLR step / RAG-SFT step.
+    scoring_calls = [call for call in recorded["JMLR step"] if not call["grad"]]
+    lm_calls = [call for call in recorded["RAG-SFT step"] if call["grad"]]
+    length_1 = sum(c["tokens"] for c in scoring_calls) / sum(c["rows"] for c in scoring_calls)
+    length_k = sum(c["tokens"] for c in lm_calls) / sum(c["rows"] for c in lm_calls)
+    c = 4 if args.gradient_checkpointing else 3
+    simple_bound = 1 + args.num_sampled * length_1 / (c * length_k)
+    counts = parameter_counts(jmlr_trainer.accelerator.unwrap_model(jmlr).generator.get_base_model())
+    fine = {}
+    for name in ("JMLR step", "RAG-SFT step"):
+        no_grad, with_grad = forward_flops(recorded[name], counts)
+        # LoRA freezes the base weights: the backward computes input gradients (~1 forward) and the adapters'
+        # small weight gradients, not the base weights' (a second forward's worth); + 1 forward with checkpointing.
+        backward = 1.0 + (1.0 if args.gradient_checkpointing else 0.0)
+        fine[name] = no_grad + with_grad * (1 + backward)
+    retriever_share = _retriever_flops(jmlr_trainer, inputs["JMLR step"], args.batch_size)
+    fine_bound = (fine["JMLR step"] + retriever_share["JMLR step"]) / (
+        fine["RAG-SFT step"] + retriever_share["RAG-SFT step"]
+    )
+    measured = statistics.median(step_ratio)
+    print(
+        f"{'FLOP model':>18}: L1 = {length_1:.0f}, L_K = {length_k:.0f} tokens; "
+        f"bound 1 + S*L1/({c}*L_K) = {simple_bound:.3f} -> measured / bound = {measured / simple_bound:.2f}"
+    )
+    print(
+        f"{'':>18}  finer model (retriever, LM head at kept positions, attention, LoRA backward) = {fine_bound:.3f}"
+        f" -> measured / model = {measured / fine_bound:.2f}"
+    )
+    figures.update(
+        {
+            "scoring_speedup": speedup,
+            "scoring_memory_ratio": memory,
+            "nll_difference": difference,
+            "jmlr_over_rag_sft": step_ratio,
+            "rag_sft_over_sft": sft_ratio,
+            "L1": length_1,
+            "L_K": length_k,
+            "simple_bound": simple_bound,
+            "fine_bound": fine_bound,
+        }
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+def _retriever_flops(trainer: JointRetrievalTrainer, inputs: dict[str, Any], batch_size: int) -> dict[str, float]:
+    """The retriever's FLOPs in each step: a no-gradient choice pass in both; JMLR adds a pass with gradient
+    (forward + backward = 3 forwards, the retriever trains fully)."""
+    encoder = trainer.accelerator.unwrap_model(trainer.model).retriever.encoder
+    embedding = sum(p.numel() for p in encoder.get_input_embeddings().parameters())
+    body = sum(p.numel() for p in encoder.parameters()) - embedding
+    if getattr(encoder, "embeddings", None) is not None:  # BERT's position and type embeddings are lookups too
+        body -= sum(p.numel() for p in encoder.embeddings.parameters()) - embedding
+    tokens = int(inputs["query_attention_mask"].sum()) + int(inputs["doc_attention_mask"].sum())
+    one_pass = 2 * body * tokens
+    return {"JMLR step": one_pass * (1 + 3), "RAG-SFT step": one_pass}
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main()
