@@ -127,6 +127,8 @@ def resolve_evaluation_split(task: str, split: str | None, questions: str | None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    import torch
+
     from .data import load_task
     from .evaluation import EvaluationModel, evaluate_dataset
     from .retrieval import load_index
@@ -135,7 +137,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     questions = load_task(args.task, None if split == "all" else split, data_dir=args.data_dir, path=args.questions)
     if args.limit is not None:
         questions = questions.select(range(min(args.limit, len(questions))))
-    model = EvaluationModel.from_pretrained(args.model, args.retriever)
+    model = EvaluationModel.from_pretrained(args.model, args.retriever, dtype=getattr(torch, args.dtype))
     index = None
     if args.index:
         if not model.has_retriever:
@@ -160,6 +162,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         model=args.model,
         retriever=args.retriever,
         index=args.index,
+        dtype=args.dtype,
     )
     print(result.to_markdown())
     if args.output:
@@ -280,6 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-documents", type=int, default=None, help="Documents in the prompt (default: config)")
     p.add_argument(
         "--batch-size", type=int, default=16, help="Questions per forward (retriever, likelihood scoring); default 16"
+    )
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="Weights' precision (default float32). bfloat16 is several times faster on GPUs and on CPUs with AMX "
+        "(benchmarks/evaluation.py); its NLLs differ from float32's in the second decimal, near-ties can flip",
     )
     p.add_argument("--output", default=None, help="Results JSON (the Markdown table goes next to it, .md)")
     p.add_argument("--data-dir", default=str(default_data_dir()))

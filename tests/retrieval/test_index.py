@@ -375,6 +375,48 @@ def test_load_overrides_search_parameters(tmp_path):
     assert DocumentIndex.load(path, nprobe=10_000).config()["nprobe"] == index.config()["nlist"]
 
 
+def test_search_parameters_change_without_rebuilding(tmp_path):
+    docs = clustered(400, 16, centers=8, seed=3)
+    ivf = DocumentIndex.build(vector_docs(400), VectorEncoder(docs), "fp", kind="ivf", nlist=8, show_progress=False)
+    ivf.set_search_parameters(nprobe=1)
+    assert ivf.faiss_index.nprobe == 1 and ivf.config()["nprobe"] == 1
+    few = (ivf.search(docs[:20], k=400)[1] >= 0).sum()
+    ivf.set_search_parameters(nprobe=100)  # capped at nlist: every list
+    assert ivf.faiss_index.nprobe == 8 and (ivf.search(docs[:20], k=400)[1] >= 0).sum() > few
+    assert DocumentIndex.load(ivf.save(tmp_path / "ivf")).config()["nprobe"] == 8
+    hnsw = DocumentIndex.build(vector_docs(400), VectorEncoder(docs), "fp", kind="hnsw", show_progress=False)
+    hnsw.set_search_parameters(ef_search=7)
+    assert hnsw.faiss_index.hnsw.efSearch == 7 and hnsw.config()["ef_search"] == 7
+    with pytest.raises(ValueError, match="needs an IVF index"):
+        hnsw.set_search_parameters(nprobe=4)
+    with pytest.raises(ValueError, match="needs an HNSW index"):
+        ivf.set_search_parameters(ef_search=4)
+
+
+def test_ivf_trains_on_the_asked_sample_size(monkeypatch):
+    docs = clustered(1000, 16, centers=8, seed=4)
+    trained = []
+    original = index_module._training_sample
+    monkeypatch.setattr(
+        index_module, "_training_sample", lambda *args: trained.append(original(*args).shape[0]) or original(*args)
+    )
+    for per_list in (40, 256):
+        DocumentIndex.build(
+            vector_docs(1000),
+            VectorEncoder(docs),
+            "fp",
+            kind="ivf",
+            nlist=4,
+            train_points_per_list=per_list,
+            show_progress=False,
+        )
+    assert trained == [160, 1000]
+    with pytest.raises(ValueError, match="train_points_per_list must be >= 39"):
+        DocumentIndex.build(
+            vector_docs(10), hashed_bow, "fp", kind="ivf", train_points_per_list=8, show_progress=False
+        )
+
+
 def test_stale_index(tmp_path, flat_index):
     flat_index.save(tmp_path / "index")
     with pytest.raises(StaleIndexError, match="(?s)different retriever weights.*Rebuild"):
