@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format clean
+.PHONY: install demo test test-fast benchmark lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration" tests experiments/tests
+
+# The figures of docs/PERFORMANCE.md (about 25 minutes on 2 CPU cores; each script prints its own).
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/joint_step.py
+	$(BIN)/python benchmarks/evaluation.py
+	$(BIN)/python benchmarks/index_encoding.py
+	$(BIN)/python benchmarks/index_search.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check jmlr_hf recipes experiments tests docs benchmarks conftest.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,23 +12,73 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_benchmark(script: str, *args: str) -> str:
-    """A short run of `benchmarks/<script>`; its output, after checking it exited cleanly and paired the variants."""
+def run_benchmark(script: str, *args: str, paired: bool = True) -> str:
+    """A short run of `benchmarks/<script>`; its output, after checking it exited cleanly (and paired the variants)."""
     run = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True, timeout=600
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "paired ratio" in run.stdout
+    assert not paired or "paired ratio" in run.stdout
     return run.stdout
 
 
 @pytest.mark.integration
-def test_nll_pass_benchmark_runs_and_the_two_passes_agree():
-    out = run_benchmark("nll_pass.py", "--repeats", "1", "--sequences", "2")
-    assert float(out.split("largest NLL difference:")[1].split()[0]) < 1e-4
+def test_joint_step_benchmark_runs_and_the_scoring_passes_agree(tmp_path):
+    run_benchmark("joint_step.py", "--repeats", "1", "--json", str(tmp_path / "figures.json"))
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    assert (
+        figures["scoring pass"]["nll_difference"] < 1e-4
+        and figures["scoring pass, 1/forward"]["nll_difference"] < 1e-4
+    )
+    assert set(figures["variants"]) == {
+        "reference scoring",
+        "scoring pass",
+        "scoring pass, 1/forward",
+        "JMLR step",
+        "RAG-SFT step",
+        "SFT step",
+    }
+    assert figures["scoring_flop_ceiling"] > 1  # the reference computes logits the scoring pass does not
+    assert figures["variants"]["scoring pass"]["padding"] == 0  # padding-free on a CPU
+    # The JMLR step does what the RAG-SFT step does plus S single-document forwards: the bound exceeds 1.
+    assert figures["simple_bound"] > 1 and figures["L_K"] > figures["L1"] > 0
+
+
+@pytest.mark.integration
+def test_evaluation_benchmark_runs_and_batching_keeps_the_predictions():
+    out = run_benchmark("evaluation.py", "--questions", "6", "--batch-size", "4", "--repeats", "1")
+    first = out.split("same predictions:")[1]
+    assert first.split()[0] == "6" and float(first.split("largest NLL difference")[1].split()[0]) < 1e-3
 
 
 @pytest.mark.integration
 def test_index_encoding_benchmark_runs_and_finds_every_vector_at_its_row():
     out = run_benchmark("index_encoding.py", "--documents", "64", "--repeats", "1")
     assert float(out.split("own row ranked first:")[1].split()[0]) > 0.95
+
+
+@pytest.mark.integration
+def test_index_search_benchmark_runs_and_exact_search_finds_its_own_top_10(tmp_path):
+    figures = tmp_path / "figures.json"
+    out = run_benchmark(
+        "index_search.py",
+        *("--vectors", "5000", "--corpus-documents", "64", "--queries", "50", "--repeats", "1"),
+        *("--json", str(figures)),
+        paired=False,
+    )
+    tables = out.split("\n== ")[1:]
+    assert len(tables) == 2  # the demo corpus, then the synthetic vectors
+    for table in tables:
+        lines = table.splitlines()
+        exact = next(line for line in lines if line.startswith("flat  exact"))
+        assert exact.split()[-1] == "1.000"  # recall@10 of exact search against itself
+        for kind in ("flat", "ivf", "hnsw"):
+            assert any(line.startswith(kind) for line in lines), f"no {kind} row in:\n{table}"
+        assert "Settings meeting the target" in table
+
+    datasets = json.loads(figures.read_text())["datasets"]
+    assert [d["vectors"] for d in datasets] == [64, 5000]
+    for dataset in datasets:
+        assert {row["kind"] for row in dataset["rows"]} == {"flat", "ivf", "hnsw"}
+        flat = dataset["rows"][0]
+        assert flat["kind"] == "flat" and flat["recall_at_10"] == 1.0 and not flat["meets_target"]
