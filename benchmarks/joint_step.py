@@ -4,7 +4,7 @@
                                     [--generator smollm2-135m-instruct | llama-1b-random | PATH]
 
 The demo's settings by default (SmolLM2-135M-Instruct + all-MiniLM-L6-v2, N = 8 candidates, S = 4 sampled, K = 2
-in the prompt, documents cut at 128 tokens, LoRA r = 16 on every linear layer, PubMedQA-L questions with their long
+in the prompt, documents cut at 128 tokens, LoRA r = 16 on every linear layer (`--lora-r 0`: full fine-tuning), PubMedQA-L questions with their long
 answer as the target). Five variants, interleaved round by round:
 
 1. reference scoring: the S·B single-document sequences in S·B separate forwards with full-vocabulary logits and a
@@ -15,10 +15,11 @@ answer as the target). Five variants, interleaved round by round:
 5. an SFT step: no documents.
 
 Printed: each variant's median time and spread, generator tokens/s, the peak memory one call adds, the paired
-ratios, the largest NLL difference between 1 and 2, and the FLOP model of JMLR step / RAG-SFT step: the issue's
+ratios, the largest NLL difference between 1 and 2, and the FLOP model of JMLR step / RAG-SFT step: the simple
 lower bound 1 + S·L1 / (c·L_K) (L1, L_K: real tokens of a single-document and a K-document sequence; c = 3 for full
 fine-tuning, 4 with activation checkpointing) and a finer model that counts the retriever, the LM head at the kept
-positions, attention, and LoRA's cheaper backward. `--json PATH` writes the figures.
+positions, attention, and LoRA's cheaper backward (with LoRA the base weights get no gradient, so the simple bound's
+3 is closer to 2). `--json PATH` writes the figures.
 """
 
 from __future__ import annotations
@@ -118,7 +119,15 @@ def make_trainer(args, model, tokenizer, retriever_tokenizer, output_dir: str, r
         disable_tqdm=True,
         seed=42,
     )
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
+    lora = None
+    if args.lora_r:
+        lora = LoraConfig(
+            r=args.lora_r,
+            lora_alpha=2 * args.lora_r,
+            lora_dropout=0.05,
+            target_modules=LORA_TARGETS,
+            task_type="CAUSAL_LM",
+        )
     trainer = JointRetrievalTrainer(
         model,
         config,
@@ -225,7 +234,11 @@ def main() -> None:
     parser.add_argument("--generator", default="smollm2-135m-instruct")
     parser.add_argument("--retriever", default="all-minilm-l6-v2")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--lora-r", type=int, default=16, help="LoRA rank on every linear layer; 0: full fine-tuning")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--peak-tflops", type=float, help="the device's peak TFLOP/s (dense, in --dtype): prints each step's MFU"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
 
@@ -339,7 +352,8 @@ def main() -> None:
 
     print(f"machine: {machine()}; generator {args.generator} ({args.dtype}), retriever {args.retriever}")
     print(
-        f"settings: batch {args.batch_size}, N = 8, S = {args.num_sampled}, K = {k}, LoRA r = 16, "
+        f"settings: batch {args.batch_size}, N = 8, S = {args.num_sampled}, K = {k}, "
+        f"{f'LoRA r = {args.lora_r}' if args.lora_r else 'full fine-tuning'}, "
         f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}, {args.repeats} rounds"
     )
     figures: dict[str, Any] = {"machine": machine(), "args": vars(args), "variants": {}}
@@ -367,7 +381,8 @@ def main() -> None:
         print(f"{'NLL difference':>18}: largest {difference:.2e}")
         figures[name] = {"speedup": speedup, "memory_ratio": memory, "nll_difference": difference}
     # What answer-only logits can save at most: the LM head's share of the reference's forward FLOPs.
-    counts = parameter_counts(jmlr_trainer.accelerator.unwrap_model(jmlr).generator.get_base_model())
+    generator = jmlr_trainer.accelerator.unwrap_model(jmlr).generator
+    counts = parameter_counts(generator.get_base_model() if args.lora_r else generator)
     reference_flops = sum(forward_flops(recorded["reference scoring"], counts))
     scoring_flops = sum(forward_flops(recorded["scoring pass"], counts))
     print(f"{'FLOP ceiling':>18}: reference / scoring pass forward FLOPs {reference_flops / scoring_flops:.2f}")
@@ -387,9 +402,9 @@ def main() -> None:
     fine = {}
     for name in ("JMLR step", "RAG-SFT step"):
         no_grad, with_grad = forward_flops(recorded[name], counts)
-        # LoRA freezes the base weights: the backward computes input gradients (~1 forward) and the adapters'
-        # small weight gradients, not the base weights' (a second forward's worth); + 1 forward with checkpointing.
-        backward = 1.0 + (1.0 if args.gradient_checkpointing else 0.0)
+        # A backward computes input gradients (~1 forward) and weight gradients (~1 forward); LoRA freezes the base
+        # weights, whose gradients it skips (the adapters' are small); checkpointing adds 1 forward.
+        backward = (1.0 if args.lora_r else 2.0) + (1.0 if args.gradient_checkpointing else 0.0)
         fine[name] = no_grad + with_grad * (1 + backward)
     retriever_share = _retriever_flops(jmlr_trainer, inputs["JMLR step"], args.batch_size)
     fine_bound = (fine["JMLR step"] + retriever_share["JMLR step"]) / (
@@ -404,6 +419,12 @@ def main() -> None:
         f"{'':>18}  finer model (retriever, LM head at kept positions, attention, LoRA backward) = {fine_bound:.3f}"
         f" -> measured / model = {measured / fine_bound:.2f}"
     )
+    if args.peak_tflops:
+        for name in ("JMLR step", "RAG-SFT step"):
+            flops = fine[name] + retriever_share[name]
+            mfu = flops / timings[name].median / (args.peak_tflops * 1e12)
+            print(f"{'MFU':>18}: {name} {flops / 1e12:.2f} TFLOP in {timings[name].median:.3f} s = {mfu:.1%}")
+            figures[f"{name} MFU"] = mfu
     figures.update(
         {
             "jmlr_over_rag_sft": step_ratio,

@@ -26,6 +26,8 @@ from transformers.configuration_utils import SubConfigSpec
 OPTION_LETTERS = "ABCDEFGHIJ"
 # The token ids that ColBERT's input conventions need (`colbert_token_ids`).
 COLBERT_TOKEN_KEYS = ("query_marker", "document_marker", "mask", "pad", "skiplist")
+# The range `retrieval_temperature` and `lm_temperature` must lie in (see `validate_retrieval_settings`).
+TEMPERATURE_RANGE = (1e-4, 1e4)
 
 
 class JMLRConfig(PretrainedConfig):
@@ -226,8 +228,19 @@ class JMLRConfig(PretrainedConfig):
                 f"({self.num_candidates})"
             )
         for name in ("retrieval_temperature", "lm_temperature"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+            # Scores lie in [-1, 1] and NLLs in nats: beyond these bounds the softmax is a hard argmax or flat, and
+            # tiny temperatures overflow the losses (1e-30 logged a loss of 2e28 and trained on).
+            if not TEMPERATURE_RANGE[0] <= getattr(self, name) <= TEMPERATURE_RANGE[1]:
+                raise ValueError(
+                    f"{name} must be in [{TEMPERATURE_RANGE[0]:g}, {TEMPERATURE_RANGE[1]:g}], got {getattr(self, name)}"
+                )
+        pairwise_only = self.retrieval_loss == "llm_rank" or not self.in_batch_negatives
+        if self.retrieval_loss_weight > 0 and self.num_sampled < 2 and pairwise_only:
+            raise ValueError(
+                f"num_sampled={self.num_sampled} with retrieval_loss={self.retrieval_loss!r}: the retrieval loss "
+                "compares the sampled documents' NLLs, and one document has nothing to be compared with (the "
+                "retriever would not learn); use num_sampled >= 2"
+            )
         if (self.generator_base_model is None) != (self.generator_adapter is None):
             raise ValueError(
                 "generator_base_model and generator_adapter go together: a generator stored as an adapter needs its "

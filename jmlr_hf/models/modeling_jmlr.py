@@ -192,7 +192,7 @@ def kept_logits(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return logits if logits.dim() == 2 else logits[keep]
 
 
-def chunked_token_nll(logits: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
+def chunked_token_nll(logits: torch.Tensor, targets: torch.Tensor, chunk_size: int = 256) -> torch.Tensor:
     """Per-token NLL `[n_kept]` of `targets` under `logits` `[n_kept, V]`, in float32, `chunk_size` rows at a time:
     the float32 copy of bf16 logits (and its log-softmax) never exists for more than one chunk."""
     return torch.cat(

@@ -85,13 +85,12 @@ class JointRetrievalCollator:
         num = cfg.num_candidates
         questions, options, targets, documents = [], [], [], []
         for row in features:
-            for key in ("question", "answer", "candidates"):
-                if key not in row or row[key] is None:
-                    raise KeyError(f"row {row.get('id', '?')!r} has no {key!r}; run `jmlr retrieve` to add candidates")
+            check_training_row(row, num)
             candidates = list(self.candidate_overrides.get(row.get("id"), row["candidates"]))
             if len(candidates) < num:
                 raise ValueError(
-                    f"row {row.get('id', '?')!r} has {len(candidates)} candidates, fewer than num_candidates={num}"
+                    f"row {row.get('id', '?')!r}: field 'candidates' has {len(candidates)} documents, fewer than "
+                    f"num_candidates={num}"
                 )
             row_options = list(row.get("options") or [])
             questions.append(row["question"])
@@ -117,6 +116,30 @@ class JointRetrievalCollator:
             "targets": targets,
             "documents": documents,
         }
+
+
+def check_training_row(row: dict[str, Any], num_candidates: int) -> None:
+    """Raise a `ValueError` naming the row and the field when a training row cannot be trained on.
+
+    What the collator would otherwise turn into garbage without a word: `candidates` given as one string (iterated
+    as characters), empty or non-string texts (empty prompts, or a crash deep inside the tokenizer).
+    """
+    row_id = row.get("id", "?")
+    for key in ("question", "answer"):
+        value = row.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"row {row_id!r}: field {key!r} is {value!r}; expected a non-empty string")
+    candidates = row.get("candidates")
+    if candidates is None:
+        raise ValueError(f"row {row_id!r} has no 'candidates'; run `jmlr retrieve` to add them")
+    if isinstance(candidates, (str, bytes)) or not isinstance(candidates, Sequence):
+        raise ValueError(
+            f"row {row_id!r}: field 'candidates' is a {type(candidates).__name__}; expected a list of at least "
+            f"{num_candidates} document texts"
+        )
+    for i, doc in enumerate(candidates[:num_candidates]):
+        if not isinstance(doc, str) or not doc.strip():
+            raise ValueError(f"row {row_id!r}: field 'candidates'[{i}] is {doc!r}; expected a non-empty string")
 
 
 class JointRetrievalTrainer(SFTTrainer):
@@ -540,6 +563,7 @@ def prepare_retriever_for_training(model: JMLRForCausalLM) -> None:
 __all__ = [
     "JointRetrievalCollator",
     "JointRetrievalTrainer",
+    "check_training_row",
     "eval_mode",
     "is_retriever_parameter",
     "lm_forward",

@@ -107,6 +107,10 @@ def test_config_defaults_are_the_paper_settings():
         ({"scoring": "cosine"}, "scoring"),
         ({"retrieval_temperature": 0.0}, "retrieval_temperature"),
         ({"lm_temperature": -1.0}, "lm_temperature"),
+        ({"retrieval_temperature": 1e-30}, r"retrieval_temperature must be in \[0.0001, 10000\]"),
+        ({"lm_temperature": 1e9}, "lm_temperature must be in"),
+        ({"num_sampled": 1}, "num_sampled=1 with retrieval_loss='llm_rank'"),
+        ({"num_sampled": 1, "retrieval_loss": "lsr"}, "one document has nothing to be compared with"),
         ({"in_batch_negative_mass": 1.0}, "in_batch_negative_mass"),
         ({"in_batch_negative_mass": 0.0}, "in_batch_negative_mass"),
         ({"num_context_documents": -1}, "num_context_documents"),
@@ -117,6 +121,11 @@ def test_config_defaults_are_the_paper_settings():
 def test_config_invalid_knobs_raise(kwargs, field):
     with pytest.raises(ValueError, match=field):
         JMLRConfig(**kwargs)
+
+
+def test_one_sampled_document_is_fine_where_something_else_trains_the_retriever():
+    JMLRConfig(num_sampled=1, retrieval_loss="lsr", in_batch_negatives=True)  # the other questions' documents
+    JMLRConfig(num_sampled=1, num_context_documents=1, retrieval_loss_weight=0.0)  # nothing trains it: RAG-SFT
 
 
 # ---------------------------------------------------------------------------------------------------------------------

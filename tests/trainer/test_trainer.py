@@ -103,11 +103,24 @@ def test_collator_shapes_and_texts(make_tiny_model, generator_tokenizer, retriev
 def test_collator_errors_name_the_row(make_tiny_model, generator_tokenizer, retriever_tokenizer):
     collator = JointRetrievalCollator(make_tiny_model(0).config, retriever_tokenizer, generator_tokenizer)
     short = dict(TOY_ROWS[1], id="q-short", candidates=TOY_ROWS[1]["candidates"][:3])
-    with pytest.raises(ValueError, match=r"'q-short' has 3 candidates, fewer than num_candidates=4"):
+    with pytest.raises(
+        ValueError, match=r"'q-short': field 'candidates' has 3 documents, fewer than num_candidates=4"
+    ):
         collator([TOY_ROWS[0], short])
     missing = {k: v for k, v in TOY_ROWS[0].items() if k != "candidates"} | {"id": "q-missing"}
-    with pytest.raises(KeyError, match="q-missing"):
+    with pytest.raises(ValueError, match="'q-missing' has no 'candidates'"):
         collator([missing])
+    bad_rows = [
+        ({"candidates": " ".join(TOY_ROWS[0]["candidates"])}, r"field 'candidates' is a str; expected a list"),
+        ({"candidates": [None, *TOY_ROWS[0]["candidates"][1:]]}, r"field 'candidates'\[0\] is None"),
+        ({"candidates": [*TOY_ROWS[0]["candidates"][:2], "  ", "x"]}, r"field 'candidates'\[2\] is '  '"),
+        ({"question": ""}, r"field 'question' is ''; expected a non-empty string"),
+        ({"answer": None}, r"field 'answer' is None"),
+        ({"answer": 2}, r"field 'answer' is 2"),
+    ]
+    for change, message in bad_rows:
+        with pytest.raises(ValueError, match=r"row 'q-bad': " + message):
+            collator([dict(TOY_ROWS[0], id="q-bad", **change)])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
