@@ -33,6 +33,7 @@ test-fast: $(STAMP)
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/joint_step.py
 	$(BIN)/python benchmarks/evaluation.py
+	$(BIN)/python benchmarks/candidate_ranking.py
 	$(BIN)/python benchmarks/index_encoding.py
 	$(BIN)/python benchmarks/index_search.py
 

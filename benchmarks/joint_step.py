@@ -67,9 +67,10 @@ LLAMA_1B = {
 }
 
 
-def benchmark_rows(batch_size: int, num_candidates: int) -> list[dict[str, Any]]:
-    """PubMedQA-L training questions, each with its own abstract's sections then the next questions' as candidates."""
-    questions = load_task("pubmedqa", "train").select(range(batch_size + 8))
+def benchmark_rows(batch_size: int, num_candidates: int, split: str = "train") -> list[dict[str, Any]]:
+    """PubMedQA-L questions of `split`, each with its own abstract's sections then the next questions' as
+    candidates."""
+    questions = load_task("pubmedqa", split).select(range(batch_size + 8))
     corpus = load_named_corpus("pubmedqa")
     text = dict(zip(corpus["id"], corpus["text"], strict=True))
     rows = []

@@ -82,3 +82,9 @@ def test_index_search_benchmark_runs_and_exact_search_finds_its_own_top_10(tmp_p
         assert {row["kind"] for row in dataset["rows"]} == {"flat", "ivf", "hnsw"}
         flat = dataset["rows"][0]
         assert flat["kind"] == "flat" and flat["recall_at_10"] == 1.0 and not flat["meets_target"]
+
+
+@pytest.mark.integration
+def test_candidate_ranking_benchmark_runs_and_grouping_keeps_the_rankings():
+    out = run_benchmark("candidate_ranking.py", "--questions", "16", "--repeats", "1")
+    assert out.split("same rankings:")[1].split()[:3] == ["16", "of", "16"]

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
 
+import jmlr_hf.models.modeling_jmlr as modeling_module
 from jmlr_hf import JMLRConfig, JMLRForCausalLM
 from jmlr_hf.models import (
     build_prompt,
@@ -392,6 +393,44 @@ def test_packed_answer_nll_equals_the_padded_and_the_reference_nlls(make_tiny_mo
     leaky_nll = F.cross_entropy(kept_logits(leaky, pack["keep"]).float(), pack["targets"], reduction="none")
     last = int((labels[2] != -100).sum())
     assert abs(leaky_nll[-last:].mean().item() - reference[2].item()) > 1e-3
+
+
+def test_documents_encoded_by_length_give_the_same_scores_and_gradients(make_tiny_model, retriever_tokenizer):
+    """Documents of very different lengths are encoded in groups with their padding trimmed: same scores, same
+    gradients as one padded forward."""
+    from jmlr_hf.models import length_groups
+
+    model = make_tiny_model(0)
+    retriever = model.retriever.eval()
+    documents = [("The pancreas makes insulin. " * n).strip() for n in (1, 12, 2, 9, 1, 11, 3, 10, 2, 12)]
+    lengths = [len(retriever_tokenizer(d)["input_ids"]) for d in documents]
+    assert len(length_groups(lengths, min_rows=2)) > 1
+    query = retriever_tokenizer(["Which organ makes insulin?"] * 2, return_tensors="pt", padding=True)
+    docs = retriever_tokenizer(documents, return_tensors="pt", padding=True)
+
+    def scores_and_grads(grouped: bool):
+        retriever.zero_grad()
+        if not grouped:
+            original = modeling_module.length_groups
+            modeling_module.length_groups = lambda lengths: [list(range(len(lengths)))]
+        try:
+            scores = retriever(query["input_ids"], query["attention_mask"], docs["input_ids"], docs["attention_mask"])
+        finally:
+            if not grouped:
+                modeling_module.length_groups = original
+        scores.sum().backward()
+        grads = [p.grad.clone() for p in retriever.parameters() if p.grad is not None]
+        return scores.detach(), grads
+
+    calls = []
+    handle = retriever.encoder.register_forward_pre_hook(lambda m, a, k: calls.append(1), with_kwargs=True)
+    grouped_scores, grouped_grads = scores_and_grads(True)
+    handle.remove()
+    plain_scores, plain_grads = scores_and_grads(False)
+    assert len(calls) > 2  # the query, then more than one group of documents
+    torch.testing.assert_close(grouped_scores, plain_scores, atol=1e-5, rtol=0)
+    for a, b in zip(grouped_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
 def test_chunked_token_nll_equals_one_cross_entropy():
