@@ -132,3 +132,22 @@ def machine() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
     return f"CPU, {torch.get_num_threads()} threads ({os.cpu_count()} cores), torch {torch.__version__}"
+
+
+def demo_retriever_model() -> tuple[Any, Any]:
+    """The demo's JMLR model (SmolLM2-135M-Instruct + all-MiniLM-L6-v2, N = 8, S = 4, K = 2, documents cut at 128
+    tokens) in eval mode, and the retriever's tokenizer: what the retrieval benchmarks encode with."""
+    from transformers import AutoTokenizer
+
+    from jmlr_hf.models import JMLRForCausalLM
+    from jmlr_hf.utils.demo_models import minilm_path, smollm2_path
+
+    model = JMLRForCausalLM.from_components(
+        str(smollm2_path()),
+        str(minilm_path()),
+        num_candidates=8,
+        num_sampled=4,
+        num_context_documents=2,
+        max_document_length=128,
+    )
+    return model.eval(), AutoTokenizer.from_pretrained(minilm_path())

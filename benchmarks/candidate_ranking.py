@@ -17,16 +17,13 @@ import sys
 from pathlib import Path
 
 from datasets import Dataset
-from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import describe_ratios, interleave, machine, paired_ratios  # noqa: E402
+from _harness import demo_retriever_model, describe_ratios, interleave, machine, paired_ratios  # noqa: E402
 from joint_step import benchmark_rows  # noqa: E402
 
 import jmlr_hf.models.modeling_jmlr as modeling  # noqa: E402
 from jmlr_hf.evaluation import rank_candidates  # noqa: E402
-from jmlr_hf.models import JMLRForCausalLM  # noqa: E402
-from jmlr_hf.utils.demo_models import minilm_path, smollm2_path  # noqa: E402
 
 
 def main() -> None:
@@ -35,15 +32,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    model = JMLRForCausalLM.from_components(
-        str(smollm2_path()),
-        str(minilm_path()),
-        num_candidates=8,
-        num_sampled=4,
-        num_context_documents=2,
-        max_document_length=128,
-    ).eval()
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    model, tokenizer = demo_retriever_model()
     dataset = Dataset.from_list(benchmark_rows(args.questions, 8, split="test"))
     grouped = modeling.length_groups
 

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer
 
-from jmlr_hf.data import load_named_corpus
-from jmlr_hf.models import JMLRForCausalLM
-from jmlr_hf.retrieval import DocumentIndex, document_text, encode_documents_with
-from jmlr_hf.utils.demo_models import minilm_path, smollm2_path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import demo_retriever_model  # noqa: E402
+
+from jmlr_hf.data import load_named_corpus  # noqa: E402
+from jmlr_hf.retrieval import DocumentIndex, document_text, encode_documents_with  # noqa: E402
 
 BATCH_SIZE, MAX_LENGTH = 64, 128
 
@@ -35,10 +37,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    model = JMLRForCausalLM.from_components(
-        str(smollm2_path()), str(minilm_path()), num_candidates=8, num_sampled=4, num_context_documents=2
-    ).eval()
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    model, tokenizer = demo_retriever_model()
     encode = encode_documents_with(model.retriever, tokenizer, max_length=MAX_LENGTH)
     corpus = load_named_corpus("pubmedqa", distractor_passages=500)
     corpus = corpus.select(range(min(args.documents, len(corpus))))

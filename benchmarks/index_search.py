@@ -63,7 +63,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Timing, interleave, machine, paired_ratios  # noqa: E402
+from _harness import Timing, demo_retriever_model, interleave, machine, paired_ratios  # noqa: E402
 
 from jmlr_hf.retrieval import DocumentIndex  # noqa: E402
 
@@ -105,17 +105,11 @@ def synthetic_set(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
 def demo_corpus_set(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     """The demo corpus and PubMedQA test questions, encoded by the demo's retriever (as in index_encoding.py)."""
     import torch
-    from transformers import AutoTokenizer
 
     from jmlr_hf.data import load_named_corpus, load_task
-    from jmlr_hf.models import JMLRForCausalLM
     from jmlr_hf.retrieval import document_text, encode_documents_with, encode_queries_with
-    from jmlr_hf.utils.demo_models import minilm_path, smollm2_path
 
-    model = JMLRForCausalLM.from_components(
-        str(smollm2_path()), str(minilm_path()), num_candidates=8, num_sampled=4, num_context_documents=2
-    ).eval()
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    model, tokenizer = demo_retriever_model()
     corpus = load_named_corpus("pubmedqa", distractor_passages=500)
     if args.corpus_documents is not None:
         corpus = corpus.select(range(min(args.corpus_documents, len(corpus))))
