@@ -268,6 +268,12 @@ def _default_gpu_device(faiss: ModuleType) -> int:
     return int(os.environ.get("LOCAL_RANK", 0)) % max(1, faiss.get_num_gpus())
 
 
+def _config_sha256(config: dict[str, Any]) -> str:
+    """sha256 of an index config's canonical JSON, its own checksum left out."""
+    body = {key: value for key, value in config.items() if key != "config_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -710,6 +716,7 @@ class DocumentIndex:
             _write_documents(self._documents, tmp / DOCUMENTS_FILE)
             config = self.config()
             config["sha256"] = {name: _sha256(tmp / name) for name in (INDEX_FILE, DOCUMENTS_FILE)}
+            config["config_sha256"] = _config_sha256(config)
             # The config goes last: a directory with a config is a complete one.
             # Inside the temporary directory that `atomic_directory` renames into place: a plain write is enough.
             (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -774,6 +781,15 @@ class DocumentIndex:
                 f"format_version={FORMAT_VERSION}."
             )
 
+        # The config's own checksum (indexes saved before it existed have none): a hand-edited config is caught here,
+        # not deep inside faiss.
+        recorded = config.get("config_sha256")
+        if verify_checksums and recorded is not None and recorded != _config_sha256(config):
+            raise CorruptIndexError(
+                f"{directory / CONFIG_FILE} was changed after the index was saved (its checksum no longer matches); "
+                "change search settings with `load_index(..., nprobe=..., ef_search=...)` or "
+                "`DocumentIndex.set_search_parameters`, not by editing the file."
+            )
         missing = [key for key in _REQUIRED_CONFIG_KEYS if key not in config]
         if missing:
             raise CorruptIndexError(f"{directory / CONFIG_FILE} lacks the keys {missing}.")
@@ -819,6 +835,13 @@ class DocumentIndex:
             )
         if cpu_index.d != config["dim"]:
             raise CorruptIndexError(f"{directory / INDEX_FILE} has dimension {cpu_index.d}, not {config['dim']}.")
+        stored_kind = "hnsw" if hasattr(cpu_index, "hnsw") else "ivf" if hasattr(cpu_index, "nlist") else "flat"
+        if stored_kind != config["kind"] or (stored_kind == "ivf" and cpu_index.nlist != config.get("nlist")):
+            raise CorruptIndexError(
+                f"{directory} is inconsistent: {CONFIG_FILE} says kind={config['kind']!r}, nlist={config.get('nlist')!r}; "
+                f"{INDEX_FILE} holds an index of kind {stored_kind!r}"
+                + (f" with nlist={cpu_index.nlist}." if stored_kind == "ivf" else ".")
+            )
 
         kind = config["kind"]
         nprobe = nprobe if nprobe is not None else config.get("nprobe")
@@ -867,6 +890,7 @@ def load_index(
     if not os.path.isdir(index):
         from huggingface_hub import snapshot_download
 
+        _check_hub_index_id(str(index))
         index = snapshot_download(
             str(index),
             repo_type=INDEX_REPO_TYPE,
@@ -876,6 +900,26 @@ def load_index(
             cache_dir=cache_dir,
         )
     return DocumentIndex.load(index, expected_fingerprint=expected_fingerprint, on_stale=on_stale, **load_kwargs)
+
+
+def _check_hub_index_id(index: str) -> None:
+    """Raise `FileNotFoundError` when `index`, which is not a folder, is not a Hub id either: a file, a local path
+    whose parent folder exists (a typo, or an index not built yet), or a string no Hub repository can be named."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if os.path.isfile(index):
+        raise FileNotFoundError(
+            f"index {index!r} is a file; expected an index folder ({INDEX_FILE}, {CONFIG_FILE}, ...)"
+        )
+    parent = os.path.dirname(os.path.expanduser(index))
+    if index.startswith((".", "/", "~")) or (parent and os.path.isdir(parent)):
+        raise FileNotFoundError(f"index folder {index!r} does not exist")
+    try:
+        validate_repo_id(index)
+    except HFValidationError as error:
+        raise FileNotFoundError(
+            f"index {index!r} is neither an existing folder nor a Hub repository id ({error})"
+        ) from None
 
 
 def _encode_in_batches(

@@ -297,7 +297,9 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
         peft_config=get_peft_config(model_args),
         callbacks=callbacks,
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    resume = training_args.resume_from_checkpoint
+    # `--resume_from_checkpoint true` (or `true` in the YAML): the last complete checkpoint of output_dir.
+    trainer.train(resume_from_checkpoint=True if str(resume).lower() == "true" else resume)
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     generator_weights = "merged" if data_args.merge_adapter or not has_generator_adapter(model) else "adapter"

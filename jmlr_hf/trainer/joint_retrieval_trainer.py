@@ -367,6 +367,14 @@ class JointRetrievalTrainer(SFTTrainer):
         metrics["lm_best_is_retriever_top1"].append(self._mean_across_processes(best_is_top1))
         return (loss, outputs) if return_outputs else loss
 
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """[`~transformers.Trainer.train`]; with `resume_from_checkpoint=True` it resumes from the last *complete*
+        checkpoint of `output_dir` (see [`last_complete_checkpoint`]), where transformers takes the highest-numbered
+        one even when a kill interrupted its writing."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir, self.args.save_only_model)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
     def _sampling_generator(self, mode: str, device: torch.device) -> torch.Generator:
         """The random stream of this process for this micro-batch: seeded from (seed, process index, mode, global
         step, micro-batch within the step).
@@ -465,6 +473,51 @@ class JointRetrievalTrainer(SFTTrainer):
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if self.args.should_save:
             self.retriever_tokenizer.save_pretrained(os.path.join(output_dir, RETRIEVER_TOKENIZER_DIR))
+
+
+# What a checkpoint folder holds once `Trainer._save_checkpoint` has finished: the weights (one of these), the
+# optimizer unless `save_only_model`, and `trainer_state.json`, which it writes last.
+CHECKPOINT_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "adapter_model.safetensors",
+)
+
+
+def last_complete_checkpoint(output_dir: str, save_only_model: bool = False) -> str:
+    """The highest-numbered `checkpoint-N` folder of `output_dir` whose writing finished, with a warning for each
+    newer one that did not (a run killed while saving leaves one behind).
+
+    Complete means: `trainer_state.json` parses and has `global_step`, the weights are there, and so is
+    `optimizer.pt` unless `save_only_model`. Raises `ValueError` when no checkpoint is complete.
+    """
+    import json
+    import re
+
+    folders = [name for name in os.listdir(output_dir) if re.fullmatch(r"checkpoint-\d+", name)]
+    folders.sort(key=lambda name: int(name.split("-")[1]), reverse=True)
+    incomplete = []
+    for name in folders:
+        path = os.path.join(output_dir, name)
+        missing = [] if any(os.path.isfile(os.path.join(path, f)) for f in CHECKPOINT_WEIGHTS) else ["weights"]
+        if not save_only_model and not os.path.isfile(os.path.join(path, "optimizer.pt")):
+            missing.append("optimizer.pt")
+        try:
+            with open(os.path.join(path, "trainer_state.json")) as file:
+                if "global_step" not in json.load(file):
+                    missing.append("trainer_state.json's global_step")
+        except (OSError, ValueError):
+            missing.append("a readable trainer_state.json")
+        if not missing:
+            for skipped, what in incomplete:
+                logger.warning("Skipping %s: its writing did not finish (no %s)", skipped, ", ".join(what))
+            if incomplete:
+                logger.warning("Resuming from %s, the last complete checkpoint", path)
+            return path
+        incomplete.append((path, missing))
+    details = "; ".join(f"{path} lacks {', '.join(what)}" for path, what in incomplete) or "there is none"
+    raise ValueError(f"resume_from_checkpoint=True but {output_dir} has no complete checkpoint: {details}")
 
 
 def is_retriever_parameter(name: str) -> bool:
@@ -566,6 +619,7 @@ __all__ = [
     "check_training_row",
     "eval_mode",
     "is_retriever_parameter",
+    "last_complete_checkpoint",
     "lm_forward",
     "prepare_retriever_for_training",
     "sample_without_replacement",

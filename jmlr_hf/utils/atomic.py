@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 def fsync_file(path: Path) -> None:
@@ -58,6 +61,12 @@ def atomic_directory(directory: str | os.PathLike[str]) -> Iterator[Path]:
     flushed first), on failure it is removed and ``directory`` is left as it was."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
+    # A save killed before its swap leaves its temporary sibling behind: the next save of the same directory removes
+    # it (saves of one directory come from one process, so no other save is writing into it).
+    for stale in directory.parent.glob(f".{directory.name}.tmp-*"):
+        if stale.is_dir():
+            logger.info("Removing %s, left by an interrupted save", stale)
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
         yield tmp

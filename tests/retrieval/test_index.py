@@ -442,6 +442,47 @@ def test_corrupted_file_is_detected(tmp_path, flat_index, name):
         DocumentIndex.load(path)
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"kind": "hnsw"}, "was changed after the index was saved"),
+        ({"dim": 7}, "was changed after the index was saved"),
+        ({"nprobe": 64}, "not by editing the file"),
+    ],
+)
+def test_a_hand_edited_config_is_caught_by_its_checksum(tmp_path, flat_index, edit, message):
+    path = flat_index.save(tmp_path / "index")
+    config = json.loads((path / CONFIG_FILE).read_text())
+    (path / CONFIG_FILE).write_text(json.dumps({**config, **edit}))
+    with pytest.raises(CorruptIndexError, match=message):
+        DocumentIndex.load(path)
+
+
+def test_a_config_that_disagrees_with_the_faiss_file_is_corrupt(tmp_path):
+    """Consistent checksums, inconsistent contents (a config copied from another index): named, not a faiss crash."""
+    docs = clustered(400, 16, centers=8, seed=5)
+    ivf = DocumentIndex.build(vector_docs(400), VectorEncoder(docs), "fp", kind="ivf", nlist=8, show_progress=False)
+    path = ivf.save(tmp_path / "index")
+    config = json.loads((path / CONFIG_FILE).read_text())
+    for edit, message in [({"kind": "flat"}, "holds an index of kind 'ivf' with nlist=8"), ({"nlist": 9}, "nlist=9")]:
+        edited = {key: value for key, value in {**config, **edit}.items() if key != "config_sha256"}
+        edited["config_sha256"] = index_module._config_sha256(edited)
+        (path / CONFIG_FILE).write_text(json.dumps(edited))
+        with pytest.raises(CorruptIndexError, match=re.escape(message)):
+            DocumentIndex.load(path)
+
+
+def test_a_save_cleans_up_what_an_interrupted_save_left(tmp_path, flat_index):
+    leftover = tmp_path / ".index.tmp-abc123"
+    (leftover / "sub").mkdir(parents=True)
+    (leftover / INDEX_FILE).write_bytes(b"half")
+    other = tmp_path / ".other.tmp-abc123"  # another directory's: not ours to remove
+    other.mkdir()
+    flat_index.save(tmp_path / "index")
+    assert not leftover.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-abc123", "index"]
+
+
 def test_missing_file_is_detected(tmp_path, flat_index):
     path = flat_index.save(tmp_path / "index")
     (path / DOCUMENTS_FILE).unlink()
@@ -561,3 +602,22 @@ def test_gpu_resolution():
     assert resolve(GpuFaiss(1), False, "flat") is False
     with pytest.raises(RuntimeError, match="faiss-gpu"):
         resolve(CpuFaiss(), True, "flat")
+
+
+def test_load_index_names_a_missing_folder_instead_of_asking_the_hub(tmp_path, monkeypatch, flat_index):
+    """A path that is not an index folder is reported as such, not sent to the Hub as a repository id."""
+    from jmlr_hf.retrieval import load_index
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "a-file").write_text("x")
+    for missing, message in [
+        ("outputs/index", "index folder 'outputs/index' does not exist"),
+        ("./index", "index folder './index' does not exist"),
+        (str(tmp_path / "nowhere" / "index"), "does not exist"),
+        ("a-file", "is a file; expected an index folder"),
+        ("not a repo id!", "neither an existing folder nor a Hub repository id"),
+    ]:
+        with pytest.raises(FileNotFoundError, match=re.escape(message)):
+            load_index(missing)
+    assert len(load_index(flat_index.save(tmp_path / "outputs" / "index"))) == len(flat_index)

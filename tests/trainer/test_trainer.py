@@ -3,6 +3,8 @@ checkpoint resume and adapter merging, on tiny random models."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from datasets import Dataset
@@ -358,6 +360,43 @@ def test_ranking_moves_toward_lowest_nll_document(
 # ---------------------------------------------------------------------------------------------------------------------
 # Checkpoints: resume, save_model, merge
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_resume_true_skips_a_checkpoint_whose_writing_was_interrupted(
+    tmp_path, caplog, make_tiny_model, generator_tokenizer, retriever_tokenizer
+):
+    """A kill while checkpoint-4 was being written (its optimizer and a truncated trainer_state.json): resuming with
+    `resume_from_checkpoint=True` falls back to checkpoint-2, says so, and ends where the uninterrupted run did."""
+
+    def trainer_for(seed, output_dir, max_steps):
+        args = make_args(
+            tmp_path, output_dir=str(output_dir), max_steps=max_steps, save_strategy="steps", save_steps=2
+        )
+        return make_trainer(make_tiny_model(seed), args, generator_tokenizer, retriever_tokenizer)
+
+    straight = trainer_for(0, tmp_path / "straight", 6)
+    straight.train()
+    interrupted = tmp_path / "interrupted"
+    for step in (2, 4):
+        shutil.copytree(tmp_path / "straight" / f"checkpoint-{step}", interrupted / f"checkpoint-{step}")
+    state = interrupted / "checkpoint-4" / "trainer_state.json"
+    state.write_text(state.read_text()[:100])
+    (interrupted / "checkpoint-4" / "optimizer.pt").unlink()
+    assert trainer_module.last_complete_checkpoint(str(interrupted)) == str(interrupted / "checkpoint-2")
+
+    resumed = trainer_for(1, interrupted, 6)
+    with caplog.at_level("WARNING", logger=trainer_module.logger.name):
+        resumed.train(resume_from_checkpoint=True)
+    assert "checkpoint-4: its writing did not finish (no optimizer.pt, a readable trainer_state.json)" in caplog.text
+    assert "Resuming from" in caplog.text and "checkpoint-2" in caplog.text
+    assert resumed.state.global_step == 6
+    for key, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, atol=1e-6, rtol=0, msg=key)
+
+    empty = tmp_path / "empty"
+    (empty / "checkpoint-2").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no complete checkpoint: .*checkpoint-2 lacks weights"):
+        trainer_module.last_complete_checkpoint(str(empty))
 
 
 @pytest.mark.parametrize("use_lora", [False, True], ids=["full", "lora"])
