@@ -25,10 +25,12 @@ so a Hub copy is validated exactly like a local file.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import logging
 import os
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -168,24 +170,61 @@ def iter_hub_rows(dataset: Iterable[Mapping[str, Any]]) -> Iterator[Row]:
 
 
 def iter_json_lines(path: str) -> Iterator[Row]:
-    """Records of a JSON-lines file (gzip-compressed when the name ends in `.gz`); blank lines are ignored."""
+    """Records of a JSON-lines file (gzip-compressed when the name ends in `.gz`); blank lines are ignored.
+
+    Bytes that are not UTF-8 are kept as surrogate escapes, so the field that holds them is reported (see
+    [`check_text`]) instead of the whole file failing without a line number; a truncated or corrupt gzip stream
+    raises a [`DataFormatError`] naming the file and the line it reached.
+    """
     opener = gzip.open if path.endswith(".gz") else open
     index = 0
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            record: Mapping[str, Any] | RowError
+    line_number = 0
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                line = line.strip()
+                if not line:
+                    continue
+                record: Mapping[str, Any] | RowError
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    record = RowError(None, f"malformed JSON ({err.msg}, column {err.colno})")
+                else:
+                    if not isinstance(record, dict):
+                        record = RowError(None, f"expected a JSON object, got {type(record).__name__}")
+                yield f"line {line_number}", index, record
+                index += 1
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise DataFormatError(
+            path, f"line {line_number + 1}", None, f"the gzip stream is truncated or not gzip ({err})"
+        ) from None
+
+
+def iter_csv(path: str, *, header: bool) -> Iterator[tuple[int, list[str]]]:
+    """`(line number, values)` of each non-empty CSV record (quoted fields may span lines: the number is the line
+    where the record starts), after the header row when `header`. A BOM is dropped; bytes that are not UTF-8 are
+    kept as surrogate escapes (reported per field by [`check_text`]); malformed CSV (an unclosed quote, a field over
+    the csv module's size limit) raises a [`DataFormatError`] naming the file and the line."""
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
+        reader = csv.reader(handle)
+        next_line = 1
+        first = True
+        while True:
+            line_number = next_line
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                record = RowError(None, f"malformed JSON ({err.msg}, column {err.colno})")
-            else:
-                if not isinstance(record, dict):
-                    record = RowError(None, f"expected a JSON object, got {type(record).__name__}")
-            yield f"line {line_number}", index, record
-            index += 1
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                raise DataFormatError(path, f"line {line_number}", None, f"malformed CSV ({err})") from None
+            next_line = reader.line_num + 1
+            if first and header:
+                first = False
+                continue
+            first = False
+            if values:
+                yield line_number, values
 
 
 def open_records(path_or_id: str, load_kwargs: dict[str, Any]) -> tuple[str, Iterable[Row]]:
@@ -258,7 +297,13 @@ def finish(
     report: LoadReport | None,
     counts: Mapping[str, int] | None = None,
 ) -> Dataset:
-    """Turn examples into a `Dataset` with explicit features, warn once about skipped rows and fill `report`."""
+    """Turn examples into a `Dataset` with explicit features, warn once about skipped rows and fill `report`.
+
+    A source with no valid row is an error (a `DataFormatError`), not an empty data set that trains or evaluates on
+    nothing."""
+    if not examples:
+        why = f"all {len(reasons)} rows are invalid; first: {reasons[0]}" if reasons else "it holds no rows"
+        raise DataFormatError(source, "the whole source", None, f"no valid row ({why})")
     if reasons:
         logger.warning(
             "Skipped %d invalid row(s) of %s (skip_invalid=True). First: %s",
@@ -281,6 +326,21 @@ def finish(
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def check_text(value: str, key: str) -> None:
+    """Reject text no downstream tool can take, or that betrays a broken file: undecodable bytes or lone surrogates
+    (Arrow and tokenizers need valid UTF-8), NUL characters, and byte-order marks inside a field."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = value[err.start : err.start + 1]
+        raise RowError(
+            key, f"not valid UTF-8 text: {bad!r} at character {err.start} (undecodable bytes or a lone surrogate)"
+        ) from None
+    for char, name in (("\x00", "a NUL character"), ("\ufeff", "a byte-order mark (U+FEFF; files joined together?)")):
+        if char in value:
+            raise RowError(key, f"contains {name} at character {value.index(char)}")
+
+
 def text_field(record: Mapping[str, Any], key: str, *, required: bool = True) -> str:
     """The stripped string under `key`; a missing/null optional field gives `""`, a required one must be non-empty."""
     value = record.get(key)
@@ -290,6 +350,7 @@ def text_field(record: Mapping[str, Any], key: str, *, required: bool = True) ->
         return ""
     if not isinstance(value, str):
         raise RowError(key, f"expected a string, got {type(value).__name__}")
+    check_text(value, key)
     value = value.strip()
     if required and not value:
         raise RowError(key, "empty")
@@ -330,6 +391,8 @@ def option_list(value: Any, key: str) -> list[str]:
             raise RowError(
                 key, f"option {ANSWER_LETTERS[position : position + 1] or position} is empty or not a string"
             )
+    for text in texts:
+        check_text(text, key)
     return [text.strip() for text in texts]
 
 

@@ -48,7 +48,6 @@ metadata lists the parquet files of each split (`configs`), and [`save_reason_da
 from __future__ import annotations
 
 import ast
-import csv
 import json
 import logging
 import os
@@ -72,6 +71,7 @@ from ._loading import (
     default_data_dir,
     finish,
     identifier,
+    iter_csv,
     iter_hub_rows,
     load_hub_dataset,
     multiple_choice,
@@ -477,11 +477,7 @@ def _split_name(record: Mapping[str, Any], column: str) -> str | None:
 
 
 def _csv_header(path: str) -> list[str]:
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        try:
-            header = next(csv.reader(handle), None)
-        except csv.Error as err:
-            raise DataFormatError(path, "line 1", None, f"malformed CSV header ({err})") from None
+    header = next((values for _, values in iter_csv(path, header=False)), None)
     if not header:
         raise DataFormatError(path, "line 1", None, "no header row (the file is empty)")
     return header
@@ -489,30 +485,13 @@ def _csv_header(path: str) -> list[str]:
 
 def _iter_csv_records(path: str, header: Sequence[str]) -> Iterator[Row]:
     """Records of a CSV file with a header row; locations name the line where a record starts (1-based)."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        next(reader)
-        index = 0
-        next_line = 2
-        while True:
-            line_number = next_line
-            try:
-                values = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as err:
-                raise DataFormatError(path, f"line {line_number}", None, f"malformed CSV ({err})") from None
-            # Quoted fields may span lines, so the next record starts where this one ended.
-            next_line = reader.line_num + 1
-            if not values:
-                continue
-            record: Mapping[str, Any] | RowError
-            if len(values) != len(header):
-                record = RowError(None, f"expected {len(header)} columns, got {len(values)}")
-            else:
-                record = dict(zip(header, values))
-            yield f"line {line_number}", index, record
-            index += 1
+    for index, (line_number, values) in enumerate(iter_csv(path, header=True)):
+        record: Mapping[str, Any] | RowError
+        if len(values) != len(header):
+            record = RowError(None, f"expected {len(header)} columns, got {len(values)}")
+        else:
+            record = dict(zip(header, values))
+        yield f"line {line_number}", index, record
 
 
 def build_from_medqa_reason_csv(

@@ -7,7 +7,6 @@ are dropped and counted in one warning and in an optional [`LoadReport`].
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from ._loading import (
     collect,
     finish,
     identifier,
+    iter_csv,
     iter_hub_rows,
     iter_pubmedqa,
     load_hub_dataset,
@@ -159,22 +159,13 @@ _MMLU_COLUMNS = ("question", "A", "B", "C", "D", "answer")
 
 def _iter_mmlu_csv(path: str, subject: str) -> Iterator[Row]:
     """Records of one MMLU CSV file (no header: question, A, B, C, D, answer); locations name the starting line."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        index = 0
-        next_line = 1
-        for values in reader:
-            # Quoted fields may span lines, so the record starts where the previous one ended.
-            line_number, next_line = next_line, reader.line_num + 1
-            if not values:
-                continue
-            record: Mapping[str, Any] | RowError
-            if len(values) != len(_MMLU_COLUMNS):
-                record = RowError(None, f"expected {len(_MMLU_COLUMNS)} columns {_MMLU_COLUMNS}, got {len(values)}")
-            else:
-                record = {**dict(zip(_MMLU_COLUMNS, values)), "subject": subject}
-            yield f"line {line_number}", index, record
-            index += 1
+    for index, (line_number, values) in enumerate(iter_csv(path, header=False)):
+        record: Mapping[str, Any] | RowError
+        if len(values) != len(_MMLU_COLUMNS):
+            record = RowError(None, f"expected {len(_MMLU_COLUMNS)} columns {_MMLU_COLUMNS}, got {len(values)}")
+        else:
+            record = {**dict(zip(_MMLU_COLUMNS, values)), "subject": subject}
+        yield f"line {line_number}", index, record
 
 
 def _parse_mmlu(record: Mapping[str, Any], index: int) -> list[dict[str, Any]]:

@@ -141,6 +141,65 @@ def test_skip_invalid_skips_counts_and_warns_once(tmp_path, caplog):
     assert f"Skipped {len(BAD_MEDQA_ROWS)} invalid row(s)" in warnings[0].getMessage()
 
 
+def test_broken_text_is_reported_per_row_and_field_and_skippable(tmp_path):
+    """Undecodable bytes, a lone surrogate escape, NUL and a stray byte-order mark: each names the file, the line
+    and the field, and `skip_invalid=True` skips exactly those rows."""
+    good = json.dumps(medqa_row(question="Good one?")).encode()
+    lines = [
+        good,
+        json.dumps(medqa_row()).encode().replace(b"scurvy", b"scurv\xff\xfe"),  # not UTF-8
+        json.dumps(medqa_row(question="Lone \ud800 surrogate")).encode(),  # JSON escape of a lone surrogate
+        json.dumps(medqa_row(question="NUL\x00inside")).encode(),
+        json.dumps(medqa_row(options={"A": "\ufeffVitamin A", "B": "C", "C": "D", "D": "K"})).encode(),
+        good.replace(b"Good one?", b"Last one?"),
+    ]
+    path = tmp_path / "broken.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    expected = [
+        ("line 2", "question", "not valid UTF-8 text"),
+        ("line 3", "question", "not valid UTF-8 text"),
+        ("line 4", "question", "contains a NUL character"),
+        ("line 5", "options", "contains a byte-order mark"),
+    ]
+    report = LoadReport()
+    dataset = load_medqa(str(path), skip_invalid=True, report=report)
+    assert dataset["question"] == ["Good one?", "Last one?"] and report.num_skipped == 4
+    for reason, (line, field, problem) in zip(report.reasons, expected, strict=True):
+        assert f"broken.jsonl, {line}: field {field!r}: {problem}" in reason
+    # Without skip_invalid the first broken row stops the load, named.
+    with pytest.raises(DataFormatError, match=r"broken.jsonl, line 2: field 'question': not valid UTF-8 text"):
+        load_medqa(str(path))
+
+
+def test_broken_files_name_the_file(tmp_path):
+    rows = [json.dumps(medqa_row(question=f"Question {i}?")) for i in range(200)]
+    whole = gzip.compress(("\n".join(rows) + "\n").encode())
+    truncated = tmp_path / "truncated.jsonl.gz"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataFormatError, match=r"truncated.jsonl.gz, line \d+: the gzip stream is truncated"):
+        load_medqa(str(truncated), skip_invalid=True)
+    not_gzip = tmp_path / "plain.jsonl.gz"
+    not_gzip.write_text("\n".join(rows))
+    with pytest.raises(DataFormatError, match=r"plain.jsonl.gz, line 1: the gzip stream is truncated or not gzip"):
+        load_medqa(str(not_gzip))
+    # A CSV field over the csv module's limit (128 KiB): named, not a bare _csv.Error.
+    subject = tmp_path / "mmlu" / "anatomy_test.csv"
+    subject.parent.mkdir()
+    subject.write_text('"Which bone?",A,B,C,D,A\n"' + "x" * 200_000 + '",A,B,C,D,A\n')
+    with pytest.raises(DataFormatError, match=r"anatomy_test.csv, line 2: malformed CSV \(field larger than"):
+        load_mmlu(str(subject.parent))
+
+
+def test_a_source_without_one_valid_row_is_an_error(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(DataFormatError, match=r"empty.jsonl, the whole source: no valid row \(it holds no rows\)"):
+        load_medqa(str(empty))
+    invalid = write_jsonl(tmp_path / "invalid.jsonl", [medqa_row(question=""), medqa_row(answer_idx="Z")])
+    with pytest.raises(DataFormatError, match=r"no valid row \(all 2 rows are invalid; first: .*line 1"):
+        load_medqa(str(invalid), skip_invalid=True)
+
+
 def test_data_format_error_pickles():
     error = DataFormatError("file.jsonl", "line 3", "question", "empty")
     clone = pickle.loads(pickle.dumps(error))
