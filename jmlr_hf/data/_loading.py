@@ -72,6 +72,8 @@ DECISIONS = ("yes", "no", "maybe")
 # A missing path that ends like a data file is a typo, not a Hub id: fail here instead of inside the Hub client.
 _FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".gz", ".parquet", ".txt")
 _MAX_REASONS_SHOWN = 5
+# Cells that mean "missing" once a table has been through pandas or a spreadsheet (compared lower-cased).
+MISSING_MARKERS = ("nan", "none", "null", "n/a")
 
 
 def default_data_dir() -> Path:
@@ -328,7 +330,7 @@ def finish(
 
 def check_text(value: str, key: str) -> None:
     """Reject text no downstream tool can take, or that betrays a broken file: undecodable bytes or lone surrogates
-    (Arrow and tokenizers need valid UTF-8), NUL characters, and byte-order marks inside a field."""
+    (Arrow and tokenizers need valid UTF-8) and NUL characters."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as err:
@@ -336,9 +338,8 @@ def check_text(value: str, key: str) -> None:
         raise RowError(
             key, f"not valid UTF-8 text: {bad!r} at character {err.start} (undecodable bytes or a lone surrogate)"
         ) from None
-    for char, name in (("\x00", "a NUL character"), ("\ufeff", "a byte-order mark (U+FEFF; files joined together?)")):
-        if char in value:
-            raise RowError(key, f"contains {name} at character {value.index(char)}")
+    if "\x00" in value:
+        raise RowError(key, f"contains a NUL character at character {value.index(chr(0))}")
 
 
 def text_field(record: Mapping[str, Any], key: str, *, required: bool = True) -> str:
@@ -351,9 +352,24 @@ def text_field(record: Mapping[str, Any], key: str, *, required: bool = True) ->
     if not isinstance(value, str):
         raise RowError(key, f"expected a string, got {type(value).__name__}")
     check_text(value, key)
-    value = value.strip()
+    value = clean_text(value)
     if required and not value:
         raise RowError(key, "empty")
+    return value
+
+
+def clean_text(value: str) -> str:
+    """`value` stripped, without byte-order marks (U+FEFF, invisible: MMLU's college_medicine has one inside a
+    question, line 59), which would otherwise reach the tokenizer as a token of their own."""
+    return value.replace("\ufeff", "").strip()
+
+
+def question_field(record: Mapping[str, Any], key: str) -> str:
+    """A question's text ([`text_field`], required), which must not be a missing-value marker: `"nan"`, `"None"`,
+    ... are what spreadsheets and pandas write for an empty cell, not a question. (Options may be `"None"`.)"""
+    value = text_field(record, key)
+    if value.lower() in MISSING_MARKERS:
+        raise RowError(key, f"{value!r} is a missing-value marker, not a question")
     return value
 
 
@@ -393,7 +409,7 @@ def option_list(value: Any, key: str) -> list[str]:
             )
     for text in texts:
         check_text(text, key)
-    return [text.strip() for text in texts]
+    return [clean_text(text) for text in texts]
 
 
 def multiple_choice(
@@ -445,13 +461,26 @@ def iter_pubmedqa(path_or_id: str, hub_split: str, load_kwargs: dict[str, Any]) 
     if os.path.exists(path_or_id):
         if load_kwargs:
             raise TypeError(f"The keyword arguments {sorted(load_kwargs)} are only used for Hub datasets.")
-        with open(path_or_id, encoding="utf-8") as handle:
+        duplicates: list[str] = []
+
+        def keep_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            # json.load keeps the last of two equal keys without a word: a duplicated PMID would lose an item.
+            keys = [key for key, _ in pairs]
+            duplicates.extend(key for key, count in Counter(keys).items() if count > 1)
+            return dict(pairs)
+
+        with open(path_or_id, encoding="utf-8", errors="surrogateescape") as handle:
             try:
-                items = json.load(handle)
+                items = json.load(handle, object_pairs_hook=keep_pairs)
             except json.JSONDecodeError as err:
                 raise DataFormatError(path_or_id, f"line {err.lineno}", None, f"malformed JSON ({err.msg})") from None
         if not isinstance(items, dict):
             raise DataFormatError(path_or_id, "top level", None, "expected a JSON object keyed by PMID")
+        if duplicates:
+            where = f"PMID {duplicates[0]}" if duplicates[0] in items else "an item"
+            raise DataFormatError(
+                path_or_id, where, duplicates[0] if where == "an item" else None, "the key appears twice"
+            )
 
         def local_rows() -> Iterator[Row]:
             for index, (pmid, item) in enumerate(items.items()):
@@ -499,7 +528,7 @@ def pubmedqa_article(record: Mapping[str, Any]) -> PubMedQAArticle:
         raise RowError(decision_key, f"{decision!r} is not one of {', '.join(DECISIONS)}")
     return PubMedQAArticle(
         pmid=pmid,
-        question=text_field(record, question_key),
+        question=question_field(record, question_key),
         contexts=[text.strip() for text in contexts],
         labels=[label.strip() for label in labels],
         decision=decision,

@@ -76,6 +76,7 @@ from ._loading import (
     load_hub_dataset,
     multiple_choice,
     option_list,
+    question_field,
     text_field,
 )
 from .qa import MEDMCQA_FILE, load_medmcqa
@@ -568,7 +569,7 @@ def build_from_medqa_reason_csv(
 
     def parse(record: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
         nonlocal without_rationale
-        question = text_field(record, layout.question)
+        question = question_field(record, layout.question)
         options_field = layout.question
         if layout.option_columns:
             options, options_field = _options_from_columns(record, layout.option_columns), layout.option_columns[0]

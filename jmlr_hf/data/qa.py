@@ -35,6 +35,7 @@ from ._loading import (
     open_records,
     option_list,
     pubmedqa_article,
+    question_field,
     text_field,
 )
 
@@ -54,15 +55,15 @@ def _parse_medqa(record: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
     options = option_list(record.get("options"), "options")
     example = multiple_choice(
         example_id=identifier(record, "id", default=f"medqa-{index}"),
-        question=text_field(record, "question"),
+        question=question_field(record, "question"),
         options=options,
         answer=text_field(record, "answer_idx"),
         answer_field="answer_idx",
         subject=text_field(record, "meta_info", required=False),
     )
     # jind11 rows repeat the answer text; a mismatch means the options were shuffled without updating answer_idx.
-    answer_text = record.get("answer")
-    if isinstance(answer_text, str) and answer_text.strip():
+    answer_text = text_field(record, "answer", required=False)
+    if answer_text:
         chosen = options[ANSWER_LETTERS.index(example["answer"])]
         if answer_text.strip() != chosen:
             raise RowError("answer", f"{answer_text!r} differs from option {example['answer']} ({chosen!r})")
@@ -107,7 +108,7 @@ def _parse_medmcqa(record: Mapping[str, Any], index: int) -> list[dict[str, Any]
     return [
         multiple_choice(
             example_id=identifier(record, "id", default=f"medmcqa-{index}"),
-            question=text_field(record, "question"),
+            question=question_field(record, "question"),
             options=[text_field(record, key) for key in _MEDMCQA_OPTION_FIELDS],
             answer=ANSWER_LETTERS[cop - 1],
             answer_field="cop",
@@ -184,7 +185,7 @@ def _parse_mmlu(record: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
     return [
         multiple_choice(
             example_id=identifier(record, "id", default=f"mmlu-{subject or 'all'}-{index}"),
-            question=text_field(record, "question"),
+            question=question_field(record, "question"),
             options=options,
             answer=answer,
             answer_field="answer",

@@ -142,15 +142,17 @@ def test_skip_invalid_skips_counts_and_warns_once(tmp_path, caplog):
 
 
 def test_broken_text_is_reported_per_row_and_field_and_skippable(tmp_path):
-    """Undecodable bytes, a lone surrogate escape, NUL and a stray byte-order mark: each names the file, the line
-    and the field, and `skip_invalid=True` skips exactly those rows."""
+    """Undecodable bytes, a lone surrogate escape, NUL and a missing-value marker as the question: each names the
+    file, the line and the field, and `skip_invalid=True` skips exactly those rows; a stray (invisible) byte-order
+    mark is removed."""
     good = json.dumps(medqa_row(question="Good one?")).encode()
     lines = [
         good,
         json.dumps(medqa_row()).encode().replace(b"scurvy", b"scurv\xff\xfe"),  # not UTF-8
         json.dumps(medqa_row(question="Lone \ud800 surrogate")).encode(),  # JSON escape of a lone surrogate
         json.dumps(medqa_row(question="NUL\x00inside")).encode(),
-        json.dumps(medqa_row(options={"A": "\ufeffVitamin A", "B": "C", "C": "D", "D": "K"})).encode(),
+        json.dumps(medqa_row(options={"A": "\ufeffVitamin A", "B": "Vitamin C", "C": "D", "D": "K"})).encode(),
+        json.dumps(medqa_row(question="NaN")).encode(),
         good.replace(b"Good one?", b"Last one?"),
     ]
     path = tmp_path / "broken.jsonl"
@@ -159,11 +161,12 @@ def test_broken_text_is_reported_per_row_and_field_and_skippable(tmp_path):
         ("line 2", "question", "not valid UTF-8 text"),
         ("line 3", "question", "not valid UTF-8 text"),
         ("line 4", "question", "contains a NUL character"),
-        ("line 5", "options", "contains a byte-order mark"),
+        ("line 6", "question", "'NaN' is a missing-value marker, not a question"),
     ]
     report = LoadReport()
     dataset = load_medqa(str(path), skip_invalid=True, report=report)
-    assert dataset["question"] == ["Good one?", "Last one?"] and report.num_skipped == 4
+    assert dataset["question"] == ["Good one?", medqa_row()["question"], "Last one?"] and report.num_skipped == 4
+    assert dataset["options"][1][0] == "Vitamin A"
     for reason, (line, field, problem) in zip(report.reasons, expected, strict=True):
         assert f"broken.jsonl, {line}: field {field!r}: {problem}" in reason
     # Without skip_invalid the first broken row stops the load, named.
@@ -356,6 +359,21 @@ def test_pubmedqa_bad_item_names_pmid(pubmedqa_dir):
     corpus = load_pubmedqa_corpus(str(path), skip_invalid=True, report=report)
     assert report.num_skipped == 2 and "PMID 104: field 'LABELS'" in report.reasons[1]
     assert corpus["article_id"] == ["101"] * 3 + ["102"] * 2
+
+
+def test_pubmedqa_duplicate_pmid_is_an_error_not_a_lost_item(tmp_path):
+    """JSON keeps the last of two equal keys without a word: a duplicated PMID would silently lose an item."""
+    first, second = json.dumps(pubmedqa_item(["RESULTS"])), json.dumps(pubmedqa_item(["RESULTS"], "no"))
+    path = tmp_path / "items.json"
+    path.write_text(f'{{"101": {first}, "102": {first}, "101": {second}}}')
+    with pytest.raises(DataFormatError, match=r"items.json, PMID 101: the key appears twice"):
+        load_pubmedqa(str(path))
+
+
+def test_medqa_answer_text_must_be_text(tmp_path):
+    path = write_jsonl(tmp_path / "medqa.jsonl", [medqa_row(answer=3)])
+    with pytest.raises(DataFormatError, match=r"medqa.jsonl, line 1: field 'answer': expected a string, got int"):
+        load_medqa(str(path))
 
 
 def test_pubmedqa_hub_layout(pubmedqa_dir):
