@@ -95,7 +95,18 @@ class JointRetrievalCollator:
             row_options = list(row.get("options") or [])
             questions.append(row["question"])
             options.append(row_options)
-            targets.append(build_target(cfg, row["answer"], row.get("rationale"), row_options))
+            row_id = row.get("id", "?")
+            try:
+                target = build_target(cfg, row["answer"], row.get("rationale"), row_options)
+            except ValueError as err:
+                raise ValueError(f"row {row_id!r}: field 'answer': {err}") from None
+            target_tokens = len(self.generator_tokenizer(target, add_special_tokens=False)["input_ids"])
+            if target_tokens >= cfg.max_length:
+                raise ValueError(
+                    f"row {row_id!r}: fields 'answer' + 'rationale': the target is {target_tokens} tokens, which leaves "
+                    f"no room for the question within max_length={cfg.max_length}"
+                )
+            targets.append(target)
             documents.append(
                 [
                     truncate_to_tokens(self.generator_tokenizer, doc, cfg.max_document_length)

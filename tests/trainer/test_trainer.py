@@ -119,6 +119,8 @@ def test_collator_errors_name_the_row(make_tiny_model, generator_tokenizer, retr
         ({"question": ""}, r"field 'question' is ''; expected a non-empty string"),
         ({"answer": None}, r"field 'answer' is None"),
         ({"answer": 2}, r"field 'answer' is 2"),
+        ({"answer": "Z", "options": ["Liver", "Pancreas"]}, r"field 'answer': answer 'Z' is not one of the"),
+        ({"rationale": "insulin " * 2000}, r"fields 'answer' \+ 'rationale': the target is \d+ tokens"),
     ]
     for change, message in bad_rows:
         with pytest.raises(ValueError, match=r"row 'q-bad': " + message):
