@@ -301,8 +301,13 @@ def finish(
 ) -> Dataset:
     """Turn examples into a `Dataset` with explicit features, warn once about skipped rows and fill `report`.
 
-    A source with no valid row is an error (a `DataFormatError`), not an empty data set that trains or evaluates on
-    nothing."""
+    A source with no valid row is an error (a `DataFormatError`, after `report` is filled), not an empty data set
+    that trains or evaluates on nothing."""
+    if report is not None:
+        report.num_rows = len(examples)
+        report.num_skipped = len(reasons)
+        report.reasons = list(reasons)
+        report.counts = dict(counts or {})
     if not examples:
         why = f"all {len(reasons)} rows are invalid; first: {reasons[0]}" if reasons else "it holds no rows"
         raise DataFormatError(source, "the whole source", None, f"no valid row ({why})")
@@ -313,12 +318,7 @@ def finish(
             source,
             " | ".join(reasons[:_MAX_REASONS_SHOWN]),
         )
-    if report is not None:
-        report.num_rows = len(examples)
-        report.num_skipped = len(reasons)
-        report.reasons = list(reasons)
-        report.counts = dict(counts or {})
-    # from_dict (not from_list) so that an empty result still gets the declared columns.
+    # from_dict (not from_list) with the declared features: the columns' types do not depend on the values.
     columns = {name: [example[name] for example in examples] for name in features}
     return Dataset.from_dict(columns, features=features)
 
