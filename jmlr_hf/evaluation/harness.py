@@ -187,10 +187,11 @@ def evaluate_dataset(
     else:
         num_documents, num_candidates = 0, None
 
-    predictions, prompts, choice_lists = [], [], []
+    predictions, prompts, choice_lists, option_lists = [], [], [], []
     for i in range(len(dataset)):
         row = dataset[i]
         options = list(row.get("options") or [])
+        option_lists.append(options)
         top = [] if rankings is None else rankings[i][:num_documents]
         documents = [truncate_to_tokens(model.tokenizer, row["candidates"][j], cfg.max_document_length) for j in top]
         prompts.append(build_prompt(cfg, row["question"], documents, options))
@@ -216,10 +217,9 @@ def evaluate_dataset(
             record["choice_nll"] = {choice: round(value, 4) for choice, value in zip(choices, nll, strict=True)}
     if "generative" in modes:
         for i in tqdm(range(len(dataset)), desc="Generating", unit="question", disable=not show_progress):
-            options = list(dataset[i].get("options") or [])
             reply = model.generate_answer(prompts[i], max_new_tokens)
             predictions[i]["generation"] = reply
-            predictions[i]["generative_prediction"] = extract_answer(reply, options)
+            predictions[i]["generative_prediction"] = extract_answer(reply, option_lists[i])
 
     settings = {
         "setup": model.setup,

@@ -18,15 +18,14 @@ import time
 from pathlib import Path
 
 import torch
-from datasets import Dataset
 from transformers import AutoTokenizer, TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `tests.testing_utils`
 
-from jmlr_hf import JMLRForCausalLM, JointRetrievalTrainer  # noqa: E402
+from jmlr_hf import JMLRForCausalLM  # noqa: E402
 from jmlr_hf.utils.demo_models import minilm_path, smollm2_path  # noqa: E402
 from tests.testing_utils.models import TOY_ROWS, tiny_config  # noqa: E402
-from tests.testing_utils.training import lora_config, make_args  # noqa: E402
+from tests.testing_utils.training import lora_config, make_args, make_trainer  # noqa: E402
 
 
 class PauseAfterSave(TrainerCallback):
@@ -56,12 +55,12 @@ def main() -> None:
         Path(args.out_dir), output_dir=args.out_dir, max_steps=6, save_strategy="steps", save_steps=1, logging_steps=1
     )
     callbacks = [PauseAfterSave(args.pause_after_save)] if args.pause_after_save else []
-    trainer = JointRetrievalTrainer(
+    trainer = make_trainer(
         model,
         training_args,
-        train_dataset=Dataset.from_list(TOY_ROWS * 4),
-        processing_class=generator_tokenizer,
-        retriever_tokenizer=retriever_tokenizer,
+        generator_tokenizer,
+        retriever_tokenizer,
+        rows=TOY_ROWS * 4,
         peft_config=lora_config(),
         callbacks=callbacks,
     )
