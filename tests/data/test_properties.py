@@ -27,13 +27,15 @@ ROWS_PER_RUN = EXAMPLES * (MAX_ROWS + 1) // 2  # the mean number of generated ro
 SAFE_TEXT = st.text(alphabet=st.characters(codec="ascii", categories=("L", "N", "Zs", "P")), min_size=1, max_size=30)
 WORDS = SAFE_TEXT.filter(lambda text: text.strip() and text.strip().lower() not in ("nan", "none", "null", "n/a"))
 NOT_A_STRING = st.one_of(st.integers(), st.floats(allow_nan=True), st.booleans(), st.lists(st.integers(), max_size=2))
-BROKEN_TEXT = st.one_of(
+# Broken as any text field; "nan", "None", ... are broken only as a question (an option "None" is a real answer).
+BROKEN_OPTION_TEXT = st.one_of(
     st.just(None),
     NOT_A_STRING,
-    st.sampled_from(["", "   ", "nan", "None", "NULL"]),
+    st.sampled_from(["", "   "]),
     WORDS.map(lambda text: text + "\x00"),
     WORDS.map(lambda text: text + "\ud800"),
 )
+BROKEN_TEXT = st.one_of(BROKEN_OPTION_TEXT, st.sampled_from(["nan", "None", "NULL"]))
 MISSING = object()  # the field is left out of the row
 
 
@@ -63,7 +65,7 @@ def rows(draw) -> tuple[dict | bytes, bool]:
                 st.lists(WORDS, max_size=1),
                 st.lists(WORDS, min_size=6, max_size=7),
                 st.just({"A": "x", "C": "y"}),
-                st.lists(BROKEN_TEXT, min_size=1, max_size=1).map(lambda bad: ["fine", *bad]),
+                st.lists(BROKEN_OPTION_TEXT, min_size=1, max_size=1).map(lambda bad: ["fine", *bad]),
             )
         )
     if "answer_idx" in broken:
@@ -74,7 +76,6 @@ def rows(draw) -> tuple[dict | bytes, bool]:
         row["answer"] = draw(
             st.one_of(NOT_A_STRING, WORDS.filter(lambda text: text.strip() != options[LETTERS.index(letter)]))
         )
-    # A broken value that happens to be fine (options "fine" + a good word cannot be drawn: BROKEN_TEXT is broken).
     return {key: value for key, value in row.items() if value is not MISSING}, not broken
 
 

@@ -37,6 +37,15 @@ os.environ.update(
 )
 
 import pytest  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
+# Property tests draw the same examples on every run ("derandomize"), so a suite that passed once passes again and a
+# failure reproduces from a fresh clone. `HYPOTHESIS_PROFILE=explore` draws new random examples on each run and
+# keeps failures in the local example database (.hypothesis/): run it a few times when changing a loader or the
+# collator.
+hypothesis_settings.register_profile("default", derandomize=True, database=None)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
