@@ -32,7 +32,7 @@ import logging
 import os
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -74,6 +74,13 @@ _FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".gz", ".parquet", ".txt")
 _MAX_REASONS_SHOWN = 5
 # Cells that mean "missing" once a table has been through pandas or a spreadsheet (compared lower-cased).
 MISSING_MARKERS = ("nan", "none", "null", "n/a")
+# `LoadReport.counts` entries that count valid rows a loader left out on purpose (the others count rows kept).
+DROPPING_COUNTS = frozenset({"without_rationale", "duplicate_texts"})
+
+
+def shorten(text: str, limit: int = 160) -> str:
+    """`text`, cut to `limit` characters with an ellipsis: summary lines quote reasons that hold whole field values."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def default_data_dir() -> Path:
@@ -99,13 +106,38 @@ class LoadReport:
         reasons: one [`DataFormatError`] message per dropped row.
         counts: loader-specific tallies that are not errors, e.g. `"without_rationale"` (MedMCQA with
             `require_rationale=True`), `"duplicate_texts"` / `"renamed_ids"` (MedQuAD), `"evidence_results"` /
-            `"evidence_results_like"` / `"evidence_last_section"` (PubMedQA, see [`load_pubmedqa`]).
+            `"evidence_results_like"` / `"evidence_last_section"` (PubMedQA, see [`load_pubmedqa`]),
+            `"duplicate_options"` (multiple-choice rows kept although two wrong options have the same text; see
+            [`multiple_choice`]).
+        source: the file or Hub dataset the counts are about (set by the loader).
     """
 
     num_rows: int = 0
     num_skipped: int = 0
     reasons: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    source: str = ""
+
+    def summary(self, max_reasons: int = 3) -> str:
+        """One line for a person: what was kept, what was skipped as invalid (the first `max_reasons` reasons) and
+        the loader's tallies, those that dropped rows (`DROPPING_COUNTS`) apart from those that only note them.
+
+        The `jmlr` command and the training script print it after every load, so rows that never reach training or
+        evaluation are visible where the run is started, not only in a log.
+        """
+        parts = [f"kept {self.num_rows} row(s)"]
+        if self.num_skipped:
+            shown = [shorten(reason.removeprefix(f"{self.source}, ")) for reason in self.reasons[:max_reasons]]
+            more = f" | ... {self.num_skipped - len(shown)} more" if self.num_skipped > len(shown) else ""
+            parts.append(f"skipped {self.num_skipped} invalid row(s) (first: {' | '.join(shown)}{more})")
+        else:
+            parts.append("skipped 0 invalid rows")
+        dropped = {name: count for name, count in self.counts.items() if name in DROPPING_COUNTS}
+        noted = {name: count for name, count in self.counts.items() if name not in DROPPING_COUNTS}
+        for label, tallies in (("dropped", dropped), ("noted", noted)):
+            if tallies:
+                parts.append(f"{label}: " + ", ".join(f"{name} {count}" for name, count in tallies.items()))
+        return f"{self.source or 'data'}: " + "; ".join(parts)
 
 
 class DataFormatError(ValueError):
@@ -303,11 +335,17 @@ def finish(
 
     A source with no valid row is an error (a `DataFormatError`, after `report` is filled), not an empty data set
     that trains or evaluates on nothing."""
+    counts = dict(counts or {})
+    if "options" in features and any(example["options"] for example in examples):
+        # Kept on purpose (one correct letter; a wrong option twice is the source's quirk, not ambiguity), but
+        # counted: a user comparing option-level statistics should know.
+        counts["duplicate_options"] = sum(duplicate_options(example["options"]) for example in examples)
     if report is not None:
+        report.source = source
         report.num_rows = len(examples)
         report.num_skipped = len(reasons)
         report.reasons = list(reasons)
-        report.counts = dict(counts or {})
+        report.counts = counts
     if not examples:
         why = f"all {len(reasons)} rows are invalid; first: {reasons[0]}" if reasons else "it holds no rows"
         raise DataFormatError(source, "the whole source", None, f"no valid row ({why})")
@@ -412,6 +450,18 @@ def option_list(value: Any, key: str) -> list[str]:
     return [clean_text(text) for text in texts]
 
 
+def option_key(text: str) -> str:
+    """What makes two option texts the same option: case and spacing ignored (`"Petechial rash"` and
+    `"petechial  Rash"` read the same to a student, and to a model scoring the letters)."""
+    return " ".join(text.split()).casefold()
+
+
+def duplicate_options(options: Sequence[str]) -> bool:
+    """Whether two options of a row have the same text ([`option_key`])."""
+    keys = [option_key(text) for text in options]
+    return len(set(keys)) < len(keys)
+
+
 def multiple_choice(
     *,
     example_id: str,
@@ -422,14 +472,34 @@ def multiple_choice(
     rationale: str = "",
     subject: str = "",
     options_field: str = "options",
+    option_fields: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The one validator behind every multiple-choice loader: 2..5 options and an answer letter among them."""
+    """The one validator behind every multiple-choice loader: 2..5 options, an answer letter among them, and an
+    answer whose text no other option repeats.
+
+    An answer whose text is also another option's (MedMCQA dev, line 989: options C and D both read "It mostly
+    affects the matrix protein", `cop` = 4) makes two letters correct: training on it teaches the model that C is
+    wrong, and evaluating on it marks a right answer wrong. Such a row is invalid (`RowError` naming the twin's field:
+    `option_fields[i]` when the options come from one field per letter, else `options_field`). Two equal options
+    that are both wrong leave one correct letter: the row is kept, and [`finish`] counts it in
+    `LoadReport.counts["duplicate_options"]`.
+    """
     if not 2 <= len(options) <= len(ANSWER_LETTERS):
         raise RowError(options_field, f"expected 2 to {len(ANSWER_LETTERS)} options, got {len(options)}")
     letters = ANSWER_LETTERS[: len(options)]
     letter = answer.strip().upper() if isinstance(answer, str) else answer
     if not isinstance(letter, str) or len(letter) != 1 or letter not in letters:
         raise RowError(answer_field, f"answer {answer!r} is not among the options {', '.join(letters)}")
+    answer_index = letters.index(letter)
+    answer_key = option_key(options[answer_index])
+    twins = [i for i, text in enumerate(options) if i != answer_index and option_key(text) == answer_key]
+    if twins:
+        twin_field = option_fields[twins[0]] if option_fields is not None else options_field
+        raise RowError(
+            twin_field,
+            f"option {letters[twins[0]]} has the same text as the answer {letter} ({options[answer_index]!r}): "
+            f"{', '.join(sorted([letter, *(letters[i] for i in twins)]))} would all be correct; expected one",
+        )
     return {
         "id": example_id,
         "question": question,

@@ -28,7 +28,8 @@ Sources:
 
 * [`build_from_medmcqa`]: MedMCQA (MIT; Pal et al., CHIL 2022) rows with a non-empty expert explanation (`exp`),
   read with [`jmlr_hf.data.load_medmcqa`]; the explanation becomes the rationale after [`normalize_whitespace`].
-  The shared `qa/medmcqa/dev.json` has 4,183 questions, 2,206 of them with an explanation.
+  The shared `qa/medmcqa/dev.json` has 4,183 questions, 2,206 of them with an explanation; 4 of those are invalid
+  (the answer's text is also another option's: two correct letters), which leaves 2,202 with `skip_invalid=True`.
 * [`build_from_medqa_reason_csv`]: a CSV file (or Hub dataset) in the layout of `akemiH/MedQA-Reason` (MedQA
   questions + GPT-4 rationales) or one of the related layouts listed there.
 
@@ -181,8 +182,10 @@ def build_from_medmcqa(
 
     Rows are read and validated by [`jmlr_hf.data.load_medmcqa`] (`cop` is 1-based); rows whose `exp` is null, empty
     or only whitespace are dropped and counted in `report.counts["without_rationale"]` (1,977 of the 4,183 rows of the
-    shared `dev.json`, leaving 2,206). The rationale is the explanation after [`normalize_whitespace`]; `source` is
-    `"medmcqa"`, `subject` the `subject_name`. Splits as in the module docstring.
+    shared `dev.json`). That file also holds 4 invalid rows, whose answer's text another option repeats (lines 989,
+    1342, 1407 and 2734): read it with `skip_invalid=True` (2,202 rows kept, 4 skipped; `jmlr push dataset` does by
+    default). The rationale is the explanation after [`normalize_whitespace`]; `source` is `"medmcqa"`, `subject` the
+    `subject_name`. Splits as in the module docstring.
 
     Args:
         path_or_id: a MedMCQA JSON-lines file or a Hub dataset id with the same columns; defaults to
@@ -608,6 +611,7 @@ def build_from_medqa_reason_csv(
             rationale=text_field(record, layout.rationale, required=False),
             subject=text_field(record, layout.subject, required=False) if layout.subject else "",
             options_field=options_field,
+            option_fields=layout.option_columns[: len(options)] or None,
         )
         split = _split_name(record, layout.split) if layout.split else None
         row_source = (text_field(record, layout.source, required=False) if layout.source else "") or source

@@ -112,6 +112,7 @@ def _parse_medmcqa(record: Mapping[str, Any], index: int) -> list[dict[str, Any]
             options=[text_field(record, key) for key in _MEDMCQA_OPTION_FIELDS],
             answer=ANSWER_LETTERS[cop - 1],
             answer_field="cop",
+            option_fields=_MEDMCQA_OPTION_FIELDS,
             rationale=text_field(record, "exp", required=False),
             subject=text_field(record, "subject_name", required=False),
         )
@@ -171,6 +172,7 @@ def _iter_mmlu_csv(path: str, subject: str) -> Iterator[Row]:
 
 def _parse_mmlu(record: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
     subject = text_field(record, "subject", required=False)
+    option_fields: tuple[str, ...] | None = None
     if "choices" in record:
         # The Hub layout (cais/mmlu): `choices` is a list and `answer` a 0-based index.
         options = option_list(record.get("choices"), "choices")
@@ -179,7 +181,8 @@ def _parse_mmlu(record: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
             answer = ANSWER_LETTERS[answer]
         options_field = "choices"
     else:
-        options = [text_field(record, letter) for letter in ANSWER_LETTERS[:4]]
+        option_fields = tuple(ANSWER_LETTERS[:4])
+        options = [text_field(record, letter) for letter in option_fields]
         answer = text_field(record, "answer")
         options_field = "A"
     return [
@@ -191,6 +194,7 @@ def _parse_mmlu(record: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
             answer_field="answer",
             subject=subject,
             options_field=options_field,
+            option_fields=option_fields,
         )
     ]
 

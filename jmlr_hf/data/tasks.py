@@ -10,7 +10,7 @@ import os
 
 from datasets import Dataset, concatenate_datasets
 
-from ._loading import default_data_dir
+from ._loading import LoadReport, default_data_dir
 from .corpus import MEDQUAD_FILE, load_corpus, load_medquad_corpus, load_pubmedqa_corpus
 from .qa import MEDMCQA_FILE, MMLU_DIR, PUBMEDQA_FILE, load_medmcqa, load_medqa, load_mmlu, load_pubmedqa
 from .splits import split_by_hash
@@ -20,6 +20,15 @@ TASKS = ("pubmedqa", "medmcqa", "medqa", "mmlu", "medqa-reason")
 TASK_FILES = {"pubmedqa": PUBMEDQA_FILE, "medmcqa": MEDMCQA_FILE, "mmlu": MMLU_DIR}
 
 
+def _new_report(reports: list[LoadReport] | None) -> LoadReport | None:
+    """A fresh report appended to `reports` (one per loader call), or `None` when the caller keeps none."""
+    if reports is None:
+        return None
+    report = LoadReport()
+    reports.append(report)
+    return report
+
+
 def load_task(
     task: str,
     split: str | None,
@@ -27,12 +36,22 @@ def load_task(
     data_dir: str | None = None,
     path: str | None = None,
     eval_fraction: float = 0.2,
+    skip_invalid: bool = True,
+    reports: list[LoadReport] | None = None,
 ) -> Dataset:
     """The questions of `task` for `split` (`"train"`, `"test"` or `None` for all).
 
     PubMedQA-L uses its official test ids; MMLU-Med is test-only; MedMCQA (rows with an explanation) and MedQA are
     split deterministically by a hash of the id, `eval_fraction` held out. A MedQA-Reason-style data set
     (`medqa-reason`: a Hub id or a folder written by `jmlr push dataset`) has its own splits (`None` reads `test`).
+
+    Unlike the loaders, a task skips invalid rows by default (`skip_invalid=True`): tasks read upstream files as
+    released, and those hold rows no one can train or evaluate on (the bundled MedMCQA dev file has 4 whose answer
+    text is also another option's, see `jmlr_hf.data.multiple_choice`). Every skipped row is counted in the
+    [`LoadReport`] appended to `reports` (one per loader call; `LoadReport.summary()` is the line the `jmlr` command
+    prints) and in a warning; a source without any valid row is still an error. `skip_invalid=False` makes the first
+    invalid row a [`DataFormatError`]. (`medqa-reason` data sets were validated when they were built, so they are
+    read as they are, without a report.)
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
@@ -49,30 +68,46 @@ def load_task(
         from .medqa_reason import load_reason_split
 
         return load_reason_split(path, split or "test")
+    checks = {"skip_invalid": skip_invalid, "report": _new_report(reports)}
     if task == "pubmedqa":
-        return load_pubmedqa(path, split=split)
+        return load_pubmedqa(path, split=split, **checks)
     if task == "mmlu":
-        return load_mmlu(path)
-    full = load_medmcqa(path, require_rationale=True) if task == "medmcqa" else load_medqa(path)
+        return load_mmlu(path, **checks)
+    full = load_medmcqa(path, require_rationale=True, **checks) if task == "medmcqa" else load_medqa(path, **checks)
     if split is None:
         return full
     train, held_out = split_by_hash(full, eval_fraction)
     return train if split == "train" else held_out
 
 
-def load_named_corpus(spec: str, *, data_dir: str | None = None, distractor_passages: int = 0) -> Dataset:
-    """`"pubmedqa"` (every abstract section), `"medquad"`, or a corpus file / Hub id; plus MedQuAD distractors."""
+def load_named_corpus(
+    spec: str,
+    *,
+    data_dir: str | None = None,
+    distractor_passages: int = 0,
+    skip_invalid: bool = True,
+    reports: list[LoadReport] | None = None,
+) -> Dataset:
+    """`"pubmedqa"` (every abstract section), `"medquad"`, or a corpus file / Hub id; plus MedQuAD distractors.
+
+    Invalid rows are skipped and counted as in [`load_task`] (`skip_invalid`, `reports`: one report per file read,
+    so two with distractors).
+    """
     data_dir = data_dir or str(default_data_dir())
     medquad = os.path.join(data_dir, MEDQUAD_FILE)
     if spec == "pubmedqa":
-        corpus = load_pubmedqa_corpus(os.path.join(data_dir, PUBMEDQA_FILE))
+        corpus = load_pubmedqa_corpus(
+            os.path.join(data_dir, PUBMEDQA_FILE), skip_invalid=skip_invalid, report=_new_report(reports)
+        )
     elif spec == "medquad":
-        corpus = load_medquad_corpus(medquad)
+        corpus = load_medquad_corpus(medquad, skip_invalid=skip_invalid, report=_new_report(reports))
     else:
-        corpus = load_corpus(spec)
+        corpus = load_corpus(spec, skip_invalid=skip_invalid, report=_new_report(reports))
     if distractor_passages:
         keep = ["id", "title", "text"]
-        extra = load_medquad_corpus(medquad, limit=distractor_passages)
+        extra = load_medquad_corpus(
+            medquad, limit=distractor_passages, skip_invalid=skip_invalid, report=_new_report(reports)
+        )
         corpus = concatenate_datasets([corpus.select_columns(keep), extra.select_columns(keep)])
     return corpus
 

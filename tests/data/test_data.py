@@ -22,6 +22,7 @@ from jmlr_hf.data import (
     QA_FEATURES,
     DataFormatError,
     LoadReport,
+    build_from_medqa_reason_csv,
     chunk_text,
     default_data_dir,
     load_corpus,
@@ -29,8 +30,10 @@ from jmlr_hf.data import (
     load_medqa,
     load_medquad_corpus,
     load_mmlu,
+    load_named_corpus,
     load_pubmedqa,
     load_pubmedqa_corpus,
+    load_task,
     split_by_hash,
 )
 
@@ -238,7 +241,7 @@ def test_load_medmcqa_small(tmp_path):
     report = LoadReport()
     with_rationale = load_medmcqa(str(path), require_rationale=True, report=report)
     assert with_rationale["id"] == ["q2"]
-    assert report.counts == {"without_rationale": 2} and report.num_skipped == 0
+    assert report.counts == {"without_rationale": 2, "duplicate_options": 0} and report.num_skipped == 0
 
 
 @pytest.mark.parametrize(
@@ -374,6 +377,60 @@ def test_medqa_answer_text_must_be_text(tmp_path):
     path = write_jsonl(tmp_path / "medqa.jsonl", [medqa_row(answer=3)])
     with pytest.raises(DataFormatError, match=r"medqa.jsonl, line 1: field 'answer': expected a string, got int"):
         load_medqa(str(path))
+
+
+def test_duplicate_options_twin_of_the_answer_is_invalid_other_twins_are_counted(tmp_path):
+    """Two options with one text: ambiguous when one of them is the answer (two correct letters), a harmless quirk
+    of the source when both are wrong. Case and spacing do not make two options different."""
+    rows = [
+        medmcqa_row(id="ok"),
+        medmcqa_row(id="wrong-twins", opd="phenytoin "),  # A and D equal, answer B: one correct letter, kept
+        medmcqa_row(id="answer-twin", opd="ETHOSUXIMIDE"),  # B (the answer) and D equal: invalid, named by D's field
+    ]
+    path = write_jsonl(tmp_path / "dev.json", rows)
+    with pytest.raises(DataFormatError) as excinfo:
+        load_medmcqa(str(path))
+    assert str(excinfo.value) == (
+        f"{path}, line 3: field 'opd': option D has the same text as the answer B ('Ethosuximide'): B, D would all be "
+        "correct; expected one"
+    )
+    report = LoadReport()
+    dataset = load_medmcqa(str(path), skip_invalid=True, report=report)
+    assert dataset["id"] == ["ok", "wrong-twins"] and dataset["options"][1][3] == "phenytoin"
+    assert report.num_skipped == 1 and report.counts == {"duplicate_options": 1}
+    assert report.summary() == (
+        f"{path}: kept 2 row(s); skipped 1 invalid row(s) (first: line 3: field 'opd': option D has the same text as "
+        "the answer B ('Ethosuximide'): B, D would all be correct; expected one); noted: duplicate_options 1"
+    )
+
+    # The same check for every multiple-choice layout: it lives in the shared validator.
+    medqa = write_jsonl(tmp_path / "medqa.jsonl", [medqa_row(options={"A": "x", "B": "Vitamin C", "C": "vitamin c"})])
+    with pytest.raises(DataFormatError, match=r"medqa.jsonl, line 1: field 'options': option C has the same text"):
+        load_medqa(str(medqa))
+    (tmp_path / "anatomy_test.csv").write_text("Q?,same,other,Same,x,C\n")
+    with pytest.raises(DataFormatError, match=r"anatomy_test.csv, line 1: field 'A': option A has the same text"):
+        load_mmlu(str(tmp_path / "anatomy_test.csv"))
+    reason = tmp_path / "reason.csv"
+    reason.write_text("question,opa,opb,opc,answer,rationale\nQ?,x,y,Y,B,R.\n")
+    with pytest.raises(DataFormatError, match=r"reason.csv, line 2: field 'opc': option C has the same text"):
+        build_from_medqa_reason_csv(str(reason))
+
+
+def test_load_task_skips_and_reports_one_summary_per_load(tmp_path):
+    questions = write_jsonl(tmp_path / "medqa.jsonl", [medqa_row(), medqa_row(answer_idx="F"), "{not json"])
+    reports: list[LoadReport] = []
+    dataset = load_task("medqa", None, path=str(questions), reports=reports)
+    assert len(dataset) == 1 and len(reports) == 1
+    assert reports[0].summary().startswith(f"{questions}: kept 1 row(s); skipped 2 invalid row(s) (first: line 2:")
+    with pytest.raises(DataFormatError, match="medqa.jsonl, line 2: field 'answer_idx'"):
+        load_task("medqa", None, path=str(questions), skip_invalid=False)
+
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"id": "d1", "text": "x"}, {"id": "d2", "text": ""}])
+    reports = []
+    assert len(load_named_corpus(str(corpus), reports=reports)) == 1
+    assert [report.summary() for report in reports] == [
+        f"{corpus}: kept 1 row(s); skipped 1 invalid row(s) (first: line 2: field 'text': empty)"
+    ]
 
 
 def test_pubmedqa_hub_layout(pubmedqa_dir):
@@ -522,19 +579,33 @@ def ori_pqal(data_dir) -> str:
 @pytest.mark.integration
 def test_real_medmcqa(data_dir):
     path = str(data_dir / "qa" / "medmcqa" / "dev.json")
-    dataset = load_medmcqa(path)
-    assert len(dataset) == 4183 and len(set(dataset["id"])) == 4183
+    # 4 of the 4,183 rows have an answer whose text another option repeats (two correct letters): invalid.
+    with pytest.raises(DataFormatError, match=r"dev.json, line 989: field 'opc': option C has the same text"):
+        load_medmcqa(path)
+    report = LoadReport()
+    dataset = load_medmcqa(path, skip_invalid=True, report=report)
+    assert len(dataset) == 4179 and len(set(dataset["id"])) == 4179
+    assert report.num_skipped == 4 and [reason.split(": field")[0].split(", ")[-1] for reason in report.reasons] == [
+        "line 989",
+        "line 1342",
+        "line 1407",
+        "line 2734",
+    ]
+    # 21 rows repeat an option; in 17 the repeated text is a wrong option (one correct letter): kept, counted.
+    assert report.counts == {"duplicate_options": 17}
     assert all(len(options) == 4 for options in dataset["options"])
     assert set(dataset["answer"]) == set("ABCD")
-    report = LoadReport()
-    with_rationale = load_medmcqa(path, require_rationale=True, report=report)
-    assert len(with_rationale) == 2206 and report.counts["without_rationale"] == 4183 - 2206
+    with_rationale = load_medmcqa(path, require_rationale=True, skip_invalid=True, report=report)
+    # 2,206 rows have an explanation (the data README); the 4 invalid rows are among them.
+    assert len(with_rationale) == 2202 and report.counts == {"without_rationale": 4179 - 2202, "duplicate_options": 8}
     assert all(with_rationale["rationale"])
+    assert report.summary().endswith("dropped: without_rationale 1977; noted: duplicate_options 8")
 
 
 @pytest.mark.integration
 def test_real_mmlu(data_dir):
-    dataset = load_mmlu(str(data_dir / "qa" / "mmlu_med"))
+    report = LoadReport()
+    dataset = load_mmlu(str(data_dir / "qa" / "mmlu_med"), report=report)
     assert len(dataset) == 1089
     assert collections.Counter(dataset["subject"]) == {
         "anatomy": 135,
@@ -545,6 +616,7 @@ def test_real_mmlu(data_dir):
         "professional_medicine": 272,
     }
     assert all(len(options) == 4 for options in dataset["options"]) and set(dataset["answer"]) == set("ABCD")
+    assert report.counts == {"duplicate_options": 0}
 
 
 @pytest.mark.integration

@@ -231,7 +231,7 @@ def test_medmcqa_keeps_rows_with_an_explanation_and_reports_the_others(medmcqa_f
         splits, report = build_from_medmcqa(medmcqa_file, skip_invalid=True)
     assert isinstance(report, LoadReport)
     assert report.num_rows == NUM_GOOD and report.num_skipped == 1
-    assert report.counts == {"without_rationale": len(NO_EXPLANATION)}
+    assert report.counts == {"without_rationale": len(NO_EXPLANATION), "duplicate_options": 0}
     assert f"line {MALFORMED_LINE}" in report.reasons[0] and "'cop'" in report.reasons[0]
     assert "Skipped 1 invalid row" in caplog.text
 
@@ -323,7 +323,11 @@ def test_every_accepted_csv_layout_gives_the_same_rows(layout, tmp_path):
         produced = list(splits["train"])
     assert essentials(produced) == expected_rows()
     assert all(row["source"] == "medqa-reason" for row in produced)
-    assert (report.num_rows, report.num_skipped, report.counts) == (3, 0, {"without_rationale": 0})
+    assert (report.num_rows, report.num_skipped, report.counts) == (
+        3,
+        0,
+        {"without_rationale": 0, "duplicate_options": 0},
+    )
     if layout == "json_dict_jind11":
         assert [row["id"] for row in produced] == ["q0", "q1", "q2"]
         assert {row["subject"] for row in produced} == {"step1"}
@@ -367,7 +371,7 @@ def test_csv_rows_without_rationale_are_dropped_and_counted(tmp_path):
     report = LoadReport()
     splits = build_from_medqa_reason_csv(path, test_fraction=0.0, validation_fraction=0.0, report=report)
     assert splits["train"]["question"] == ["Q1?"]
-    assert report.counts == {"without_rationale": 2} and report.num_skipped == 0
+    assert report.counts == {"without_rationale": 2, "duplicate_options": 0} and report.num_skipped == 0
 
 
 GOOD_ROW = ["Q1?", "x", "y", "z", "w", "A", "Reason."]
@@ -627,14 +631,22 @@ def test_save_checks_the_card_against_the_splits(medmcqa_splits, tmp_path):
 def test_real_medmcqa_dev(tmp_path):
     path = default_data_dir() / reason_data.MEDMCQA_FILE
     assert path.exists(), f"{path} is missing: set JMLR_DATA_DIR to the shared data folder"
-    splits, report = build_from_medmcqa()
+    with pytest.raises(
+        DataFormatError, match=r"dev.json, line 989: field 'opc': option C has the same text as the answer D"
+    ):
+        build_from_medmcqa()
+    splits, report = build_from_medmcqa(skip_invalid=True)
     sizes = {name: len(split) for name, split in splits.items()}
-    # 4,183 questions, 2,206 with a non-empty explanation (the data README); none malformed.
-    assert (report.num_rows, report.num_skipped, report.counts) == (2206, 0, {"without_rationale": 1977})
-    assert sum(sizes.values()) == 2206
-    assert sizes == {"train": 1752, "validation": 241, "test": 213}
+    # 4,183 questions, 2,206 with a non-empty explanation (the data README); 4 of them have an answer whose text
+    # another option repeats (two correct letters: lines 989, 1342, 1407, 2734), all four in the train split.
+    assert (report.num_rows, report.num_skipped) == (2202, 4)
+    assert report.counts == {"without_rationale": 1977, "duplicate_options": 8}
+    lines = [int(reason.split(", line ")[1].split(":")[0]) for reason in report.reasons]
+    assert lines == [989, 1342, 1407, 2734] and all("would all be correct" in reason for reason in report.reasons)
+    assert sum(sizes.values()) == 2202
+    assert sizes == {"train": 1748, "validation": 241, "test": 213}
     rows = all_rows(splits)
-    assert len({row["id"] for row in rows}) == 2206
+    assert len({row["id"] for row in rows}) == 2202
     assert all(row["rationale"] and row["rationale"] == normalize_whitespace(row["rationale"]) for row in rows)
     assert all(row["options"][row["answer_idx"]] and "ABCD"[row["answer_idx"]] == row["answer"] for row in rows)
 
@@ -645,7 +657,7 @@ def test_real_medmcqa_dev(tmp_path):
     assert set(splits["validation"]["id"]) | set(splits["test"]["id"]) == set(task_held_out["id"])
 
     card = make_card(splits)
-    assert "| train | 1752 |" in str(card) and "size_categories:\n- 1K<n<10K" in str(card)
+    assert "| train | 1748 |" in str(card) and "size_categories:\n- 1K<n<10K" in str(card)
     directory = save_reason_dataset(splits, tmp_path / "medmcqa-reason", card)
     reloaded = datasets.load_dataset(str(directory), cache_dir=str(tmp_path / "cache"))
     assert {name: len(split) for name, split in reloaded.items()} == sizes
