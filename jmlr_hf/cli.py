@@ -15,6 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from .data import LoadReport
 
 
 def load_retriever(name_or_path: str):
@@ -34,12 +40,39 @@ def load_retriever(name_or_path: str):
     return JMLRRetriever(config, encoder=encoder).eval(), AutoTokenizer.from_pretrained(path), config
 
 
+def print_load_summaries(reports: list[LoadReport], what: str) -> None:
+    """Print one line per file read: rows kept, invalid rows skipped (with the first reasons) and rows a loader
+    dropped on purpose (e.g. MedMCQA questions without an explanation), so that none of them goes unnoticed."""
+    for report in reports:
+        print(f"{what}: {report.summary()}", flush=True)
+
+
+def load_questions(args: argparse.Namespace, split: str | None) -> Dataset:
+    """`load_task` for `jmlr retrieve` / `jmlr evaluate`, printing its summary lines."""
+    from .data import load_task
+
+    reports: list[LoadReport] = []
+    questions = load_task(
+        args.task, split, data_dir=args.data_dir, path=args.questions, skip_invalid=args.skip_invalid, reports=reports
+    )
+    print_load_summaries(reports, "questions")
+    return questions
+
+
 def cmd_index(args: argparse.Namespace) -> None:
     from .data import load_named_corpus
     from .retrieval import DocumentIndex
 
     retriever, tokenizer, config = load_retriever(args.retriever)
-    corpus = load_named_corpus(args.corpus, data_dir=args.data_dir, distractor_passages=args.distractor_passages)
+    reports: list[LoadReport] = []
+    corpus = load_named_corpus(
+        args.corpus,
+        data_dir=args.data_dir,
+        distractor_passages=args.distractor_passages,
+        skip_invalid=args.skip_invalid,
+        reports=reports,
+    )
+    print_load_summaries(reports, "corpus")
     index = DocumentIndex.from_retriever(
         corpus, retriever, tokenizer, max_length=config.max_document_length, kind=args.kind
     )
@@ -48,12 +81,11 @@ def cmd_index(args: argparse.Namespace) -> None:
 
 
 def cmd_retrieve(args: argparse.Namespace) -> None:
-    from .data import load_task
     from .retrieval import DocumentIndex, add_candidates
 
     retriever, tokenizer, config = load_retriever(args.retriever)
     index = DocumentIndex.load(args.index, expected_fingerprint=retriever.weights_fingerprint(), on_stale="warn")
-    questions = load_task(args.task, args.split, data_dir=args.data_dir, path=args.questions)
+    questions = load_questions(args, args.split)
     if args.limit:
         questions = questions.select(range(min(args.limit, len(questions))))
     result = add_candidates(
@@ -129,12 +161,11 @@ def resolve_evaluation_split(task: str, split: str | None, questions: str | None
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import torch
 
-    from .data import load_task
     from .evaluation import EvaluationModel, evaluate_dataset
     from .retrieval import load_index
 
     split = resolve_evaluation_split(args.task, args.split, args.questions)
-    questions = load_task(args.task, None if split == "all" else split, data_dir=args.data_dir, path=args.questions)
+    questions = load_questions(args, None if split == "all" else split)
     if args.limit is not None:
         questions = questions.select(range(min(args.limit, len(questions))))
     model = EvaluationModel.from_pretrained(args.model, args.retriever, dtype=getattr(torch, args.dtype))
@@ -195,16 +226,20 @@ def cmd_push(args: argparse.Namespace) -> None:
     else:
         import tempfile
 
-        from .data import build_from_medmcqa, build_from_medqa_reason_csv, save_reason_dataset
+        from .data import LoadReport, build_from_medmcqa, build_from_medqa_reason_csv, save_reason_dataset
 
         if args.source == "medmcqa":
-            dataset, _ = build_from_medmcqa(args.input, data_dir=None if args.input else args.data_dir)
+            dataset, report = build_from_medmcqa(
+                args.input, data_dir=None if args.input else args.data_dir, skip_invalid=args.skip_invalid
+            )
             license, description = "mit", "MedMCQA questions with their expert explanations as rationales."
         else:
             if args.input is None:
                 raise SystemExit("--source medqa-reason-csv needs --input (the CSV file or a Hub data set id)")
-            dataset = build_from_medqa_reason_csv(args.input)
+            report = LoadReport()
+            dataset = build_from_medqa_reason_csv(args.input, skip_invalid=args.skip_invalid, report=report)
             license, description = "other", "MedQA questions with GPT-4 rationales, from the MedQA-Reason layout."
+        print_load_summaries([report], "questions")
         card = hub.render_dataset_card(
             dataset,
             repo_id=args.repo_id,
@@ -227,6 +262,16 @@ def cmd_pull(args: argparse.Namespace) -> None:
     print(f"Pulled {args.what} {args.repo_id} into {path}")
 
 
+def add_skip_invalid(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--skip-invalid",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Skip invalid rows of the input files, counted in the summary line printed per file (default); "
+        "--no-skip-invalid stops at the first one. A file without a valid row is an error either way",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data import TASKS, default_data_dir
 
@@ -240,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"])
     p.add_argument("--distractor-passages", type=int, default=0, help="MedQuAD passages to add as distractors")
     p.add_argument("--data-dir", default=str(default_data_dir()))
+    add_skip_invalid(p)
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("retrieve", help="Pre-retrieval: add the top-N candidates of each question")
@@ -252,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--output", required=True, help="A .jsonl file, or a folder for save_to_disk")
     p.add_argument("--data-dir", default=str(default_data_dir()))
+    add_skip_invalid(p)
     p.set_defaults(func=cmd_retrieve)
 
     sub.add_parser("train", help="Run the training recipe (all flags go to recipes/train.py)", add_help=False)
@@ -293,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", default=None, help="Results JSON (the Markdown table goes next to it, .md)")
     p.add_argument("--data-dir", default=str(default_data_dir()))
+    add_skip_invalid(p)
     p.set_defaults(func=cmd_evaluate)
 
     push = sub.add_parser("push", help="Publish a model, an index or a data set to the Hub (one commit)")
@@ -315,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--source", required=True, choices=["medmcqa", "medqa-reason-csv"])
     pd.add_argument("--input", default=None, help="The source file (default for medmcqa: the file in --data-dir)")
     pd.add_argument("--data-dir", default=str(default_data_dir()))
+    add_skip_invalid(pd)
     for p in (pm, pi, pd):
         p.add_argument("--repo-id", required=True)
         p.add_argument("--private", action="store_true")

@@ -22,7 +22,7 @@ from datasets import Dataset, load_from_disk
 from transformers import AutoTokenizer
 from trl import ModelConfig, TrlParser, get_peft_config
 
-from ..data import TASKS, load_named_corpus, load_task
+from ..data import TASKS, LoadReport, load_named_corpus, load_task
 from ..evaluation import evaluate_model, format_comparison
 from ..hub import eval_results_from_metrics, push_model, render_model_card
 from ..models import (
@@ -86,6 +86,13 @@ class DataArguments:
             "queries are re-encoded). None: the candidates retrieved before training are kept."
         },
     )
+    skip_invalid: bool = field(
+        default=True,
+        metadata={
+            "help": "Skip invalid question and corpus rows (each load prints one summary line with the counts and the "
+            "first reasons; a file without a valid row is still an error). False: the first invalid row stops the run."
+        },
+    )
     refresh_index: bool = field(
         default=True,
         metadata={
@@ -134,11 +141,23 @@ class RetrievalArguments:
         return {key: value for key, value in values.items() if value is not None}
 
 
+def print_load_summaries(reports: list[LoadReport], what: str) -> None:
+    """One line per file read: rows kept, invalid rows skipped (first reasons), rows a loader dropped on purpose."""
+    for report in reports:
+        print(f"{what}: {report.summary()}", flush=True)
+
+
 def load_questions(args: DataArguments, split: str) -> Dataset:
+    """The questions of `split`, with one summary line per file read (see [`print_load_summaries`])."""
     path = args.train_file if split == "train" else args.eval_file
+    reports: list[LoadReport] = []
+    checks = {"data_dir": args.data_dir, "path": path, "skip_invalid": args.skip_invalid, "reports": reports}
     if args.task in ("medmcqa", "medqa") and path is not None and split == "test":
-        return load_task(args.task, None, data_dir=args.data_dir, path=path)  # an explicit evaluation file
-    return load_task(args.task, split, data_dir=args.data_dir, path=path, eval_fraction=args.eval_fraction)
+        questions = load_task(args.task, None, **checks)  # an explicit evaluation file
+    else:
+        questions = load_task(args.task, split, eval_fraction=args.eval_fraction, **checks)
+    print_load_summaries(reports, f"{split} questions")
+    return questions
 
 
 def load_model(model_args: ModelConfig, retrieval_args: RetrievalArguments):
@@ -235,10 +254,22 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
     cfg = model.config
     index_dir = data_args.index_dir or os.path.join(training_args.output_dir, "index")
 
+    corpus_loads = 0
+
     def corpus():
-        return load_named_corpus(
-            data_args.corpus, data_dir=data_args.data_dir, distractor_passages=data_args.distractor_passages
+        nonlocal corpus_loads
+        reports: list[LoadReport] = []
+        loaded = load_named_corpus(
+            data_args.corpus,
+            data_dir=data_args.data_dir,
+            distractor_passages=data_args.distractor_passages,
+            skip_invalid=data_args.skip_invalid,
+            reports=reports,
         )
+        corpus_loads += 1
+        if corpus_loads == 1:  # index refreshes read the same files again
+            print_load_summaries(reports, "corpus")
+        return loaded
 
     # Index and pre-retrieval run once, on the main process; the others read the result from disk.
     prepared_dir = os.path.join(training_args.output_dir, "prepared")
