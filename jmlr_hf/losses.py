@@ -5,6 +5,11 @@ answer NLL given each of those documents (shape `[B, S]`, no gradient needed), a
 is always treated as a fixed target: it is detached here, so a caller cannot train the LLM through it by mistake.
 
 `mask` (bool, `[B, S]`, optional) marks the valid documents of each row; padded entries are ignored.
+
+A NaN or infinite logit or NLL at a valid position makes every loss NaN: the losses never turn such an input into a
+finite, wrong number (a NaN NLL compares unequal to everything, so the pairwise loss would otherwise count it as the
+worse document of every pair). The trainer detects the NaN and stops the run or skips the step
+(`JointRetrievalConfig.nonfinite_loss`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,16 @@ import torch.nn.functional as F
 
 def _mask_or_ones(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return torch.ones_like(logits, dtype=torch.bool) if mask is None else mask.bool()
+
+
+def _nan_if_not_finite(loss: torch.Tensor, valid: torch.Tensor, *inputs: torch.Tensor | None) -> torch.Tensor:
+    """`loss`, or NaN when an input holds a NaN or an infinity at a valid position (padding is ignored)."""
+    finite = torch.ones((), dtype=torch.bool, device=loss.device)
+    for tensor in inputs:
+        if tensor is not None:
+            check = valid if tensor.shape == valid.shape else torch.ones_like(tensor, dtype=torch.bool)
+            finite = finite & (torch.isfinite(tensor.detach()) | ~check).all()
+    return torch.where(finite, loss, torch.full_like(loss, float("nan")))
 
 
 def llm_rank_loss(
@@ -44,8 +59,10 @@ def llm_rank_loss(
     upper = torch.triu(torch.ones_like(diff, dtype=torch.bool), diagonal=1)
     pairs = upper & (nll.unsqueeze(-1) != nll.unsqueeze(-2)) & valid.unsqueeze(-1) & valid.unsqueeze(-2)
     if not pairs.any():
-        return retriever_logits.sum() * 0.0
-    return F.binary_cross_entropy_with_logits(diff[pairs], target[pairs], reduction="mean")
+        loss = retriever_logits.masked_fill(~valid, 0.0).sum() * 0.0
+    else:
+        loss = F.binary_cross_entropy_with_logits(diff[pairs], target[pairs], reduction="mean")
+    return _nan_if_not_finite(loss, valid, retriever_logits, nll)
 
 
 def lsr_loss(
@@ -80,7 +97,8 @@ def lsr_loss(
         valid = torch.cat([valid, torch.ones_like(negative_logits, dtype=torch.bool)], dim=-1)
     log_p = F.log_softmax(logits, dim=-1)
     kl = (log_p.exp() * (log_p - log_q)).masked_fill(~valid, 0.0)
-    return kl.sum(-1).mean()
+    own_valid = _mask_or_ones(retriever_logits, mask)
+    return _nan_if_not_finite(kl.sum(-1).mean(), own_valid, retriever_logits, lm_nll, negative_logits)
 
 
 def ppl_distill_loss(
@@ -108,7 +126,7 @@ def ppl_distill_loss(
     else:
         log_p = F.log_softmax(logits, dim=-1)
     kl = (log_q.exp() * (log_q - log_p)).masked_fill(~valid, 0.0)
-    return kl.sum(-1).mean()
+    return _nan_if_not_finite(kl.sum(-1).mean(), valid, retriever_logits, lm_nll, negative_logits)
 
 
 def pairwise_agreement(
@@ -122,7 +140,8 @@ def pairwise_agreement(
 
     $$\frac{1}{|P|} \sum_{(i,j) \in P} 1\big[(s_i - s_j)(\mathrm{NLL}_j - \mathrm{NLL}_i) > 0\big].$$
 
-    0.5 is chance; 1.0 means the retriever ranks documents exactly by how much they help. NaN when no pair differs.
+    0.5 is chance; 1.0 means the retriever ranks documents exactly by how much they help. NaN when no pair differs,
+    or when a score or NLL is NaN or infinite.
     A pair the retriever scores equally counts as a disagreement (it fails to order them), unless `skip_score_ties`
     leaves such pairs out too (as the headroom analysis does, where duplicate candidates tie exactly).
     """
@@ -137,7 +156,7 @@ def pairwise_agreement(
     if not pairs.any():
         return torch.tensor(float("nan"), device=s.device)
     agree = (score_gap * nll_gap > 0)[pairs]
-    return agree.float().mean()
+    return _nan_if_not_finite(agree.float().mean(), valid, s, nll)
 
 
 RETRIEVAL_LOSSES = {"llm_rank": llm_rank_loss, "lsr": lsr_loss, "ppl_distill": ppl_distill_loss}

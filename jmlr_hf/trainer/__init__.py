@@ -7,6 +7,7 @@ from .joint_retrieval_config import JointRetrievalConfig
 from .joint_retrieval_trainer import (
     JointRetrievalCollator,
     JointRetrievalTrainer,
+    NonFiniteLossError,
     is_retriever_parameter,
     sample_without_replacement,
     split_in_batch_scores,
@@ -18,6 +19,7 @@ __all__ = [
     "JointRetrievalCollator",
     "JointRetrievalConfig",
     "JointRetrievalTrainer",
+    "NonFiniteLossError",
     "RetrievalRecallCallback",
     "is_retriever_parameter",
     "sample_without_replacement",

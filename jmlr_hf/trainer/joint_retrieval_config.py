@@ -42,6 +42,16 @@ class JointRetrievalConfig(SFTConfig):
             pass checks that the model's attention follows packed sequences (the NLLs must equal the padded pass's):
             with `None` a model that does not falls back to padding, with a warning; with `True` it is an error.
 
+        > Parameters that control what a non-finite loss does
+
+        nonfinite_loss (`str`, *optional*, defaults to `"error"`):
+            What a NaN or infinite training loss does. `"error"` stops the run with a `NonFiniteLossError` that names
+            the step, the batch's row ids, the loss's parts and the rows whose NLLs or retriever scores are not
+            finite. `"skip_step"` drops that micro-batch's gradient instead (an optimizer step whose micro-batches are
+            all skipped changes no weight), logs a warning naming the same, and counts the skipped micro-batches in
+            the training logs (`nonfinite_steps_skipped`). Either way no NaN reaches the weights: transformers' own
+            `logging_nan_inf_filter` only hides such a loss from the logs, while its NaN gradient is applied.
+
         > Parameters of [`~trl.SFTConfig`] whose defaults differ
 
         remove_unused_columns (`bool`, *optional*, defaults to `False`):
@@ -94,6 +104,14 @@ class JointRetrievalConfig(SFTConfig):
             "flash attention, pads otherwise; the first pass checks that the model follows packed sequences."
         },
     )
+    nonfinite_loss: str = field(
+        default="error",
+        metadata={
+            "help": "What a NaN or infinite training loss does: 'error' stops the run naming the step and the batch's "
+            "rows; 'skip_step' drops that micro-batch's gradient, warns and counts it (nonfinite_steps_skipped).",
+            "choices": ["error", "skip_step"],
+        },
+    )
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Kept False: the joint collator needs the raw `question`/`candidates` columns."},
@@ -107,6 +125,8 @@ class JointRetrievalConfig(SFTConfig):
         super().__post_init__()
         if self.remove_unused_columns:
             raise ValueError("JointRetrievalConfig needs remove_unused_columns=False (the collator reads raw columns)")
+        if self.nonfinite_loss not in ("error", "skip_step"):
+            raise ValueError(f"nonfinite_loss must be 'error' or 'skip_step', got {self.nonfinite_loss!r}")
         if not (self.dataset_kwargs or {}).get("skip_prepare_dataset", False):
             raise ValueError("JointRetrievalConfig needs dataset_kwargs={'skip_prepare_dataset': True}")
 

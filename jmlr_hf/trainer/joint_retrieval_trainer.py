@@ -83,7 +83,7 @@ class JointRetrievalCollator:
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
         cfg = self.config
         num = cfg.num_candidates
-        questions, options, targets, documents = [], [], [], []
+        questions, options, targets, documents, row_ids = [], [], [], [], []
         for row in features:
             check_training_row(row, num)
             candidates = list(self.candidate_overrides.get(row.get("id"), row["candidates"]))
@@ -93,6 +93,7 @@ class JointRetrievalCollator:
                     f"num_candidates={num}"
                 )
             row_options = list(row.get("options") or [])
+            row_ids.append(str(row.get("id", "?")))
             questions.append(row["question"])
             options.append(row_options)
             row_id = row.get("id", "?")
@@ -126,7 +127,17 @@ class JointRetrievalCollator:
             "options": options,
             "targets": targets,
             "documents": documents,
+            "row_ids": row_ids,  # named by errors raised in compute_loss (e.g. a non-finite loss)
         }
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss was NaN or infinite (`JointRetrievalConfig.nonfinite_loss="error"`); the message names the
+    step, the batch's row ids and which part of the loss, and which rows, are not finite."""
+
+
+class _SkippedMicroBatch(Exception):
+    """Raised by `compute_loss` to drop a micro-batch whose loss is not finite (`nonfinite_loss="skip_step"`)."""
 
 
 def check_training_row(row: dict[str, Any], num_candidates: int) -> None:
@@ -329,6 +340,8 @@ class JointRetrievalTrainer(SFTTrainer):
             # The baselines: SFT without documents (K = 0) or RAG-SFT with a fixed retriever's top K. No NLL pass and
             # no retrieval loss, so the retriever gets no gradient.
             outputs = lm_forward(model, lm_batch)
+            if mode == "train":
+                self._check_finite_loss(outputs.loss, inputs, {"lm_loss": outputs.loss}, {})
             self._metrics[mode]["lm_loss"].append(self._mean_across_processes(outputs.loss))
             return (outputs.loss, outputs) if return_outputs else outputs.loss
         sampled = sample_without_replacement(
@@ -363,6 +376,13 @@ class JointRetrievalTrainer(SFTTrainer):
         sampled_logits = logits.gather(1, sampled)
         retrieval_loss = self._retrieval_loss(cfg, sampled_logits, lm_nll, negative_logits)
         loss = lm_loss + cfg.retrieval_loss_weight * retrieval_loss
+        if mode == "train":
+            self._check_finite_loss(
+                loss,
+                inputs,
+                {"lm_loss": lm_loss, "retrieval_loss": retrieval_loss},
+                {"answer NLLs": lm_nll, "retriever scores": own_scores},
+            )
 
         # 6. Logging.
         metrics = self._metrics[mode]
@@ -377,6 +397,60 @@ class JointRetrievalTrainer(SFTTrainer):
         best_is_top1 = (sampled.gather(1, lm_nll.argmin(-1, keepdim=True)).squeeze(1) == top[:, 0]).float().mean()
         metrics["lm_best_is_retriever_top1"].append(self._mean_across_processes(best_is_top1))
         return (loss, outputs) if return_outputs else loss
+
+    def _check_finite_loss(
+        self,
+        loss: torch.Tensor,
+        inputs: dict[str, Any],
+        parts: dict[str, torch.Tensor],
+        per_row: dict[str, torch.Tensor],
+    ) -> None:
+        """Stop the run (`nonfinite_loss="error"`) or the micro-batch (`"skip_step"`) when the loss is NaN or infinite
+        on any process, naming the step, the batch's rows, the loss's parts and the rows whose `per_row` values
+        (`[B, ...]`) are not finite.
+
+        A collective when training on several processes: all of them must skip together (a process that skipped
+        its backward would leave the others waiting in the gradient all-reduce).
+        """
+        finite = torch.isfinite(loss.detach()).reshape(1)
+        if self.accelerator.num_processes > 1:
+            finite = self.accelerator.gather(finite.to(torch.int32)).bool()
+        if bool(finite.all()):
+            return
+        row_ids = list(inputs.get("row_ids") or [])
+        described = ", ".join(f"{name} {float(value.detach()):g}" for name, value in parts.items())
+        message = (
+            f"step {self.state.global_step + 1}: the training loss is {float(loss.detach()):g} ({described}) for the batch rows "
+            f"{row_ids}"
+        )
+        for name, values in per_row.items():
+            bad = (~torch.isfinite(values.detach().reshape(values.shape[0], -1))).any(-1).nonzero().flatten().tolist()
+            if bad:
+                message += f"; non-finite {name} in rows {[row_ids[i] if i < len(row_ids) else i for i in bad]}"
+        if bool(torch.isfinite(loss.detach())):
+            message += " (finite on this process; another process's is not)"
+        if self.args.nonfinite_loss == "error":
+            raise NonFiniteLossError(
+                message + ". Set nonfinite_loss='skip_step' to skip such micro-batches instead of stopping."
+            )
+        raise _SkippedMicroBatch(message)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """[`~transformers.Trainer.training_step`], except that a micro-batch whose loss is not finite (with
+        `nonfinite_loss="skip_step"`) contributes no gradient: it is counted, a warning names it, and the returned
+        loss is NaN, which transformers' `logging_nan_inf_filter` (on by default) leaves out of the logged loss."""
+        try:
+            return super().training_step(model, inputs, num_items_in_batch)
+        except _SkippedMicroBatch as skipped:
+            self._nonfinite_skipped = getattr(self, "_nonfinite_skipped", 0) + 1
+            logger.warning("Skipped a micro-batch (nonfinite_loss='skip_step'): %s", skipped)
+            return torch.tensor(float("nan"), device=self.args.device)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # Training logs carry the number of micro-batches skipped for a non-finite loss, once there is one.
+        if getattr(self, "_nonfinite_skipped", 0) and "loss" in logs:
+            logs["nonfinite_steps_skipped"] = float(self._nonfinite_skipped)
+        super().log(logs, start_time)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         """[`~transformers.Trainer.train`]; with `resume_from_checkpoint=True` it resumes from the last *complete*

@@ -55,6 +55,9 @@ from jmlr_hf.utils.demo_models import minilm_path, smollm2_path  # noqa: E402
 
 from .models import TOY_ROWS, tiny_config  # noqa: E402
 
+# The hooks behind docs/RELIABILITY.md (`--reliability-report PATH`); imported here to register them as this plugin's.
+from .reliability import pytest_addoption, pytest_runtest_logreport, pytest_sessionfinish  # noqa: E402, F401
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
