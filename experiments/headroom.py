@@ -31,7 +31,9 @@ Small spreads and high agreement mean the retrieval loss has little to learn fro
 from __future__ import annotations
 
 import json
+import math
 import os
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,30 +46,58 @@ from transformers import AutoTokenizer
 from jmlr_hf.evaluation import answer_metrics
 from jmlr_hf.losses import pairwise_agreement
 from jmlr_hf.models import JMLRForCausalLM, build_prompt, build_target, tokenize_for_lm, truncate_to_tokens
+from jmlr_hf.retrieval import add_candidates
 from jmlr_hf.utils.atomic import write_text
 from jmlr_hf.utils.demo_models import resolve_model_path
 
-from .jmlr_vs_rag import ExperimentArguments, build_arm_model, prepare_data
+from .jmlr_vs_rag import (
+    ExperimentArguments,
+    build_arm_model,
+    experiment_corpus,
+    first_stage_indexes,
+    prepare_data,
+    prepared_validation,
+)
 
 RANKINGS = ("none", "retriever", "evidence_first", "llm_best", "llm_worst")
 
 
 @torch.no_grad()
+def prompt_nlls(
+    model: JMLRForCausalLM,
+    tokenizer,
+    row: dict[str, Any],
+    document_lists: Sequence[Sequence[str]],
+    truncate_documents: bool = True,
+    batch_size: int = 16,
+) -> list[float]:
+    """Answer NLL (mean per target token) of `row`'s target after each prompt built with one of `document_lists`
+    (best first; `[]` is the no-document prompt), `batch_size` prompts per forward."""
+    cfg = model.config
+    options = list(row.get("options") or [])
+    target = build_target(cfg, row["answer"], row.get("rationale"), options)
+    cut: dict[str, str] = {}
+    prompts = []
+    for documents in document_lists:
+        if truncate_documents:
+            documents = [
+                cut.setdefault(doc, truncate_to_tokens(tokenizer, doc, cfg.max_document_length)) for doc in documents
+            ]
+        prompts.append(build_prompt(cfg, row["question"], documents, options))
+    device = next(model.parameters()).device
+    nlls: list[float] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        batch = tokenize_for_lm(tokenizer, chunk, [target] * len(chunk), cfg.max_length)
+        nlls += model.answer_nll(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))).tolist()
+    return nlls
+
+
 def single_document_nlls(
     model: JMLRForCausalLM, tokenizer, row: dict[str, Any], truncate_documents: bool = True
 ) -> list[float]:
-    """Answer NLL (mean per target token) with each of `row`'s candidates alone in the prompt, one batched pass."""
-    cfg = model.config
-    options = list(row.get("options") or [])
-    documents = row["candidates"]
-    if truncate_documents:
-        documents = [truncate_to_tokens(tokenizer, doc, cfg.max_document_length) for doc in documents]
-    prompts = [build_prompt(cfg, row["question"], [doc], options) for doc in documents]
-    target = build_target(cfg, row["answer"], row.get("rationale"), options)
-    batch = tokenize_for_lm(tokenizer, prompts, [target] * len(prompts), cfg.max_length)
-    device = next(model.parameters()).device
-    nlls = model.answer_nll(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "labels")))
-    return nlls.tolist()
+    """Answer NLL (mean per target token) with each of `row`'s candidates alone in the prompt."""
+    return prompt_nlls(model, tokenizer, row, [[doc] for doc in row["candidates"]], truncate_documents)
 
 
 def candidate_agreement(scores: Sequence[float], nlls: Sequence[float]) -> float:
@@ -261,11 +291,262 @@ def run_headroom(args: ExperimentArguments, limit: int | None = None) -> dict[st
     return result
 
 
+# ---------------------------------------------------------------------------------------------- the headroom scan
+#
+# Which setting leaves the retriever something to learn? The scan measures the headroom of every combination of a
+# first stage (where the N candidates come from), N and K on the validation questions, from one set of measurements
+# per question: the answer NLL with each distinct candidate alone in the prompt (K = 1 rankings need nothing else),
+# the base retriever's score of each, and the K > 1 prompts the rankings pick (each distinct one measured once).
+
+SCAN_RANKINGS = ("retriever", "llm_best", "llm_worst")
+
+
+@torch.no_grad()
+def scan_headroom(
+    model: JMLRForCausalLM,
+    tokenizer,
+    retriever_tokenizer,
+    pools: dict[str, Dataset],
+    candidate_counts: Sequence[int],
+    context_counts: Sequence[int],
+    *,
+    truncate_documents: bool = True,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """The headroom of each (first stage, N, K) cell over the same questions.
+
+    Args:
+        pools: `{first stage name: the questions with their candidates from it}`, the same questions in the same
+            order in every pool, each with at least `max(candidate_counts)` candidates (best first).
+        candidate_counts: the N values; a cell uses the first N candidates of its pool.
+        context_counts: the K values (each ≤ every N).
+
+    Returns `{"cells": [...], "per_question": [...]}`; a cell holds the mean answer NLL of ``none`` and of the top K of
+    each of `SCAN_RANKINGS` within its N candidates, ``headroom`` (retriever − llm_best: what a perfect re-ranking of
+    these candidates could win) with its standard error over questions (paired), ``retriever_top1_is_llm_best``
+    and ``pairwise_agreement`` (as in [`retrieval_headroom`]).
+    """
+    names = list(pools)
+    if not names:
+        raise ValueError("pools: give at least one first stage")
+    questions = len(pools[names[0]])
+    if any(len(pool) != questions for pool in pools.values()):
+        raise ValueError("every pool must hold the same questions")
+    largest = max(candidate_counts)
+    if any(k < 1 or k > min(candidate_counts) for k in context_counts):
+        raise ValueError(f"every K must be between 1 and the smallest N, got K={list(context_counts)}")
+    model.eval()
+    per_question = []
+    for i in tqdm(range(questions), desc="Headroom scan", unit="question", disable=not show_progress):
+        rows = {name: pools[name][i] for name in names}
+        row = rows[names[0]]
+        texts: dict[str, str] = {}
+        for name in names:
+            if rows[name]["question"] != row["question"]:
+                raise ValueError(f"pool {name!r} row {i} holds another question than pool {names[0]!r}")
+            if len(rows[name]["candidates"]) < largest:
+                raise ValueError(f"pool {name!r} row {i} has fewer than N={largest} candidates")
+            texts.update(zip(rows[name]["candidate_ids"][:largest], rows[name]["candidates"][:largest]))
+        ids = list(texts)
+        single = dict(zip(ids, prompt_nlls(model, tokenizer, row, [[texts[d]] for d in ids], truncate_documents)))
+        scores = dict(
+            zip(
+                ids,
+                model.score_documents([row["question"]], [[texts[d] for d in ids]], retriever_tokenizer)[0].tolist(),
+            )
+        )
+        none = prompt_nlls(model, tokenizer, row, [[]], truncate_documents)[0]
+        picks: dict[tuple[str, int, int, str], tuple[str, ...]] = {}
+        for name in names:
+            for n in candidate_counts:
+                candidates = rows[name]["candidate_ids"][:n]
+                by_score = sorted(candidates, key=lambda d: -scores[d])
+                by_nll = sorted(candidates, key=lambda d: single[d])
+                for k in context_counts:
+                    for ranking, order in zip(SCAN_RANKINGS, (by_score, by_nll, by_nll[::-1]), strict=True):
+                        picks[(name, n, k, ranking)] = tuple(order[:k])
+        multi = sorted({top for top in picks.values() if len(top) > 1})
+        multi_nll = dict(
+            zip(
+                multi,
+                prompt_nlls(model, tokenizer, row, [[texts[d] for d in top] for top in multi], truncate_documents),
+            )
+        )
+        cells = {}
+        for (name, n, k, ranking), top in picks.items():
+            cells[f"{name}|{n}|{k}|{ranking}"] = single[top[0]] if k == 1 else multi_nll[top]
+        for name in names:
+            for n in candidate_counts:
+                candidates = rows[name]["candidate_ids"][:n]
+                best = min(candidates, key=single.__getitem__)
+                retrieved = max(candidates, key=scores.__getitem__)
+                cells[f"{name}|{n}|top1"] = float(best == retrieved)
+                cells[f"{name}|{n}|agreement"] = candidate_agreement(
+                    [scores[d] for d in candidates], [single[d] for d in candidates]
+                )
+        per_question.append({"id": row.get("id"), "none": none, "cells": cells, "single_document_nlls": single})
+    return {"cells": _scan_cells(per_question, names, candidate_counts, context_counts), "per_question": per_question}
+
+
+def _scan_cells(
+    per_question: Sequence[dict[str, Any]],
+    names: Sequence[str],
+    candidate_counts: Sequence[int],
+    context_counts: Sequence[int],
+) -> list[dict[str, Any]]:
+    n_questions = len(per_question)
+    none = [q["none"] for q in per_question]
+    cells = []
+    for name in names:
+        for n in candidate_counts:
+            for k in context_counts:
+                values = {r: [q["cells"][f"{name}|{n}|{k}|{r}"] for q in per_question] for r in SCAN_RANKINGS}
+                gaps = [a - b for a, b in zip(values["retriever"], values["llm_best"], strict=True)]
+                agreement = [q["cells"][f"{name}|{n}|agreement"] for q in per_question]
+                agreement = [a for a in agreement if a == a]
+                cells.append(
+                    {
+                        "first_stage": name,
+                        "num_candidates": n,
+                        "num_context_documents": k,
+                        "none": statistics.fmean(none),
+                        **{r: statistics.fmean(v) for r, v in values.items()},
+                        "headroom": statistics.fmean(gaps),
+                        "headroom_se": statistics.stdev(gaps) / math.sqrt(n_questions)
+                        if n_questions > 1
+                        else math.nan,
+                        "retriever_top1_is_llm_best": statistics.fmean(
+                            q["cells"][f"{name}|{n}|top1"] for q in per_question
+                        ),
+                        "pairwise_agreement": statistics.fmean(agreement) if agreement else math.nan,
+                        "num_questions": n_questions,
+                    }
+                )
+    return cells
+
+
+def scan_table(result: dict[str, Any]) -> str:
+    """The scan's cells as one Markdown table, largest headroom first."""
+    lines = [
+        "| first stage | N | K | none | frozen retriever's top K | LLM's best K | LLM's worst K "
+        "| headroom (retriever − best) ± SE | retriever top 1 = LLM's best | pairwise agreement | questions |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in sorted(result["cells"], key=lambda c: -c["headroom"]):
+        lines.append(
+            f"| {cell['first_stage']} | {cell['num_candidates']} | {cell['num_context_documents']} "
+            f"| {cell['none']:.3f} | {cell['retriever']:.3f} | {cell['llm_best']:.3f} | {cell['llm_worst']:.3f} "
+            f"| {cell['headroom']:.3f} ± {cell['headroom_se']:.3f} | {cell['retriever_top1_is_llm_best']:.3f} "
+            f"| {cell['pairwise_agreement']:.3f} | {cell['num_questions']} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_scan(result: dict[str, Any], path: str, title: str = "") -> str:
+    """Headroom (± 2 SE) of each cell, one bar group per first stage and K, bars by N."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = result["cells"]
+    groups = list(dict.fromkeys((c["first_stage"], c["num_context_documents"]) for c in cells))
+    counts = sorted({c["num_candidates"] for c in cells})
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(groups), 3.6))
+    width = 0.8 / len(counts)
+    for j, n in enumerate(counts):
+        xs, ys, errs = [], [], []
+        for g, (name, k) in enumerate(groups):
+            cell = next(
+                c for c in cells if (c["first_stage"], c["num_context_documents"], c["num_candidates"]) == (name, k, n)
+            )
+            xs.append(g + (j - (len(counts) - 1) / 2) * width)
+            ys.append(cell["headroom"])
+            errs.append(2 * cell["headroom_se"])
+        ax.bar(xs, ys, width, yerr=errs, capsize=3, label=f"N = {n}", color=f"C{j}")
+    ax.set_xticks(range(len(groups)), [f"{name}, K = {k}" for name, k in groups], fontsize=8)
+    ax.set_ylabel("retriever − LLM-best answer NLL\n(nats/token, ± 2 SE)")
+    ax.set_title(title or "retrieval headroom on the validation questions", fontsize=9)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def run_scan(
+    args: ExperimentArguments,
+    first_stages: Sequence[str],
+    candidate_counts: Sequence[int],
+    context_counts: Sequence[int],
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """The headroom scan on the experiment's validation questions (the first `limit`), each first stage's pool of
+    `max(candidate_counts)` candidates built here with the base models; writes `scan.{json,md,png}` to output_dir."""
+    validation = prepared_validation(args)
+    if limit is not None:
+        validation = validation.select(range(min(limit, len(validation))))
+    validation = validation.remove_columns(["candidate_ids", "candidates", "candidate_scores"])
+    model = build_arm_model(args, "rag", "none")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.generator))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    retriever_tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.retriever))
+    corpus = experiment_corpus(args)
+    pools = {
+        stage: add_candidates(
+            validation,
+            first_stage_indexes(args, corpus, model, retriever_tokenizer, stage),
+            model.retriever,
+            retriever_tokenizer,
+            max(candidate_counts),
+        )
+        for stage in first_stages
+    }
+    result = scan_headroom(
+        model,
+        tokenizer,
+        retriever_tokenizer,
+        pools,
+        candidate_counts,
+        context_counts,
+        truncate_documents=args.eval_truncate_documents,
+    )
+    result["settings"] = {
+        "task": args.task,
+        "corpus": args.corpus,
+        "generator": args.generator,
+        "retriever": args.retriever,
+    }
+    write_text(os.path.join(args.output_dir, "scan.json"), json.dumps(result, indent=2))
+    write_text(os.path.join(args.output_dir, "scan.md"), scan_table(result) + "\n")
+    plot_scan(
+        result, os.path.join(args.output_dir, "scan.png"), f"{args.task}: retrieval headroom, validation questions"
+    )
+    print(scan_table(result))
+    return result
+
+
 @dataclass
 class HeadroomArguments:
     headroom_limit: int | None = field(
-        default=None, metadata={"help": "First N held-out questions (default: the experiment's eval_answer_limit)."}
+        default=None,
+        metadata={
+            "help": "First N questions: held-out ones (default: the experiment's eval_answer_limit), or validation "
+            "ones with --scan (default: all)."
+        },
     )
+    scan: bool = field(
+        default=False,
+        metadata={"help": "Scan first stages x N x K on the validation split (needs validation_size) instead."},
+    )
+    scan_first_stages: list[str] = field(
+        default_factory=lambda: ["dense", "bm25"], metadata={"help": "First stages of the scan."}
+    )
+    scan_candidates: list[int] = field(default_factory=lambda: [8, 16, 32], metadata={"help": "N values of the scan."})
+    scan_context_documents: list[int] = field(default_factory=lambda: [1, 2], metadata={"help": "K values."})
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -273,6 +554,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from trl import TrlParser
 
     args, headroom_args = TrlParser((ExperimentArguments, HeadroomArguments)).parse_args_and_config(args=argv)
+    if headroom_args.scan:
+        return run_scan(
+            args,
+            headroom_args.scan_first_stages,
+            headroom_args.scan_candidates,
+            headroom_args.scan_context_documents,
+            headroom_args.headroom_limit,
+        )
     return run_headroom(args, headroom_args.headroom_limit)
 
 

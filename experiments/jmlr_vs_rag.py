@@ -38,7 +38,7 @@ from transformers import AutoTokenizer, set_seed
 from jmlr_hf.data import MEDQUAD_FILE, default_data_dir, load_medquad_corpus, load_named_corpus, load_task
 from jmlr_hf.evaluation import evaluate_model
 from jmlr_hf.models import JMLRForCausalLM, merge_generator_adapter, truncate_to_tokens
-from jmlr_hf.retrieval import DocumentIndex, add_candidates
+from jmlr_hf.retrieval import BM25Index, DocumentIndex, add_candidates
 from jmlr_hf.trainer import LOG_PREFIX, JointRetrievalConfig, JointRetrievalTrainer, RetrievalRecallCallback
 from jmlr_hf.utils.atomic import write_json
 from jmlr_hf.utils.demo_models import resolve_model_path
@@ -59,6 +59,13 @@ class ExperimentArguments:
     task: str = field(default="pubmedqa", metadata={"help": "pubmedqa or medmcqa (held-out by id hash)."})
     data_dir: str | None = field(default=None, metadata={"help": "Default $JMLR_DATA_DIR or ../shared/data."})
     corpus: str = field(default="pubmedqa", metadata={"help": "'pubmedqa', 'medquad' or a corpus file."})
+    first_stage: str = field(
+        default="dense",
+        metadata={
+            "help": "Where the N candidates come from: 'dense' (the base retriever's faiss index), 'bm25' (a "
+            "lexical index, `jmlr_hf[lexical]`) or 'hybrid' (both, fused by reciprocal rank)."
+        },
+    )
     distractor_passages: int = field(default=0, metadata={"help": "MedQuAD passages added as distractors."})
     corpus_passages: int | None = field(
         default=None,
@@ -75,6 +82,14 @@ class ExperimentArguments:
     )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds, at least 3 for a std."})
     train_limit: int | None = field(default=None, metadata={"help": "First N training questions."})
+    validation_size: int = field(
+        default=0,
+        metadata={
+            "help": "The last N training questions, held out from training as a validation split: where settings "
+            "are chosen (the headroom scan) and training curves are drawn, so the test questions are touched only "
+            "for the final numbers."
+        },
+    )
     eval_limit: int | None = field(default=None, metadata={"help": "First N evaluation questions."})
     eval_answer_limit: int | None = field(default=None, metadata={"help": "Answer metrics on the first N only."})
     max_steps: int = field(default=40, metadata={"help": "Optimizer steps per run (the same for every arm)."})
@@ -131,6 +146,8 @@ class ExperimentArguments:
 PREPARATION_FIELDS = (
     "task",
     "corpus",
+    "first_stage",
+    "validation_size",
     "distractor_passages",
     "corpus_passages",
     "retriever",
@@ -157,6 +174,8 @@ NON_OUTCOME_FIELDS = (
 RETRIEVER_ONLY_FIELDS = ("retriever_learning_rate", "num_sampled", "retrieval_temperature")
 #: The values of settings added after the first PubMedQA runs, as those runs used them.
 LEGACY_DEFAULTS = {
+    "first_stage": "dense",
+    "validation_size": 0,
     "max_rationale_tokens": None,
     "corpus_passages": None,
     "eval_truncate_documents": False,
@@ -249,13 +268,15 @@ def prepare_data(args: ExperimentArguments) -> tuple[Dataset, Dataset]:
     model = build_arm_model(args, "rag", "none")
     retriever_tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.retriever))
     generator_tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.generator))
-    corpus = _load_corpus(args)
-    index = DocumentIndex.from_retriever(
-        corpus, model.retriever, retriever_tokenizer, max_length=args.max_document_length
-    )
-    prepared = []
-    for split, limit, path in (("train", args.train_limit, train_dir), ("test", args.eval_limit, eval_dir)):
-        questions = load_task(args.task, split, data_dir=args.data_dir)
+    indexes = first_stage_indexes(args, experiment_corpus(args), model, retriever_tokenizer)
+    train_questions, validation = split_validation(args)
+    for split, questions, limit in (
+        ("train", train_questions, args.train_limit),
+        ("validation", validation, None),
+        ("eval", load_task(args.task, "test", data_dir=args.data_dir), args.eval_limit),
+    ):
+        if questions is None:
+            continue
         if limit is not None:
             questions = questions.select(range(min(limit, len(questions))))
         if args.max_rationale_tokens is not None:
@@ -264,14 +285,64 @@ def prepare_data(args: ExperimentArguments) -> tuple[Dataset, Dataset]:
                 for text in questions["rationale"]
             ]
             questions = questions.remove_columns("rationale").add_column("rationale", rationales)
-        questions = add_candidates(questions, index, model.retriever, retriever_tokenizer, args.num_candidates)
-        questions.save_to_disk(path)
-        prepared.append(load_from_disk(path))
+        questions = add_candidates(questions, indexes, model.retriever, retriever_tokenizer, args.num_candidates)
+        questions.save_to_disk(os.path.join(prepared_dir, split))
     write_json(fingerprint_path, fingerprint)
-    return prepared[0], prepared[1]
+    return load_from_disk(train_dir), load_from_disk(eval_dir)
 
 
-def _load_corpus(args: ExperimentArguments) -> Dataset:
+FIRST_STAGES = ("dense", "bm25", "hybrid")
+
+
+def first_stage_indexes(
+    args: ExperimentArguments,
+    corpus: Dataset,
+    model: JMLRForCausalLM,
+    retriever_tokenizer,
+    first_stage: str | None = None,
+) -> list[DocumentIndex | BM25Index]:
+    """The index(es) of `first_stage` (default `args.first_stage`) over `corpus`: the base retriever's flat faiss
+    index, BM25, or both (fused by `add_candidates`)."""
+    first_stage = first_stage or args.first_stage
+    if first_stage not in FIRST_STAGES:
+        raise ValueError(f"first_stage must be one of {FIRST_STAGES}, got {first_stage!r}")
+    indexes: list[DocumentIndex | BM25Index] = []
+    if first_stage in ("dense", "hybrid"):
+        indexes.append(
+            DocumentIndex.from_retriever(
+                corpus, model.retriever, retriever_tokenizer, max_length=args.max_document_length
+            )
+        )
+    if first_stage in ("bm25", "hybrid"):
+        indexes.append(BM25Index(corpus))
+    return indexes
+
+
+def split_validation(args: ExperimentArguments) -> tuple[Dataset, Dataset | None]:
+    """The task's training questions without the last `validation_size` of them, and those (None when 0)."""
+    questions = load_task(args.task, "train", data_dir=args.data_dir)
+    if args.validation_size <= 0:
+        return questions, None
+    if args.validation_size >= len(questions):
+        raise ValueError(
+            f"validation_size={args.validation_size} leaves no training question (the task has {len(questions)})"
+        )
+    cut = len(questions) - args.validation_size
+    return questions.select(range(cut)), questions.select(range(cut, len(questions)))
+
+
+def prepared_validation(args: ExperimentArguments) -> Dataset:
+    """The prepared validation split (its candidates from the experiment's first stage); prepares the data first."""
+    if args.validation_size <= 0:
+        raise ValueError("the experiment has no validation split: set validation_size")
+    prepare_data(args)
+    path = os.path.join(args.output_dir, "prepared", "validation")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is missing: {args.output_dir}/prepared was made without a validation split")
+    return load_from_disk(path)
+
+
+def experiment_corpus(args: ExperimentArguments) -> Dataset:
     """The retrieval corpus of `args`, cut to `corpus_passages` (see its help)."""
     if args.corpus == "medquad" and args.corpus_passages is not None:
         data_dir = args.data_dir or str(default_data_dir())

@@ -26,7 +26,7 @@ ALLOWED = {
     "models": {"utils"},
     "data": {"models", "utils"},
     "retrieval": {"models", "utils"},
-    "evaluation": {"models", "data", "retrieval", "utils"},
+    "evaluation": {"models", "data", "retrieval", "losses", "utils"},  # losses: the agreement diagnostic
     "trainer": {"models", "losses", "evaluation", "utils"},
     "hub": {"models", "retrieval", "data", "utils"},
     "scripts": None,

@@ -3,19 +3,27 @@
 * `qa`: the recipe's evaluation of a JMLR model on pre-retrieved candidates ([`evaluate_model`]) and the scoring
   shared by both harnesses ([`EvaluationModel`]);
 * `harness`: the general harness behind `jmlr evaluate` ([`evaluate_dataset`] → [`EvaluationResult`]);
-* `retrieval`: ranking candidates and recall / evidence / nDCG / MRR;
+* `retrieval`: ranking candidates and recall / evidence / nDCG / MRR, agreement with the LLM's own preferences, and
+  search of the whole corpus;
 * `answer_parsing`: the answer in a generated reply; `metrics`: accuracy, F1 and ranking metrics.
 """
 
 from .answer_parsing import extract_answer, extract_choice, extract_decision
 from .harness import EvaluationResult, evaluate_dataset
 from .qa import EvaluationModel, answer_metrics, evaluate_model, format_comparison, generative_metrics, target_nll
-from .retrieval import rank_candidates, ranking_metrics, retrieval_metrics
+from .retrieval import (
+    corpus_retrieval_metrics,
+    llm_preference_metrics,
+    rank_candidates,
+    ranking_metrics,
+    retrieval_metrics,
+)
 
 __all__ = [
     "EvaluationModel",
     "EvaluationResult",
     "answer_metrics",
+    "corpus_retrieval_metrics",
     "evaluate_dataset",
     "evaluate_model",
     "extract_answer",
@@ -23,6 +31,7 @@ __all__ = [
     "extract_decision",
     "format_comparison",
     "generative_metrics",
+    "llm_preference_metrics",
     "rank_candidates",
     "ranking_metrics",
     "retrieval_metrics",

@@ -5,7 +5,11 @@ gold passages.
   article is ranked first / among the top k (in the terms of [`jmlr_hf.evaluation.metrics`], hit@1 and hit@k) — and
   `evidence@1`: the top document is one of the gold *evidence* passages (for PubMedQA, a RESULTS section of the gold
   article, the section that carries the answer);
-* [`ranking_metrics`] (`jmlr evaluate`): recall@k, hit@k, nDCG@k and MRR for several k.
+* [`ranking_metrics`] (`jmlr evaluate`): recall@k, hit@k, nDCG@k and MRR for several k;
+* [`llm_preference_metrics`]: how often the retriever's top candidate is the one the LLM itself finds most useful
+  (the lowest answer NLL with that candidate alone in the prompt) — what JMLR's retrieval losses train for;
+* [`corpus_retrieval_metrics`]: recall@1 / evidence@1 when the retriever searches the *whole* corpus (a fresh index
+  of its own embeddings), not only re-ranks fixed candidates.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from ..losses import pairwise_agreement
 from .metrics import hit_at_k, mean, ndcg_at_k, recall_at_k, reciprocal_rank
 
 if TYPE_CHECKING:
@@ -73,4 +78,88 @@ def ranking_metrics(
     return result
 
 
-__all__ = ["rank_candidates", "ranking_metrics", "retrieval_metrics"]
+def llm_preference_metrics(
+    rankings: Sequence[Sequence[int]], reference_nlls: Sequence[Sequence[float]]
+) -> dict[str, float]:
+    """Agreement of the retriever's rankings with an LLM's single-document answer NLLs, row by row.
+
+    Args:
+        rankings: per row, candidate indices best first (e.g. [`rank_candidates`]).
+        reference_nlls: per row, the answer NLL with each candidate alone in the prompt (same candidate order).
+
+    Returns `llm_top1_agreement` (the retriever's top 1 is the lowest-NLL candidate; a tie for lowest counts if the
+    top 1 is among the tied) and `llm_pairwise_agreement` (the fraction of candidate pairs ordered as the NLLs order
+    them, [`jmlr_hf.losses.pairwise_agreement`]; NaN when every pair ties).
+    """
+    if len(rankings) != len(reference_nlls):
+        raise ValueError(f"{len(rankings)} rankings for {len(reference_nlls)} rows of reference NLLs")
+    top1, pairwise = [], []
+    for row, (ranking, nlls) in enumerate(zip(rankings, reference_nlls, strict=True)):
+        if sorted(ranking) != list(range(len(nlls))):
+            raise ValueError(
+                f"row {row}: the ranking {list(ranking)} is not a permutation of the {len(nlls)} candidates"
+            )
+        top1.append(float(nlls[ranking[0]] == min(nlls)))
+        # Scores that reproduce the ranking: the first candidate highest.
+        scores = torch.empty(len(nlls), dtype=torch.float64)
+        scores[torch.tensor(list(ranking))] = torch.arange(len(nlls), 0, -1, dtype=torch.float64)
+        agreement = float(pairwise_agreement(scores, torch.tensor(list(nlls), dtype=torch.float64)))
+        if agreement == agreement:
+            pairwise.append(agreement)
+    return {
+        "llm_top1_agreement": mean(top1),
+        "llm_pairwise_agreement": mean(pairwise) if pairwise else float("nan"),
+    }
+
+
+@torch.no_grad()
+def corpus_retrieval_metrics(
+    retriever,
+    retriever_tokenizer,
+    corpus: Dataset,
+    dataset: Dataset,
+    *,
+    max_document_length: int = 256,
+    max_query_length: int = 64,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """`corpus_recall@1` and `corpus_evidence@1`: the top document of a search of the whole `corpus` with
+    `retriever` (a flat index of its own document embeddings, built here) is of the gold article / a gold evidence
+    passage, over the rows of `dataset` with gold / evidence ids (NaN when none has)."""
+    from ..retrieval import DocumentIndex, encode_queries_with
+
+    was_training = retriever.training
+    retriever.eval()
+    try:
+        index = DocumentIndex.from_retriever(
+            corpus, retriever, retriever_tokenizer, max_length=max_document_length, show_progress=show_progress
+        )
+        hits = index.retrieve(
+            list(dataset["question"]),
+            encode_queries_with(retriever, retriever_tokenizer, max_length=max_query_length),
+            1,
+            show_progress=show_progress,
+        )
+    finally:
+        retriever.train(was_training)
+    gold_hits, evidence_hits = [], []
+    for row, top in zip(dataset, hits, strict=True):
+        gold, evidence = set(row.get("gold_doc_ids") or []), set(row.get("evidence_doc_ids") or [])
+        if gold:
+            gold_hits.append(float(top[0]["id"] in gold))
+        if evidence:
+            evidence_hits.append(float(top[0]["id"] in evidence))
+    nan = float("nan")
+    return {
+        "corpus_recall@1": mean(gold_hits) if gold_hits else nan,
+        "corpus_evidence@1": mean(evidence_hits) if evidence_hits else nan,
+    }
+
+
+__all__ = [
+    "corpus_retrieval_metrics",
+    "llm_preference_metrics",
+    "rank_candidates",
+    "ranking_metrics",
+    "retrieval_metrics",
+]

@@ -1,4 +1,5 @@
-"""Pre-retrieval: attach each question's top-N candidate documents from a `DocumentIndex`.
+"""Pre-retrieval: attach each question's top-N candidate documents from a first stage — a dense `DocumentIndex`, a
+lexical `BM25Index`, or both fused.
 
 The joint trainer re-scores these N candidates with the retriever it trains; the index only has to bring the
 candidates in. The columns added are `candidate_ids`, `candidates` (texts) and `candidate_scores`.
@@ -7,11 +8,14 @@ candidates in. The columns added are `candidate_ids`, `candidates` (texts) and `
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset
 
-from .index import DocumentIndex, document_text, encode_queries_with
+from ._corpus import document_text
+from .index import DocumentIndex, encode_queries_with
+from .lexical import BM25Index, reciprocal_rank_fusion
 
 if TYPE_CHECKING:
     from ..models import JMLRRetriever
@@ -21,30 +25,49 @@ logger = logging.getLogger(__name__)
 
 def add_candidates(
     dataset: Dataset,
-    index: DocumentIndex,
-    retriever: JMLRRetriever,
-    retriever_tokenizer,
-    num_candidates: int,
+    index: DocumentIndex | BM25Index | Sequence[DocumentIndex | BM25Index],
+    retriever: JMLRRetriever | None = None,
+    retriever_tokenizer=None,
+    num_candidates: int | None = None,
     *,
+    fusion_depth: int | None = None,
     max_query_length: int = 64,
     batch_size: int = 64,
     show_progress: bool = True,
 ) -> Dataset:
-    """Return `dataset` with the `num_candidates` best documents of `index` for each `question`."""
-    if num_candidates > len(index):
-        raise ValueError(f"num_candidates={num_candidates} exceeds the index's {len(index)} documents")
-    was_training = retriever.training
-    retriever.eval()
-    try:
-        hits = index.retrieve(
-            list(dataset["question"]),
-            encode_queries_with(retriever, retriever_tokenizer, max_length=max_query_length),
-            num_candidates,
-            batch_size=batch_size,
-            show_progress=show_progress,
+    """Return `dataset` with the `num_candidates` best documents for each `question`.
+
+    Args:
+        dataset: Rows with a `question`.
+        index: The first stage: a dense [`DocumentIndex`] (queries encoded by `retriever`), a lexical
+            [`BM25Index`] (no retriever needed), or several of them over the same corpus, whose rankings are merged
+            by [`reciprocal_rank_fusion`] (a hybrid first stage).
+        retriever, retriever_tokenizer: The query encoder of a dense index.
+        num_candidates: N, the candidates kept per question.
+        fusion_depth: With several indexes, how many hits of each are fused (default `2 * num_candidates`).
+    """
+    if num_candidates is None or num_candidates < 1:
+        raise ValueError(f"num_candidates must be a positive integer, got {num_candidates}")
+    indexes = list(index) if isinstance(index, (list, tuple)) else [index]
+    if not indexes:
+        raise ValueError("index: give at least one index")
+    depth = num_candidates if len(indexes) == 1 else (fusion_depth or 2 * num_candidates)
+    if depth < num_candidates:
+        raise ValueError(f"fusion_depth={depth} is below num_candidates={num_candidates}")
+    for one in indexes:
+        if num_candidates > len(one):
+            raise ValueError(f"num_candidates={num_candidates} exceeds the index's {len(one)} documents")
+    questions = list(dataset["question"])
+    rankings = [
+        _first_stage_hits(
+            one, questions, retriever, retriever_tokenizer, depth, max_query_length, batch_size, show_progress
         )
-    finally:
-        retriever.train(was_training)
+        for one in indexes
+    ]
+    if len(indexes) == 1:
+        hits = rankings[0]
+    else:
+        hits = [reciprocal_rank_fusion(per_query, num_candidates) for per_query in zip(*rankings, strict=True)]
     short = [i for i, row in enumerate(hits) if len(row) < num_candidates]
     if short:
         raise RuntimeError(
@@ -55,6 +78,36 @@ def add_candidates(
     dataset = dataset.add_column("candidate_ids", [[hit["id"] for hit in row] for row in hits])
     dataset = dataset.add_column("candidates", [[document_text(hit) for hit in row] for row in hits])
     return dataset.add_column("candidate_scores", [[float(hit["score"]) for hit in row] for row in hits])
+
+
+def _first_stage_hits(
+    index: DocumentIndex | BM25Index,
+    questions: list[str],
+    retriever: JMLRRetriever | None,
+    retriever_tokenizer,
+    k: int,
+    max_query_length: int,
+    batch_size: int,
+    show_progress: bool,
+) -> list[list[dict[str, Any]]]:
+    if isinstance(index, BM25Index):
+        return index.retrieve(questions, k, show_progress=show_progress)
+    if not isinstance(index, DocumentIndex):
+        raise TypeError(f"index must be a DocumentIndex or a BM25Index, got {type(index).__name__}")
+    if retriever is None or retriever_tokenizer is None:
+        raise ValueError("a dense DocumentIndex needs the retriever and its tokenizer to encode the questions")
+    was_training = retriever.training
+    retriever.eval()
+    try:
+        return index.retrieve(
+            questions,
+            encode_queries_with(retriever, retriever_tokenizer, max_length=max_query_length),
+            k,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
+    finally:
+        retriever.train(was_training)
 
 
 __all__ = ["add_candidates"]
