@@ -43,9 +43,9 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from jmlr_hf.evaluation import answer_metrics
+from jmlr_hf.evaluation import answer_metrics, single_document_nlls, target_nlls
 from jmlr_hf.losses import pairwise_agreement
-from jmlr_hf.models import JMLRForCausalLM, build_prompt, build_target, tokenize_for_lm, truncate_to_tokens
+from jmlr_hf.models import JMLRForCausalLM
 from jmlr_hf.retrieval import add_candidates
 from jmlr_hf.utils.atomic import write_text
 from jmlr_hf.utils.demo_models import resolve_model_path
@@ -60,44 +60,6 @@ from .jmlr_vs_rag import (
 )
 
 RANKINGS = ("none", "retriever", "evidence_first", "llm_best", "llm_worst")
-
-
-@torch.no_grad()
-def prompt_nlls(
-    model: JMLRForCausalLM,
-    tokenizer,
-    row: dict[str, Any],
-    document_lists: Sequence[Sequence[str]],
-    truncate_documents: bool = True,
-    batch_size: int = 16,
-) -> list[float]:
-    """Answer NLL (mean per target token) of `row`'s target after each prompt built with one of `document_lists`
-    (best first; `[]` is the no-document prompt), `batch_size` prompts per forward."""
-    cfg = model.config
-    options = list(row.get("options") or [])
-    target = build_target(cfg, row["answer"], row.get("rationale"), options)
-    cut: dict[str, str] = {}
-    prompts = []
-    for documents in document_lists:
-        if truncate_documents:
-            documents = [
-                cut.setdefault(doc, truncate_to_tokens(tokenizer, doc, cfg.max_document_length)) for doc in documents
-            ]
-        prompts.append(build_prompt(cfg, row["question"], documents, options))
-    device = next(model.parameters()).device
-    nlls: list[float] = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        batch = tokenize_for_lm(tokenizer, chunk, [target] * len(chunk), cfg.max_length)
-        nlls += model.answer_nll(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))).tolist()
-    return nlls
-
-
-def single_document_nlls(
-    model: JMLRForCausalLM, tokenizer, row: dict[str, Any], truncate_documents: bool = True
-) -> list[float]:
-    """Answer NLL (mean per target token) with each of `row`'s candidates alone in the prompt."""
-    return prompt_nlls(model, tokenizer, row, [[doc] for doc in row["candidates"]], truncate_documents)
 
 
 def candidate_agreement(scores: Sequence[float], nlls: Sequence[float]) -> float:
@@ -348,14 +310,14 @@ def scan_headroom(
                 raise ValueError(f"pool {name!r} row {i} has fewer than N={largest} candidates")
             texts.update(zip(rows[name]["candidate_ids"][:largest], rows[name]["candidates"][:largest]))
         ids = list(texts)
-        single = dict(zip(ids, prompt_nlls(model, tokenizer, row, [[texts[d]] for d in ids], truncate_documents)))
+        single = dict(zip(ids, target_nlls(model, tokenizer, row, [[texts[d]] for d in ids], truncate_documents)))
         scores = dict(
             zip(
                 ids,
                 model.score_documents([row["question"]], [[texts[d] for d in ids]], retriever_tokenizer)[0].tolist(),
             )
         )
-        none = prompt_nlls(model, tokenizer, row, [[]], truncate_documents)[0]
+        none = target_nlls(model, tokenizer, row, [[]], truncate_documents)[0]
         picks: dict[tuple[str, int, int, str], tuple[str, ...]] = {}
         for name in names:
             for n in candidate_counts:
@@ -369,7 +331,7 @@ def scan_headroom(
         multi_nll = dict(
             zip(
                 multi,
-                prompt_nlls(model, tokenizer, row, [[texts[d] for d in top] for top in multi], truncate_documents),
+                target_nlls(model, tokenizer, row, [[texts[d] for d in top] for top in multi], truncate_documents),
             )
         )
         cells = {}

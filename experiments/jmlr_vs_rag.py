@@ -33,10 +33,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from datasets import Dataset, load_from_disk
+from tqdm.auto import tqdm
 from transformers import AutoTokenizer, set_seed
 
 from jmlr_hf.data import MEDQUAD_FILE, default_data_dir, load_medquad_corpus, load_named_corpus, load_task
-from jmlr_hf.evaluation import evaluate_model
+from jmlr_hf.evaluation import (
+    corpus_retrieval_metrics,
+    evaluate_model,
+    llm_preference_metrics,
+    rank_candidates,
+    single_document_nlls,
+)
 from jmlr_hf.models import JMLRForCausalLM, merge_generator_adapter, truncate_to_tokens
 from jmlr_hf.retrieval import BM25Index, DocumentIndex, add_candidates
 from jmlr_hf.trainer import LOG_PREFIX, JointRetrievalConfig, JointRetrievalTrainer, RetrievalRecallCallback
@@ -45,10 +52,14 @@ from jmlr_hf.utils.demo_models import resolve_model_path
 
 logger = logging.getLogger(__name__)
 
-ARMS = ("sft", "rag", "jmlr")
+ARMS = ("sft", "rag", "jmlr", "retriever")
+#: The arms that train the retriever (one run per retrieval loss); `retriever` keeps the LLM frozen.
+RETRIEVAL_ARMS = ("jmlr", "retriever")
 REPORTED_METRICS = ("accuracy", "answer_nll", "recall@1", "evidence@1")
 #: Reported when the runs measured them (`generative_limit > 0`).
 GENERATIVE_METRICS = ("generative_accuracy", "generative_unparseable")
+#: Reported when the runs measured them (`eval_preference_limit > 0`, `corpus_evidence`).
+RETRIEVER_METRICS = ("llm_top1_agreement", "llm_pairwise_agreement", "corpus_recall@1", "corpus_evidence@1")
 
 
 @dataclass
@@ -76,7 +87,13 @@ class ExperimentArguments:
     )
     generator: str = field(default="smollm2-135m-instruct", metadata={"help": "Base causal LM."})
     retriever: str = field(default="all-minilm-l6-v2", metadata={"help": "Base retriever encoder."})
-    arms: list[str] = field(default_factory=lambda: list(ARMS), metadata={"help": "Arms to run."})
+    arms: list[str] = field(
+        default_factory=lambda: ["sft", "rag", "jmlr"],
+        metadata={
+            "help": "Arms to run: sft, rag, jmlr, and retriever (the retriever trained alone from the frozen base "
+            "LLM's answer NLLs, RePlug-style: isolates what the retriever learns, costs no LM backward pass)."
+        },
+    )
     retrieval_losses: list[str] = field(
         default_factory=lambda: ["llm_rank"], metadata={"help": "Retrieval losses of the jmlr arm (one run each)."}
     )
@@ -93,7 +110,10 @@ class ExperimentArguments:
     eval_limit: int | None = field(default=None, metadata={"help": "First N evaluation questions."})
     eval_answer_limit: int | None = field(default=None, metadata={"help": "Answer metrics on the first N only."})
     max_steps: int = field(default=40, metadata={"help": "Optimizer steps per run (the same for every arm)."})
-    batch_size: int = field(default=1, metadata={"help": "Questions per step."})
+    batch_size: int = field(default=1, metadata={"help": "Questions per forward (per micro-batch)."})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches per optimizer step: the effective batch is batch_size x this."}
+    )
     learning_rate: float = field(default=2e-4, metadata={"help": "LLM (LoRA) learning rate."})
     retriever_learning_rate: float = field(default=2e-5, metadata={"help": "Retriever learning rate (jmlr arm)."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank on every attention and MLP projection."})
@@ -129,6 +149,29 @@ class ExperimentArguments:
         metadata={"help": "Log held-out recall@1/evidence@1 every N steps during training (0: off)."},
     )
     eval_retrieval_limit: int = field(default=200, metadata={"help": "Held-out rows of that recall-over-steps."})
+    eval_retrieval_split: str = field(
+        default="eval",
+        metadata={
+            "help": "Where the curves over steps are measured: 'eval' (the test questions) or 'validation' (the "
+            "validation split, with the base LLM's single-document NLLs as the reference of "
+            "eval_llm_top1_agreement; keeps the test questions for the final numbers)."
+        },
+    )
+    eval_preference_limit: int = field(
+        default=0,
+        metadata={
+            "help": "At the end of each run, llm_top1_agreement / llm_pairwise_agreement of the trained retriever "
+            "against the base LLM's single-document answer NLLs on the first N test questions (computed once and "
+            "cached in prepared/; N forwards per question). 0: off."
+        },
+    )
+    corpus_evidence: bool = field(
+        default=False,
+        metadata={
+            "help": "At the end of each run, corpus_recall@1 / corpus_evidence@1: the trained retriever searches the "
+            "whole corpus (re-encoded with its weights), not only re-ranks the fixed candidates."
+        },
+    )
     variant: str | None = field(
         default=None,
         metadata={"help": "Name of this sweep variant: runs go to <output_dir>/variants/<name>/ (set by `variants`)."},
@@ -167,6 +210,7 @@ NON_OUTCOME_FIELDS = (
     "logging_steps",
     "eval_retrieval_steps",
     "eval_retrieval_limit",
+    "eval_retrieval_split",
     "variant",
     "variants",
 )
@@ -174,6 +218,9 @@ NON_OUTCOME_FIELDS = (
 RETRIEVER_ONLY_FIELDS = ("retriever_learning_rate", "num_sampled", "retrieval_temperature")
 #: The values of settings added after the first PubMedQA runs, as those runs used them.
 LEGACY_DEFAULTS = {
+    "gradient_accumulation_steps": 1,
+    "eval_preference_limit": 0,
+    "corpus_evidence": False,
     "first_stage": "dense",
     "validation_size": 0,
     "max_rationale_tokens": None,
@@ -186,7 +233,7 @@ LEGACY_DEFAULTS = {
 
 def run_settings(settings: dict[str, Any], arm: str, retrieval_loss: str) -> dict[str, Any]:
     """The settings one run's outcome depends on (what must match for a recorded run to be reused)."""
-    skip = set(NON_OUTCOME_FIELDS) | (set(RETRIEVER_ONLY_FIELDS) if arm != "jmlr" else set())
+    skip = set(NON_OUTCOME_FIELDS) | (set(RETRIEVER_ONLY_FIELDS) if arm not in RETRIEVAL_ARMS else set())
     relevant = {key: value for key, value in (LEGACY_DEFAULTS | settings).items() if key not in skip}
     relevant.update(arm=arm, retrieval_loss=retrieval_loss)
     return relevant
@@ -198,10 +245,12 @@ def run_dir(args: ExperimentArguments) -> str:
 
 
 def run_name(arm: str, retrieval_loss: str, seed: int) -> str:
-    return f"{arm}-{retrieval_loss}-seed{seed}" if arm == "jmlr" else f"{arm}-seed{seed}"
+    return f"{arm}-{retrieval_loss}-seed{seed}" if arm in RETRIEVAL_ARMS else f"{arm}-seed{seed}"
 
 
 def arm_label(arm: str, retrieval_loss: str) -> str:
+    if arm == "retriever":
+        return f"retriever only, LLM frozen ({retrieval_loss})"
     return f"jmlr ({retrieval_loss})" if arm == "jmlr" else {"sft": "SFT (no docs)", "rag": "RAG-SFT"}[arm]
 
 
@@ -219,7 +268,7 @@ def planned_runs(args: ExperimentArguments) -> list[tuple[str, str, int]]:
         (arm, loss, seed)
         for seed in args.seeds
         for arm in args.arms
-        for loss in (args.retrieval_losses if arm == "jmlr" else ["none"])
+        for loss in (args.retrieval_losses if arm in RETRIEVAL_ARMS else ["none"])
     ]
 
 
@@ -230,11 +279,11 @@ def build_arm_model(args: ExperimentArguments, arm: str, retrieval_loss: str) ->
         "num_sampled": args.num_sampled,
         "num_context_documents": 0 if arm == "sft" else args.num_context_documents,
         "retrieval_temperature": args.retrieval_temperature,
-        "retrieval_loss_weight": 1.0 if arm == "jmlr" else 0.0,
+        "retrieval_loss_weight": 1.0 if arm in RETRIEVAL_ARMS else 0.0,
         "max_document_length": args.max_document_length,
         "max_length": args.max_length,
     }
-    if arm == "jmlr":
+    if arm in RETRIEVAL_ARMS:
         overrides["retrieval_loss"] = retrieval_loss
     return JMLRForCausalLM.from_components(
         resolve_model_path(args.generator), resolve_model_path(args.retriever), **overrides
@@ -373,8 +422,10 @@ def run_one(
         output_dir=os.path.join(run_dir(args), "checkpoints", name),
         max_steps=args.max_steps,
         per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
         learning_rate=args.learning_rate,
-        retriever_learning_rate=args.retriever_learning_rate if arm == "jmlr" else 0.0,
+        retriever_learning_rate=args.retriever_learning_rate if arm in RETRIEVAL_ARMS else 0.0,
+        freeze_generator=arm == "retriever",
         lr_scheduler_type="constant",
         weight_decay=0.0,
         logging_steps=args.logging_steps,
@@ -393,16 +444,15 @@ def run_one(
         task_type="CAUSAL_LM",
     )
     callbacks = []
-    if args.eval_retrieval_steps > 0 and any(evaluation["gold_doc_ids"]):
-        held_out = evaluation.select(range(min(args.eval_retrieval_limit, len(evaluation))))
-        callbacks.append(RetrievalRecallCallback(held_out, retriever_tokenizer, args.eval_retrieval_steps))
+    if args.eval_retrieval_steps > 0:
+        callbacks += held_out_callback(args, evaluation, retriever_tokenizer)
     trainer = JointRetrievalTrainer(
         model=model,
         args=training_args,
         train_dataset=train,
         processing_class=tokenizer,
         retriever_tokenizer=retriever_tokenizer,
-        peft_config=lora,
+        peft_config=None if arm == "retriever" else lora,
         callbacks=callbacks,
     )
     start = time.perf_counter()
@@ -421,6 +471,21 @@ def run_one(
         truncate_documents=args.eval_truncate_documents,
         show_progress=False,
     )
+    if args.eval_preference_limit > 0:
+        rows = evaluation.select(range(min(args.eval_preference_limit, len(evaluation))))
+        rankings = rank_candidates(model, retriever_tokenizer, rows, show_progress=False)
+        metrics.update(llm_preference_metrics(rankings, reference_nlls(args, "eval", rows)))
+    if args.corpus_evidence:
+        metrics.update(
+            corpus_retrieval_metrics(
+                model.retriever,
+                retriever_tokenizer,
+                experiment_corpus(args),
+                evaluation,
+                max_document_length=args.max_document_length,
+                show_progress=False,
+            )
+        )
     record = {
         "arm": arm,
         "retrieval_loss": retrieval_loss,
@@ -435,11 +500,58 @@ def run_one(
     return record
 
 
+def held_out_callback(
+    args: ExperimentArguments, evaluation: Dataset, retriever_tokenizer
+) -> list[RetrievalRecallCallback]:
+    """The callback of the curves over steps, on `eval_retrieval_split` (validation: with the base LLM's reference
+    NLLs); none when the split can measure nothing (no gold passages and no reference)."""
+    if args.eval_retrieval_split == "validation":
+        rows = prepared_validation(args)
+        rows = rows.select(range(min(args.eval_retrieval_limit, len(rows))))
+        return [
+            RetrievalRecallCallback(
+                rows,
+                retriever_tokenizer,
+                args.eval_retrieval_steps,
+                reference_nlls=reference_nlls(args, "validation", rows),
+            )
+        ]
+    if args.eval_retrieval_split != "eval":
+        raise ValueError(f"eval_retrieval_split must be 'eval' or 'validation', got {args.eval_retrieval_split!r}")
+    if not any(evaluation["gold_doc_ids"]):
+        return []
+    rows = evaluation.select(range(min(args.eval_retrieval_limit, len(evaluation))))
+    return [RetrievalRecallCallback(rows, retriever_tokenizer, args.eval_retrieval_steps)]
+
+
+def reference_nlls(args: ExperimentArguments, split: str, rows: Dataset) -> list[list[float]]:
+    """The base LLM's answer NLL with each candidate of each of `rows` alone in the prompt: the reference of
+    `llm_top1_agreement`. Measured once per prepared split and kept in `prepared/reference_nlls-<split>.json`
+    (keyed by row id; rows measured before are not measured again)."""
+    path = os.path.join(args.output_dir, "prepared", f"reference_nlls-{split}.json")
+    cached: dict[str, list[float]] = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            cached = json.load(f)
+    missing = [i for i, row_id in enumerate(rows["id"]) if row_id not in cached]
+    if missing:
+        model = build_arm_model(args, "rag", "none")
+        model.eval()
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.generator))
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        for i in tqdm(missing, desc=f"Reference NLLs ({split})", unit="question"):
+            row = rows[i]
+            cached[row["id"]] = single_document_nlls(model, tokenizer, row, args.eval_truncate_documents)
+        write_json(path, cached)
+    return [cached[row_id] for row_id in rows["id"]]
+
+
 def reported_metrics(records: Sequence[dict]) -> tuple[str, ...]:
     """The metrics of the tables and bars: the four always (`n/a` where a task cannot measure one, e.g. recall on
-    MedMCQA, which has no gold passages), the generative ones when the runs measured them."""
-    generative = tuple(m for m in GENERATIVE_METRICS if any(m in r["metrics"] for r in records))
-    return REPORTED_METRICS + generative
+    MedMCQA, which has no gold passages), the generative and retriever ones when the runs measured them."""
+    measured = tuple(m for m in GENERATIVE_METRICS + RETRIEVER_METRICS if any(m in r["metrics"] for r in records))
+    return REPORTED_METRICS + measured
 
 
 def summarize(records: Sequence[dict], metrics: Sequence[str] = REPORTED_METRICS) -> dict[str, dict[str, dict]]:
@@ -490,7 +602,14 @@ def _mean_curve(records: Sequence[dict], key: str) -> tuple[list[int], list[floa
 
 
 # The panels of training_curves.png: the trainer's logged losses and agreement, and the held-out retrieval callback's.
-PANELS = ("lm_loss", "retrieval_loss", "retrieval_agreement", LOG_PREFIX + "recall@1", LOG_PREFIX + "evidence@1")
+PANELS = (
+    "lm_loss",
+    "retrieval_loss",
+    "retrieval_agreement",
+    LOG_PREFIX + "recall@1",
+    LOG_PREFIX + "evidence@1",
+    LOG_PREFIX + "llm_top1_agreement",
+)
 
 
 def plot_experiment(records: Sequence[dict], summary: dict, output_dir: str) -> list[str]:
@@ -706,7 +825,7 @@ def plot_sweep(settings: dict[str, ExperimentArguments], path: str) -> str:
         records_by_loss: dict[str, list[dict]] = {}
         for arm, loss, seed in planned_runs(args):
             path_run = os.path.join(run_dir(args), "runs", f"{run_name(arm, loss, seed)}.json")
-            if arm == "jmlr" and os.path.exists(path_run):
+            if arm in RETRIEVAL_ARMS and os.path.exists(path_run):
                 with open(path_run, encoding="utf-8") as f:
                     records_by_loss.setdefault(loss, []).append(json.load(f))
         for loss, records in records_by_loss.items():

@@ -19,7 +19,12 @@ CONFIGS = sorted((ROOT / "experiments" / "configs").glob("*.yaml"))
 
 
 def test_the_configs_are_there():
-    assert [path.name for path in CONFIGS] == ["experiment-medmcqa.yaml", "experiment-pubmedqa.yaml"]
+    assert [path.name for path in CONFIGS] == [
+        "experiment-medmcqa.yaml",
+        "experiment-pubmedqa.yaml",
+        "joint-medmcqa.yaml",
+        "joint-pubmedqa.yaml",
+    ]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.stem)

@@ -7,8 +7,16 @@ import json
 import pytest
 from datasets import Dataset
 
-from experiments.headroom import candidate_agreement, evidence_first, retrieval_headroom, save_headroom
-from jmlr_hf.evaluation import rank_candidates, target_nll
+from experiments.headroom import (
+    candidate_agreement,
+    evidence_first,
+    plot_scan,
+    retrieval_headroom,
+    save_headroom,
+    scan_headroom,
+    scan_table,
+)
+from jmlr_hf.evaluation import rank_candidates, single_document_nlls, target_nll
 from tests.testing_utils.models import TOY_ROWS
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -88,3 +96,54 @@ def test_headroom_on_a_tiny_model(
 def test_headroom_needs_documents(make_tiny_model, generator_tokenizer, retriever_tokenizer, rows_with_evidence):
     with pytest.raises(ValueError, match="at least 1"):
         retrieval_headroom(make_tiny_model(), generator_tokenizer, retriever_tokenizer, rows_with_evidence, 0)
+
+
+def test_scan_cells_follow_from_the_single_document_nlls(
+    make_tiny_model, generator_tokenizer, retriever_tokenizer, rows_with_evidence, tmp_path
+):
+    # Two first stages over the same questions: the rows' own candidate order ("a"), and the reverse ("b").
+    model = make_tiny_model(seed=3)
+    pool_a = rows_with_evidence
+    pool_b = Dataset.from_list(
+        [{**row, "candidate_ids": row["candidate_ids"][::-1], "candidates": row["candidates"][::-1]} for row in pool_a]
+    )
+    result = scan_headroom(
+        model,
+        generator_tokenizer,
+        retriever_tokenizer,
+        {"a": pool_a, "b": pool_b},
+        [2, 4],
+        [1, 2],
+        show_progress=False,
+    )
+    cells = {(c["first_stage"], c["num_candidates"], c["num_context_documents"]): c for c in result["cells"]}
+    assert len(cells) == 8 and all(c["num_questions"] == len(pool_a) for c in cells.values())
+    single = [single_document_nlls(model, generator_tokenizer, row) for row in pool_a]
+    scores = model.score_documents(pool_a["question"], pool_a["candidates"], retriever_tokenizer).tolist()
+    for stage, order in (("a", [0, 1, 2, 3]), ("b", [3, 2, 1, 0])):
+        for n in (2, 4):
+            kept = order[:n]
+            best = [min(single[q][j] for j in kept) for q in range(len(pool_a))]
+            top = [max(kept, key=scores[q].__getitem__) for q in range(len(pool_a))]
+            retrieved = [single[q][top[q]] for q in range(len(pool_a))]
+            cell = cells[(stage, n, 1)]
+            assert cell["llm_best"] == pytest.approx(sum(best) / len(best), abs=1e-4)
+            assert cell["retriever"] == pytest.approx(sum(retrieved) / len(retrieved), abs=1e-4)
+            assert cell["headroom"] == pytest.approx(cell["retriever"] - cell["llm_best"], abs=1e-6)
+            agree = [single[q][top[q]] == min(single[q][j] for j in kept) for q in range(len(pool_a))]
+            assert cell["retriever_top1_is_llm_best"] == pytest.approx(sum(agree) / len(agree))
+            # K = 2: the two prompts' documents, best first, measured as one prompt.
+            two = cells[(stage, n, 2)]
+            pairs = [sorted(kept, key=single[q].__getitem__)[:2] for q in range(len(pool_a))]
+            expected = [
+                target_nll(model, generator_tokenizer, pool_a[q], [pool_a[q]["candidates"][j] for j in pairs[q]])
+                for q in range(len(pool_a))
+            ]
+            assert two["llm_best"] == pytest.approx(sum(expected) / len(expected), abs=1e-4)
+    # The same candidate set in both pools at N = 4: the same numbers.
+    for key in ("none", "retriever", "llm_best", "llm_worst"):
+        assert cells[("a", 4, 1)][key] == pytest.approx(cells[("b", 4, 1)][key], abs=1e-6)
+    assert "| a | 2 | 1 |" in scan_table(result)
+    assert plot_scan(result, str(tmp_path / "scan.png")) and (tmp_path / "scan.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="between 1 and the smallest N"):
+        scan_headroom(model, generator_tokenizer, retriever_tokenizer, {"a": pool_a}, [2], [3], show_progress=False)

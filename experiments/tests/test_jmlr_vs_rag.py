@@ -214,3 +214,66 @@ def test_medmcqa_experiment_with_generative_accuracy(tmp_path, tiny_checkpoints,
     table = (out / "summary.md").read_text()
     assert "generative_accuracy" in table and "| n/a | n/a |" in table
     assert (out / "final_metrics.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.integration
+def test_retriever_arm_validation_split_and_retriever_metrics(tmp_path, tiny_checkpoints):
+    """The answer-quality setting: a validation split carved from the training questions, a hybrid first stage, the
+    retriever-only arm (LLM frozen), curves on the validation split against the base LLM's reference NLLs, and the
+    end-of-run LLM-preference and whole-corpus metrics."""
+    args = ExperimentArguments(
+        output_dir=str(tmp_path / "exp"),
+        generator=tiny_checkpoints[0],
+        retriever=tiny_checkpoints[1],
+        first_stage="hybrid",
+        validation_size=3,
+        arms=["rag", "retriever"],
+        retrieval_losses=["lsr"],
+        seeds=[0],
+        train_limit=4,
+        eval_limit=3,
+        eval_answer_limit=2,
+        max_steps=2,
+        batch_size=1,
+        gradient_accumulation_steps=2,
+        num_candidates=4,
+        num_sampled=4,
+        num_context_documents=1,
+        max_document_length=32,
+        max_length=256,
+        logging_steps=1,
+        eval_retrieval_steps=1,
+        eval_retrieval_split="validation",
+        eval_preference_limit=2,
+        corpus_evidence=True,
+    )
+    summary = run_experiment(args)
+    out = tmp_path / "exp"
+    assert set(summary) == {"RAG-SFT", "retriever only, LLM frozen (lsr)"}
+    # The validation split: the last 3 training questions, none of them trained on.
+    prepared = {split: load_from_disk(str(out / "prepared" / split)) for split in ("train", "validation", "eval")}
+    task_train = experiment_module.load_task("pubmedqa", "train")
+    assert prepared["validation"]["id"] == task_train["id"][-3:]
+    assert not set(prepared["validation"]["id"]) & set(prepared["train"]["id"])
+    assert all(len(ids) == 4 for ids in prepared["validation"]["candidate_ids"])
+    # Reference NLLs measured once, for the validation rows of the curves and the test rows of the final metric.
+    references = json.loads((out / "prepared" / "reference_nlls-validation.json").read_text())
+    assert set(references) == set(prepared["validation"]["id"]) and all(len(v) == 4 for v in references.values())
+    assert len(json.loads((out / "prepared" / "reference_nlls-eval.json").read_text())) == 2
+
+    rag = json.loads((out / "runs" / "rag-seed0.json").read_text())
+    frozen = json.loads((out / "runs" / "retriever-lsr-seed0.json").read_text())
+    for record in (rag, frozen):
+        for metric in ("llm_top1_agreement", "llm_pairwise_agreement", "corpus_recall@1", "corpus_evidence@1"):
+            assert 0.0 <= record["metrics"][metric] <= 1.0, metric
+        curve = [
+            (e["step"], e["eval_llm_top1_agreement"]) for e in record["log_history"] if "eval_llm_top1_agreement" in e
+        ]
+        assert [step for step, _ in curve] == [0, 1, 2]
+    # The retriever-only arm trains no LLM: no LM loss is logged; its answers come from the base LLM.
+    assert all("lm_loss" not in e for e in frozen["log_history"])
+    assert [e["step"] for e in frozen["log_history"] if "retrieval_loss" in e] == [1, 2]
+    # Both start from the same retriever: the curves' first points agree.
+    start = [next(e for e in r["log_history"] if "eval_llm_top1_agreement" in e) for r in (rag, frozen)]
+    assert start[0]["eval_llm_top1_agreement"] == start[1]["eval_llm_top1_agreement"]
+    assert "llm_top1_agreement" in (out / "summary.md").read_text()

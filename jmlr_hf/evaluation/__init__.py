@@ -10,7 +10,16 @@
 
 from .answer_parsing import extract_answer, extract_choice, extract_decision
 from .harness import EvaluationResult, evaluate_dataset
-from .qa import EvaluationModel, answer_metrics, evaluate_model, format_comparison, generative_metrics, target_nll
+from .qa import (
+    EvaluationModel,
+    answer_metrics,
+    evaluate_model,
+    format_comparison,
+    generative_metrics,
+    single_document_nlls,
+    target_nll,
+    target_nlls,
+)
 from .retrieval import (
     corpus_retrieval_metrics,
     llm_preference_metrics,
@@ -35,5 +44,7 @@ __all__ = [
     "rank_candidates",
     "ranking_metrics",
     "retrieval_metrics",
+    "single_document_nlls",
     "target_nll",
+    "target_nlls",
 ]

@@ -175,6 +175,45 @@ def target_nll(
 
 
 @torch.no_grad()
+def target_nlls(
+    model: JMLRForCausalLM,
+    tokenizer,
+    row: dict[str, Any],
+    document_lists: Sequence[Sequence[str]],
+    truncate_documents: bool = True,
+    batch_size: int = 16,
+) -> list[float]:
+    """[`target_nll`] of `row` after each of several prompts, one per list of `document_lists` (best first; `[]` is the
+    no-document prompt), `batch_size` prompts per forward; documents cut to `max_document_length` tokens if asked."""
+    cfg = model.config
+    options = list(row.get("options") or [])
+    target = build_target(cfg, row["answer"], row.get("rationale"), options)
+    cut: dict[str, str] = {}
+    prompts = []
+    for documents in document_lists:
+        if truncate_documents:
+            documents = [
+                cut.setdefault(doc, truncate_to_tokens(tokenizer, doc, cfg.max_document_length)) for doc in documents
+            ]
+        prompts.append(build_prompt(cfg, row["question"], list(documents), options))
+    device = next(model.parameters()).device
+    nlls: list[float] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        batch = tokenize_for_lm(tokenizer, chunk, [target] * len(chunk), cfg.max_length)
+        nlls += model.answer_nll(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))).tolist()
+    return nlls
+
+
+def single_document_nlls(
+    model: JMLRForCausalLM, tokenizer, row: dict[str, Any], truncate_documents: bool = True
+) -> list[float]:
+    """The answer NLL with each of `row`'s `candidates` alone in the prompt: how useful the LLM finds each one, the
+    signal JMLR's retrieval losses learn from (and the reference of `llm_preference_metrics`)."""
+    return target_nlls(model, tokenizer, row, [[doc] for doc in row["candidates"]], truncate_documents)
+
+
+@torch.no_grad()
 def answer_metrics(
     model: JMLRForCausalLM,
     tokenizer,

@@ -15,13 +15,13 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from ..evaluation.retrieval import rank_candidates, retrieval_metrics
+from ..evaluation.retrieval import llm_preference_metrics, rank_candidates, retrieval_metrics
 from ..utils.atomic import write_json
 
 #: Prefix of the keys this callback adds to the log history (`eval_recall@1`, `eval_evidence@1`).
@@ -38,12 +38,18 @@ class RetrievalRecallCallback(TrainerCallback):
     gradient in eval mode (no dropout), and the model's previous train/eval mode is restored afterwards, so the
     callback does not change training: it consumes no random numbers and touches no parameters.
 
+    With `reference_nlls` (each row's answer NLL with each candidate alone in the prompt, from a reference LLM such
+    as the base generator) it also logs `eval_llm_top1_agreement` and `eval_llm_pairwise_agreement`
+    ([`jmlr_hf.evaluation.llm_preference_metrics`]): whether the retriever is learning what the LLM finds useful,
+    the quantity JMLR's retrieval losses train for, measurable without gold passages.
+
     Args:
-        dataset: held-out rows with `question`, `candidates`, `candidate_ids` and `gold_doc_ids` (and optionally
-            `evidence_doc_ids`). Metrics that no row can measure (no gold ids) are not logged.
+        dataset: held-out rows with `question`, `candidates`, `candidate_ids` and, for recall, `gold_doc_ids` (and
+            optionally `evidence_doc_ids`). Metrics that no row can measure (no gold ids) are not logged.
         retriever_tokenizer: the retriever's tokenizer.
         every_steps: the logging interval in optimizer steps (> 0).
         batch_size: questions per retriever forward.
+        reference_nlls: per row of `dataset`, the reference NLL of each candidate (same order).
     """
 
     def __init__(
@@ -52,19 +58,28 @@ class RetrievalRecallCallback(TrainerCallback):
         retriever_tokenizer: PreTrainedTokenizerBase,
         every_steps: int,
         batch_size: int = 16,
+        reference_nlls: Sequence[Sequence[float]] | None = None,
     ):
         if every_steps <= 0:
             raise ValueError(f"every_steps must be positive, got {every_steps}")
-        missing = {"question", "candidates", "candidate_ids", "gold_doc_ids"} - set(dataset.column_names)
+        missing = {"question", "candidates", "candidate_ids"} - set(dataset.column_names)
         if missing:
             raise ValueError(f"the held-out rows need the columns {sorted(missing)} (pre-retrieved candidates)")
+        if "gold_doc_ids" not in dataset.column_names and reference_nlls is None:
+            raise ValueError("nothing to measure: the held-out rows have no gold_doc_ids and no reference_nlls given")
+        if reference_nlls is not None:
+            sizes = [len(row) for row in dataset["candidates"]]
+            if [len(row) for row in reference_nlls] != sizes:
+                raise ValueError("reference_nlls needs one NLL per candidate of each held-out row, in the same order")
+        self.reference_nlls = reference_nlls
         self.dataset = dataset
         self.retriever_tokenizer = retriever_tokenizer
         self.every_steps = every_steps
         self.batch_size = batch_size
 
     def measure(self, model: Any) -> dict[str, float]:
-        """`recall@1` and `evidence@1` of `model`'s retriever on the held-out rows (NaN where unmeasurable)."""
+        """`recall@1` and `evidence@1` of `model`'s retriever on the held-out rows (NaN where unmeasurable), and the
+        LLM-preference agreements when there are reference NLLs."""
         model = getattr(model, "module", model)  # a DDP/accelerate wrapper holds the JMLR model as `.module`
         was_training = model.training
         try:
@@ -73,8 +88,13 @@ class RetrievalRecallCallback(TrainerCallback):
             )
         finally:
             model.train(was_training)
-        metrics = retrieval_metrics(self.dataset, rankings, k=1)
-        return {key: metrics[key] for key in ("recall@1", "evidence@1")}
+        measured: dict[str, float] = {}
+        if "gold_doc_ids" in self.dataset.column_names:
+            metrics = retrieval_metrics(self.dataset, rankings, k=1)
+            measured.update({key: metrics[key] for key in ("recall@1", "evidence@1")})
+        if self.reference_nlls is not None:
+            measured.update(llm_preference_metrics(rankings, self.reference_nlls))
+        return measured
 
     def _log(self, state: TrainerState, model: Any) -> None:
         entry: dict[str, float] = {

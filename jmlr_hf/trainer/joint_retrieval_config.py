@@ -28,6 +28,12 @@ class JointRetrievalConfig(SFTConfig):
             `learning_rate`. The paper trains the retriever at 3e-6 with Llama-2 at 2e-5.
         retriever_weight_decay (`float`, *optional*):
             Weight decay of the retriever's parameters (never on biases and norms). `None` uses `weight_decay`.
+        freeze_generator (`bool`, *optional*, defaults to `False`):
+            Train only the retriever, from the frozen LLM's answer NLLs (as RePlug's LSR trains a retriever for a
+            black-box LM). The generator gets no gradient and the LM loss with the top-K documents is not computed, so
+            a step costs the no-gradient choice and NLL passes plus the retriever's forward and backward — a fraction
+            of a joint step — and what the retriever learns is isolated from what the LLM learns. Needs a retrieval
+            loss (`retrieval_loss_weight > 0`), `retriever_learning_rate > 0` and no `peft_config`.
 
         > Parameters that control the no-gradient NLL pass
 
@@ -90,6 +96,13 @@ class JointRetrievalConfig(SFTConfig):
         default=None,
         metadata={"help": "Weight decay of the retriever's parameters; `None` uses `weight_decay`."},
     )
+    freeze_generator: bool = field(
+        default=False,
+        metadata={
+            "help": "Train only the retriever from the frozen LLM's answer NLLs (RePlug-style): no generator "
+            "gradient, no LM loss. Needs retrieval_loss_weight > 0, retriever_learning_rate > 0, no peft_config."
+        },
+    )
     nll_micro_batch_size: int | None = field(
         default=None,
         metadata={
@@ -125,6 +138,8 @@ class JointRetrievalConfig(SFTConfig):
         super().__post_init__()
         if self.remove_unused_columns:
             raise ValueError("JointRetrievalConfig needs remove_unused_columns=False (the collator reads raw columns)")
+        if self.freeze_generator and self.retriever_learning_rate <= 0:
+            raise ValueError("freeze_generator=True trains only the retriever: set retriever_learning_rate > 0")
         if self.nonfinite_loss not in ("error", "skip_step"):
             raise ValueError(f"nonfinite_loss must be 'error' or 'skip_step', got {self.nonfinite_loss!r}")
         if not (self.dataset_kwargs or {}).get("skip_prepare_dataset", False):

@@ -239,6 +239,15 @@ class JointRetrievalTrainer(SFTTrainer):
         if processing_class is None or retriever_tokenizer is None:
             raise ValueError("pass both tokenizers: processing_class (generator) and retriever_tokenizer")
         model.config.validate_retrieval_settings()
+        if args.freeze_generator:
+            if model.config.retrieval_loss_weight == 0:
+                raise ValueError(
+                    "freeze_generator=True with retrieval_loss_weight=0 trains nothing: the generator is frozen and "
+                    "no loss reaches the retriever"
+                )
+            if peft_config is not None:
+                raise ValueError("freeze_generator=True freezes the generator: its LoRA adapters would never train")
+            model.generator.requires_grad_(False)
         if peft_config is not None:
             apply_peft_to_generator(model, peft_config)
             if args.gradient_checkpointing:
@@ -362,9 +371,14 @@ class JointRetrievalTrainer(SFTTrainer):
         lm_nll = self._answer_nll(model, jmlr, nll_batch, device).view(batch_size, cfg.num_sampled)
 
         # 5. LM loss with the top-K documents before the question; the retriever's scores with gradient, same call.
+        # With a frozen generator only the retriever runs (through the wrapped model, for DDP's gradient sync).
         use_negatives = cfg.in_batch_negatives and cfg.retrieval_loss != "llm_rank" and batch_size > 1
-        outputs = lm_forward(model, lm_batch, **retrieval_inputs, score_all_pairs=use_negatives)
-        lm_loss = outputs.loss
+        if self.args.freeze_generator:
+            outputs = model(**retrieval_inputs, score_all_pairs=use_negatives)
+            lm_loss = None
+        else:
+            outputs = lm_forward(model, lm_batch, **retrieval_inputs, score_all_pairs=use_negatives)
+            lm_loss = outputs.loss
         scores = outputs.retrieval_scores  # [B, N], or [B, B * N] with negatives
         own_scores = split_in_batch_scores(scores, cfg.num_candidates)[0] if use_negatives else scores
         logits = scores_to_logits(scores, own_scores, cfg)
@@ -375,18 +389,18 @@ class JointRetrievalTrainer(SFTTrainer):
         # 4. Retrieval loss on the sampled documents.
         sampled_logits = logits.gather(1, sampled)
         retrieval_loss = self._retrieval_loss(cfg, sampled_logits, lm_nll, negative_logits)
-        loss = lm_loss + cfg.retrieval_loss_weight * retrieval_loss
+        loss = cfg.retrieval_loss_weight * retrieval_loss
+        parts = {"retrieval_loss": retrieval_loss}
+        if lm_loss is not None:
+            loss = lm_loss + loss
+            parts = {"lm_loss": lm_loss, **parts}
         if mode == "train":
-            self._check_finite_loss(
-                loss,
-                inputs,
-                {"lm_loss": lm_loss, "retrieval_loss": retrieval_loss},
-                {"answer NLLs": lm_nll, "retriever scores": own_scores},
-            )
+            self._check_finite_loss(loss, inputs, parts, {"answer NLLs": lm_nll, "retriever scores": own_scores})
 
         # 6. Logging.
         metrics = self._metrics[mode]
-        metrics["lm_loss"].append(self._mean_across_processes(lm_loss))
+        if lm_loss is not None:
+            metrics["lm_loss"].append(self._mean_across_processes(lm_loss))
         metrics["retrieval_loss"].append(self._mean_across_processes(retrieval_loss))
         # Every rank takes part in every gather, also when its own agreement is undefined (all NLLs tied): a rank
         # that skipped a collective would hang the others.

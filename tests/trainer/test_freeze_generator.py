@@ -1,0 +1,68 @@
+"""`freeze_generator=True`: the retriever-only arm (RePlug-style) — the retriever learns from the frozen LLM's answer
+NLLs, exactly as it would in a joint step, while the generator gets no gradient and no LM loss is computed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from jmlr_hf.trainer import joint_retrieval_trainer as trainer_module
+from tests.testing_utils.training import lora_config, make_args, make_trainer, snapshot
+
+
+def test_frozen_generator_trains_the_retriever_alone(
+    tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer, monkeypatch
+):
+    model = make_tiny_model(0)
+    monkeypatch.setattr(trainer_module, "lm_forward", lambda *a, **k: pytest.fail("no LM loss with a frozen LLM"))
+    args = make_args(tmp_path, max_steps=2, freeze_generator=True)
+    trainer = make_trainer(model, args, generator_tokenizer, retriever_tokenizer)
+    assert not any(param.requires_grad for param in model.generator.parameters())
+    before = snapshot(model)
+    trainer.train()
+    after = snapshot(model)
+    assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("generator."))
+    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("retriever."))
+    logs = [entry for entry in trainer.state.log_history if "retrieval_loss" in entry]
+    assert len(logs) == 2 and all("lm_loss" not in entry for entry in logs)
+    assert all(entry["loss"] == pytest.approx(entry["retrieval_loss"], rel=1e-5) for entry in logs)
+
+
+def test_frozen_generator_gives_the_retriever_the_update_of_a_joint_step(
+    tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer
+):
+    # The LM loss takes no gradient to the retriever (the top K is a hard choice), so with the generator held still
+    # (learning_rate=0) one joint step and one retriever-only step must move the retriever identically. (Without
+    # clipping: the joint step clips by the norm of all gradients, the generator's included.)
+    updated = {}
+    for name, overrides in (("joint", {"learning_rate": 0.0}), ("frozen", {"freeze_generator": True})):
+        model = make_tiny_model(0)
+        args = make_args(tmp_path / name, max_steps=1, max_grad_norm=0.0, **overrides)
+        make_trainer(model, args, generator_tokenizer, retriever_tokenizer).train()
+        updated[name] = {n: p for n, p in snapshot(model).items() if n.startswith("retriever.")}
+    moved = make_tiny_model(0)
+    assert any(not torch.equal(updated["frozen"][n], p) for n, p in snapshot(moved).items() if n in updated["frozen"])
+    for name, value in updated["frozen"].items():
+        torch.testing.assert_close(value, updated["joint"][name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_a_frozen_generator_that_cannot_train_fails_at_start(
+    tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer
+):
+    with pytest.raises(ValueError, match="trains nothing"):
+        make_trainer(
+            make_tiny_model(0, retrieval_loss_weight=0.0),
+            make_args(tmp_path, freeze_generator=True),
+            generator_tokenizer,
+            retriever_tokenizer,
+        )
+    with pytest.raises(ValueError, match="LoRA adapters would never train"):
+        make_trainer(
+            make_tiny_model(0),
+            make_args(tmp_path, freeze_generator=True),
+            generator_tokenizer,
+            retriever_tokenizer,
+            peft_config=lora_config(),
+        )
+    with pytest.raises(ValueError, match="retriever_learning_rate > 0"):
+        make_args(tmp_path, freeze_generator=True, retriever_learning_rate=0.0)
