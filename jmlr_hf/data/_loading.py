@@ -586,21 +586,25 @@ def pubmedqa_article(record: Mapping[str, Any]) -> PubMedQAArticle:
     labels = sections.get(labels_key)
     if not isinstance(contexts, list) or not contexts:
         raise RowError(contexts_key, "missing" if contexts is None else "expected a non-empty list of sections")
-    if any(not isinstance(text, str) or not text.strip() for text in contexts):
+    if any(not isinstance(text, str) or not clean_text(text) for text in contexts):
         raise RowError(contexts_key, "a section text is empty or not a string")
     if not isinstance(labels, list) or len(labels) != len(contexts):
         problem = "missing" if labels is None else f"expected one label per section ({len(contexts)})"
         raise RowError(labels_key, problem)
     if any(not isinstance(label, str) for label in labels):
         raise RowError(labels_key, "labels must be strings")
+    # Section texts become corpus passages: the same checks as any text field (NUL, undecodable bytes, surrogates).
+    for key, texts in ((contexts_key, contexts), (labels_key, labels)):
+        for text in texts:
+            check_text(text, key)
     decision = text_field(record, decision_key).lower()
     if decision not in DECISIONS:
         raise RowError(decision_key, f"{decision!r} is not one of {', '.join(DECISIONS)}")
     return PubMedQAArticle(
         pmid=pmid,
         question=question_field(record, question_key),
-        contexts=[text.strip() for text in contexts],
-        labels=[label.strip() for label in labels],
+        contexts=[clean_text(text) for text in contexts],
+        labels=[clean_text(label) for label in labels],
         decision=decision,
         long_answer=text_field(record, answer_key, required=False),
     )

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jmlr_hf.data import DataFormatError, LoadReport, load_medqa
+from tests.testing_utils.reliability import record
 
 LETTERS = "ABCDE"
 EXAMPLES, MAX_ROWS = 150, 20
@@ -28,25 +29,33 @@ SAFE_TEXT = st.text(alphabet=st.characters(codec="ascii", categories=("L", "N", 
 WORDS = SAFE_TEXT.filter(lambda text: text.strip() and text.strip().lower() not in ("nan", "none", "null", "n/a"))
 NOT_A_STRING = st.one_of(st.integers(), st.floats(allow_nan=True), st.booleans(), st.lists(st.integers(), max_size=2))
 # Broken as any text field; "nan", "None", ... are broken only as a question (an option "None" is a real answer).
+# Each broken value comes with its fault class (tests/testing_utils/reliability.py), recorded for docs/RELIABILITY.md.
 BROKEN_OPTION_TEXT = st.one_of(
-    st.just(None),
-    NOT_A_STRING,
-    st.sampled_from(["", "   "]),
-    WORDS.map(lambda text: text + "\x00"),
-    WORDS.map(lambda text: text + "\ud800"),
+    st.just(("missing or null field", None)),
+    NOT_A_STRING.map(lambda value: ("wrong type", value)),
+    st.sampled_from(["", "   "]).map(lambda value: ("empty or blank text", value)),
+    WORDS.map(lambda text: ("NUL character", text + "\x00")),
+    WORDS.map(lambda text: ("lone surrogate", text + "\ud800")),
 )
-BROKEN_TEXT = st.one_of(BROKEN_OPTION_TEXT, st.sampled_from(["nan", "None", "NULL"]))
+BROKEN_TEXT = st.one_of(
+    BROKEN_OPTION_TEXT, st.sampled_from(["nan", "None", "NULL"]).map(lambda value: ("missing-value marker", value))
+)
 MISSING = object()  # the field is left out of the row
 
 
 @st.composite
-def rows(draw) -> tuple[dict | bytes, bool]:
-    """A row (a JSON object, or raw bytes for a line that is not UTF-8) and whether it is valid."""
+def rows(draw) -> tuple[dict | bytes, list[str]]:
+    """A row (a JSON object, or raw bytes for a line that is not UTF-8) and the fault classes that break it (`[]`:
+    valid)."""
     broken = set(draw(st.sets(st.sampled_from(["question", "options", "answer_idx", "answer", "bytes"]), max_size=2)))
+    faults: list[str] = []
     if "bytes" in broken:
         line = json.dumps({"question": "UNDECODABLE", "options": ["a", "b"], "answer_idx": "A"}).encode()
-        return line.replace(b"UNDECODABLE", draw(st.sampled_from([b"\xff\xfe", b"caf\xe9", b"\xc3"]))), False
-    options = draw(st.lists(WORDS, min_size=2, max_size=5, unique_by=lambda text: text.strip().lower()))
+        return line.replace(b"UNDECODABLE", draw(st.sampled_from([b"\xff\xfe", b"caf\xe9", b"\xc3"]))), [
+            "undecodable bytes"
+        ]
+    # Distinct as the loaders compare options (case and spacing ignored): equal texts are another fault class.
+    options = draw(st.lists(WORDS, min_size=2, max_size=5, unique_by=lambda text: " ".join(text.split()).casefold()))
     letter = draw(st.sampled_from(LETTERS[: len(options)]))
     row: dict = {
         "question": draw(WORDS),
@@ -55,28 +64,41 @@ def rows(draw) -> tuple[dict | bytes, bool]:
     }
     if draw(st.booleans()):
         row["answer"] = options[LETTERS.index(letter)]
+    missing = ("missing or null field", MISSING)
     if "question" in broken:
-        row["question"] = draw(st.one_of(st.just(MISSING), BROKEN_TEXT))
+        fault, row["question"] = draw(st.one_of(st.just(missing), BROKEN_TEXT))
+        faults.append(fault)
     if "options" in broken:
-        row["options"] = draw(
+        fault, row["options"] = draw(
             st.one_of(
-                st.just(MISSING),
-                st.just(None),
-                st.lists(WORDS, max_size=1),
-                st.lists(WORDS, min_size=6, max_size=7),
-                st.just({"A": "x", "C": "y"}),
-                st.lists(BROKEN_OPTION_TEXT, min_size=1, max_size=1).map(lambda bad: ["fine", *bad]),
+                st.sampled_from([missing, ("missing or null field", None)]),
+                st.lists(WORDS, max_size=1).map(lambda few: ("bad option count", few)),
+                st.lists(WORDS, min_size=6, max_size=7).map(lambda many: ("bad option count", many)),
+                st.just(("bad option count", {"A": "x", "C": "y"})),
+                BROKEN_OPTION_TEXT.map(lambda bad: (bad[0], ["fine", bad[1]])),
             )
         )
+        faults.append(fault)
     if "answer_idx" in broken:
-        row["answer_idx"] = draw(
-            st.one_of(st.just(MISSING), BROKEN_TEXT, st.just("AB"), st.just(LETTERS[len(options) :] or "F"))
+        fault, row["answer_idx"] = draw(
+            st.one_of(
+                st.just(missing),
+                BROKEN_TEXT,
+                st.sampled_from(["AB", LETTERS[len(options) :] or "F"]).map(lambda bad: ("answer not an option", bad)),
+            )
         )
+        faults.append(fault)
     if "answer" in broken:
-        row["answer"] = draw(
-            st.one_of(NOT_A_STRING, WORDS.filter(lambda text: text.strip() != options[LETTERS.index(letter)]))
+        fault, row["answer"] = draw(
+            st.one_of(
+                NOT_A_STRING.map(lambda value: ("wrong type", value)),
+                WORDS.filter(lambda text: text.strip() != options[LETTERS.index(letter)]).map(
+                    lambda text: ("answer text contradicts letter", text)
+                ),
+            )
         )
-    return {key: value for key, value in row.items() if value is not MISSING}, not broken
+        faults.append(fault)
+    return {key: value for key, value in row.items() if value is not MISSING}, faults
 
 
 def write_rows(path: Path, generated: list[tuple[dict | bytes, bool]]) -> None:
@@ -90,8 +112,8 @@ def test_medqa_loader_keeps_exactly_the_valid_rows(generated):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "generated.jsonl"
         write_rows(path, generated)
-        valid_lines = [i + 1 for i, (_, valid) in enumerate(generated) if valid]
-        broken_lines = [i + 1 for i, (_, valid) in enumerate(generated) if not valid]
+        valid_lines = [i + 1 for i, (_, faults) in enumerate(generated) if not faults]
+        broken_lines = [i + 1 for i, (_, faults) in enumerate(generated) if faults]
 
         report = LoadReport()
         if not valid_lines:
@@ -114,3 +136,10 @@ def test_medqa_loader_keeps_exactly_the_valid_rows(generated):
         if broken_lines:
             with pytest.raises(DataFormatError, match=rf"generated.jsonl, line {broken_lines[0]}:"):
                 load_medqa(str(path))
+        for _, faults in generated:
+            if not faults:
+                record("loaders", "valid row", "kept unchanged, in order")
+            for fault in faults:
+                record("loaders", fault, "skipped, named by line/PMID and field (DataFormatError without skip)")
+        if not valid_lines:
+            record("loaders", "no valid row", "DataFormatError even with skip_invalid=True")
