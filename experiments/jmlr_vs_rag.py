@@ -165,6 +165,14 @@ class ExperimentArguments:
             "cached in prepared/; N forwards per question). 0: off."
         },
     )
+    cached_nlls: bool = field(
+        default=True,
+        metadata={
+            "help": "The retriever arm's LLM is frozen, so its answer NLL with each training candidate is measured "
+            "once (kept in prepared/reference_nlls-train.json, shared by every seed and variant) instead of at "
+            "every step; the retriever learns exactly the same (tests/trainer/test_freeze_generator.py)."
+        },
+    )
     corpus_evidence: bool = field(
         default=False,
         metadata={
@@ -211,6 +219,7 @@ NON_OUTCOME_FIELDS = (
     "eval_retrieval_steps",
     "eval_retrieval_limit",
     "eval_retrieval_split",
+    "cached_nlls",
     "variant",
     "variants",
 )
@@ -443,6 +452,8 @@ def run_one(
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         task_type="CAUSAL_LM",
     )
+    if arm == "retriever" and args.cached_nlls:
+        train = train.add_column("candidate_nlls", reference_nlls(args, "train", train))
     callbacks = []
     if args.eval_retrieval_steps > 0:
         callbacks += held_out_callback(args, evaluation, retriever_tokenizer)

@@ -260,6 +260,10 @@ def test_retriever_arm_validation_split_and_retriever_metrics(tmp_path, tiny_che
     references = json.loads((out / "prepared" / "reference_nlls-validation.json").read_text())
     assert set(references) == set(prepared["validation"]["id"]) and all(len(v) == 4 for v in references.values())
     assert len(json.loads((out / "prepared" / "reference_nlls-eval.json").read_text())) == 2
+    # The retriever arm trains on the frozen LLM's NLLs measured once per training row (cached_nlls).
+    assert set(json.loads((out / "prepared" / "reference_nlls-train.json").read_text())) == set(
+        prepared["train"]["id"]
+    )
 
     rag = json.loads((out / "runs" / "rag-seed0.json").read_text())
     frozen = json.loads((out / "runs" / "retriever-lsr-seed0.json").read_text())

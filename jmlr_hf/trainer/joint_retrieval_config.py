@@ -33,7 +33,10 @@ class JointRetrievalConfig(SFTConfig):
             black-box LM). The generator gets no gradient and the LM loss with the top-K documents is not computed, so
             a step costs the no-gradient choice and NLL passes plus the retriever's forward and backward — a fraction
             of a joint step — and what the retriever learns is isolated from what the LLM learns. Needs a retrieval
-            loss (`retrieval_loss_weight > 0`), `retriever_learning_rate > 0` and no `peft_config`.
+            loss (`retrieval_loss_weight > 0`), `retriever_learning_rate > 0` and no `peft_config`. Since the LLM does
+            not change, its NLLs can be measured once: rows with a `candidate_nlls` column (the answer NLL with each
+            candidate alone in the prompt, e.g. from `jmlr_hf.evaluation.single_document_nlls`) skip the NLL pass, and
+            a step costs only the retriever's passes. Such rows are rejected without `freeze_generator`.
 
         > Parameters that control the no-gradient NLL pass
 

@@ -84,8 +84,22 @@ class JointRetrievalCollator:
         cfg = self.config
         num = cfg.num_candidates
         questions, options, targets, documents, row_ids = [], [], [], [], []
+        cached = [row.get("candidate_nlls") is not None for row in features]
+        if any(cached) and not all(cached):
+            first = features[cached.index(False)]
+            raise ValueError(
+                f"row {first.get('id', '?')!r}: field 'candidate_nlls' is missing where other rows have it"
+            )
+        candidate_nlls = []
         for row in features:
             check_training_row(row, num)
+            if row.get("candidate_nlls") is not None:
+                if row.get("id") in self.candidate_overrides:
+                    raise ValueError(
+                        f"row {row.get('id')!r}: cached 'candidate_nlls' belong to the row's own candidates, not to "
+                        "refreshed ones; do not combine them with CandidateRefreshCallback"
+                    )
+                candidate_nlls.append(check_candidate_nlls(row, num))
             candidates = list(self.candidate_overrides.get(row.get("id"), row["candidates"]))
             if len(candidates) < num:
                 raise ValueError(
@@ -128,6 +142,7 @@ class JointRetrievalCollator:
             "targets": targets,
             "documents": documents,
             "row_ids": row_ids,  # named by errors raised in compute_loss (e.g. a non-finite loss)
+            **({"candidate_nlls": torch.tensor(candidate_nlls, dtype=torch.float32)} if candidate_nlls else {}),
         }
 
 
@@ -162,6 +177,23 @@ def check_training_row(row: dict[str, Any], num_candidates: int) -> None:
     for i, doc in enumerate(candidates[:num_candidates]):
         if not isinstance(doc, str) or not doc.strip():
             raise ValueError(f"row {row_id!r}: field 'candidates'[{i}] is {doc!r}; expected a non-empty string")
+
+
+def check_candidate_nlls(row: dict[str, Any], num_candidates: int) -> list[float]:
+    """A row's cached answer NLLs (one finite number per candidate, the first `num_candidates` kept), or a
+    `ValueError` naming the row and the field."""
+    values = row["candidate_nlls"]
+    row_id = row.get("id", "?")
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) < num_candidates:
+        raise ValueError(
+            f"row {row_id!r}: field 'candidate_nlls' must hold one answer NLL per candidate (at least "
+            f"num_candidates={num_candidates}), got {values!r}"
+        )
+    kept = values[:num_candidates]
+    for i, value in enumerate(kept):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"row {row_id!r}: field 'candidate_nlls'[{i}] is {value!r}; expected a finite number")
+    return [float(value) for value in kept]
 
 
 class JointRetrievalTrainer(SFTTrainer):
@@ -248,6 +280,11 @@ class JointRetrievalTrainer(SFTTrainer):
             if peft_config is not None:
                 raise ValueError("freeze_generator=True freezes the generator: its LoRA adapters would never train")
             model.generator.requires_grad_(False)
+        elif "candidate_nlls" in (getattr(train_dataset, "column_names", None) or []):
+            raise ValueError(
+                "the training rows carry cached 'candidate_nlls', which are the answer NLLs of a frozen LLM: set "
+                "freeze_generator=True, or drop the column so that a training LLM's NLLs are measured at every step"
+            )
         if peft_config is not None:
             apply_peft_to_generator(model, peft_config)
             if args.gradient_checkpointing:
@@ -357,18 +394,12 @@ class JointRetrievalTrainer(SFTTrainer):
             choice_logits, cfg.num_sampled, generator=self._sampling_generator(mode, choice_logits.device)
         )  # [B, S]
 
-        # 3. Answer NLL given each sampled document: one batched no-gradient forward over the B x S sequences.
-        nll_batch = tokenize_for_lm(
-            tokenizer,
-            [
-                fit_prompt(tokenizer, cfg, questions[b], [documents[b][i]], options[b], targets[b])
-                for b in range(batch_size)
-                for i in sampled[b].tolist()
-            ],
-            [targets[b] for b in range(batch_size) for _ in range(cfg.num_sampled)],
-            cfg.max_length,
-        )
-        lm_nll = self._answer_nll(model, jmlr, nll_batch, device).view(batch_size, cfg.num_sampled)
+        # 3. Answer NLL given each sampled document: one batched no-gradient forward over the B x S sequences — or,
+        # with a frozen LLM whose NLLs were measured once (the rows' `candidate_nlls`), those.
+        if "candidate_nlls" in inputs:
+            lm_nll = inputs["candidate_nlls"].to(device).gather(1, sampled)
+        else:
+            lm_nll = self._nll_pass(model, jmlr, inputs, sampled, device)
 
         # 5. LM loss with the top-K documents before the question; the retriever's scores with gradient, same call.
         # With a frozen generator only the retriever runs (through the wrapped model, for DDP's gradient sync).
@@ -491,6 +522,23 @@ class JointRetrievalTrainer(SFTTrainer):
         generator = torch.Generator(device=device)
         generator.manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "big") & (2**63 - 1))
         return generator
+
+    def _nll_pass(self, model, jmlr: JMLRForCausalLM, inputs: dict[str, Any], sampled: torch.Tensor, device):
+        """The answer NLL `[B, S]` given each sampled document alone, one batched no-gradient pass."""
+        cfg = jmlr.config
+        questions, options, targets, documents = (inputs[k] for k in ("questions", "options", "targets", "documents"))
+        batch_size = len(questions)
+        nll_batch = tokenize_for_lm(
+            self.processing_class,
+            [
+                fit_prompt(self.processing_class, cfg, questions[b], [documents[b][i]], options[b], targets[b])
+                for b in range(batch_size)
+                for i in sampled[b].tolist()
+            ],
+            [targets[b] for b in range(batch_size) for _ in range(cfg.num_sampled)],
+            cfg.max_length,
+        )
+        return self._answer_nll(model, jmlr, nll_batch, device).view(batch_size, cfg.num_sampled)
 
     def _answer_nll(self, model, jmlr: JMLRForCausalLM, batch: dict[str, torch.Tensor], device) -> torch.Tensor:
         """The answer NLLs of the no-gradient pass, through `model` as the Trainer wrapped it (DDP, FSDP, DeepSpeed):
@@ -715,6 +763,7 @@ def prepare_retriever_for_training(model: JMLRForCausalLM) -> None:
 __all__ = [
     "JointRetrievalCollator",
     "JointRetrievalTrainer",
+    "check_candidate_nlls",
     "check_training_row",
     "eval_mode",
     "is_retriever_parameter",

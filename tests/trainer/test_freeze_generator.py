@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from jmlr_hf.evaluation import single_document_nlls
 from jmlr_hf.trainer import joint_retrieval_trainer as trainer_module
+from tests.testing_utils.models import TOY_ROWS
 from tests.testing_utils.training import lora_config, make_args, make_trainer, snapshot
 
 
@@ -66,3 +68,52 @@ def test_a_frozen_generator_that_cannot_train_fails_at_start(
         )
     with pytest.raises(ValueError, match="retriever_learning_rate > 0"):
         make_args(tmp_path, freeze_generator=True, retriever_learning_rate=0.0)
+
+
+def test_cached_candidate_nlls_replace_the_nll_pass_exactly(
+    tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer, monkeypatch
+):
+    # The frozen LLM's NLLs measured once per row (dropout off, documents cut as the collator cuts them) are the ones
+    # the NLL pass would measure at every step: the retriever moves identically, and no NLL pass runs.
+    model = make_tiny_model(0)
+    rows = [
+        {**row, "candidate_nlls": single_document_nlls(model, generator_tokenizer, row, truncate_documents=True)}
+        for row in TOY_ROWS * 4
+    ]
+    updated = {}
+    for name, data in (("live", TOY_ROWS * 4), ("cached", rows)):
+        model = make_tiny_model(0)
+        args = make_args(tmp_path / name, max_steps=2, freeze_generator=True)
+        trainer = make_trainer(model, args, generator_tokenizer, retriever_tokenizer, rows=data)
+        if name == "cached":
+            monkeypatch.setattr(trainer, "_nll_pass", lambda *a, **k: pytest.fail("cached NLLs: no NLL pass"))
+        trainer.train()
+        updated[name] = {n: p for n, p in snapshot(model).items() if n.startswith("retriever.")}
+        logs = [e for e in trainer.state.log_history if "sampled_nll_mean" in e]
+        updated[name + "_nll"] = [e["sampled_nll_mean"] for e in logs]
+    assert updated["cached_nll"] == pytest.approx(updated["live_nll"], rel=1e-4)
+    for name, value in updated["cached"].items():
+        torch.testing.assert_close(value, updated["live"][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_cached_candidate_nlls_are_checked(tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer):
+    good = {**TOY_ROWS[0], "candidate_nlls": [1.0, 2.0, 3.0, 4.0]}
+    with pytest.raises(ValueError, match="set freeze_generator=True"):
+        make_trainer(make_tiny_model(0), make_args(tmp_path), generator_tokenizer, retriever_tokenizer, rows=[good])
+    trainer = make_trainer(
+        make_tiny_model(0), make_args(tmp_path, freeze_generator=True), generator_tokenizer, retriever_tokenizer
+    )
+    collator = trainer.data_collator
+    assert collator([good])["candidate_nlls"].tolist() == [[1.0, 2.0, 3.0, 4.0]]
+    for bad, message in (
+        ({**good, "candidate_nlls": [1.0, 2.0]}, "at least num_candidates=4"),
+        ({**good, "candidate_nlls": [1.0, float("nan"), 3.0, 4.0]}, r"'candidate_nlls'\[1\] is nan"),
+        ({**good, "candidate_nlls": "1 2 3 4"}, "one answer NLL per candidate"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            collator([bad])
+    with pytest.raises(ValueError, match="'candidate_nlls' is missing where other rows have it"):
+        collator([good, {**TOY_ROWS[1], "id": "q2"}])
+    collator.candidate_overrides = {good["id"]: list(good["candidates"])}
+    with pytest.raises(ValueError, match="not to refreshed ones"):
+        collator([good])
