@@ -173,6 +173,13 @@ class ExperimentArguments:
             "every step; the retriever learns exactly the same (tests/trainer/test_freeze_generator.py)."
         },
     )
+    save_models: bool = field(
+        default=False,
+        metadata={
+            "help": "Save each run's final model (LoRA merged: a plain JMLR checkpoint with both tokenizers) to "
+            "<run dir>/models/<run name>, for `jmlr index` / `jmlr evaluate` as a user would run them."
+        },
+    )
     corpus_evidence: bool = field(
         default=False,
         metadata={
@@ -220,6 +227,7 @@ NON_OUTCOME_FIELDS = (
     "eval_retrieval_limit",
     "eval_retrieval_split",
     "cached_nlls",
+    "save_models",
     "variant",
     "variants",
 )
@@ -470,6 +478,8 @@ def run_one(
     trainer.train()
     train_seconds = time.perf_counter() - start
     merge_generator_adapter(model)
+    if args.save_models:
+        trainer.save_model(os.path.join(run_dir(args), "models", name))
     start = time.perf_counter()
     metrics = evaluate_model(
         model,

@@ -20,6 +20,7 @@ from experiments.jmlr_vs_rag import (
     summarize,
     summary_table,
 )
+from jmlr_hf.models import JMLRForCausalLM
 from tests.testing_utils.models import tiny_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -246,6 +247,7 @@ def test_retriever_arm_validation_split_and_retriever_metrics(tmp_path, tiny_che
         eval_retrieval_split="validation",
         eval_preference_limit=2,
         corpus_evidence=True,
+        save_models=True,
     )
     summary = run_experiment(args)
     out = tmp_path / "exp"
@@ -281,3 +283,7 @@ def test_retriever_arm_validation_split_and_retriever_metrics(tmp_path, tiny_che
     start = [next(e for e in r["log_history"] if "eval_llm_top1_agreement" in e) for r in (rag, frozen)]
     assert start[0]["eval_llm_top1_agreement"] == start[1]["eval_llm_top1_agreement"]
     assert "llm_top1_agreement" in (out / "summary.md").read_text()
+    # Each run's final model, saved as a plain JMLR checkpoint (what `jmlr evaluate --model` loads).
+    saved = JMLRForCausalLM.from_pretrained(str(out / "models" / "retriever-lsr-seed0"))
+    assert not any("lora" in name for name, _ in saved.named_parameters())
+    assert (out / "models" / "rag-seed0" / "retriever_tokenizer").is_dir()
