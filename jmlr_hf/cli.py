@@ -40,16 +40,9 @@ def load_retriever(name_or_path: str):
     return JMLRRetriever(config, encoder=encoder).eval(), AutoTokenizer.from_pretrained(path), config
 
 
-def print_load_summaries(reports: list[LoadReport], what: str) -> None:
-    """Print one line per file read: rows kept, invalid rows skipped (with the first reasons) and rows a loader
-    dropped on purpose (e.g. MedMCQA questions without an explanation), so that none of them goes unnoticed."""
-    for report in reports:
-        print(f"{what}: {report.summary()}", flush=True)
-
-
 def load_questions(args: argparse.Namespace, split: str | None) -> Dataset:
     """`load_task` for `jmlr retrieve` / `jmlr evaluate`, printing its summary lines."""
-    from .data import load_task
+    from .data import load_task, print_load_summaries
 
     reports: list[LoadReport] = []
     questions = load_task(
@@ -60,7 +53,7 @@ def load_questions(args: argparse.Namespace, split: str | None) -> Dataset:
 
 
 def cmd_index(args: argparse.Namespace) -> None:
-    from .data import load_named_corpus
+    from .data import load_named_corpus, print_load_summaries
     from .retrieval import DocumentIndex
 
     retriever, tokenizer, config = load_retriever(args.retriever)
@@ -226,7 +219,13 @@ def cmd_push(args: argparse.Namespace) -> None:
     else:
         import tempfile
 
-        from .data import LoadReport, build_from_medmcqa, build_from_medqa_reason_csv, save_reason_dataset
+        from .data import (
+            LoadReport,
+            build_from_medmcqa,
+            build_from_medqa_reason_csv,
+            print_load_summaries,
+            save_reason_dataset,
+        )
 
         if args.source == "medmcqa":
             dataset, report = build_from_medmcqa(

@@ -11,7 +11,7 @@ import pytest
 
 from jmlr_hf.cli import main
 from jmlr_hf.data import DataFormatError
-from jmlr_hf.scripts.train import DataArguments, load_questions
+from jmlr_hf.scripts.train import DataArguments, load_split_questions
 
 pytestmark = pytest.mark.integration  # `jmlr index` / `retrieve` load the real all-MiniLM-L6-v2
 
@@ -95,10 +95,10 @@ def test_a_file_without_a_valid_row_fails_even_when_skipping(index_dir, tmp_path
 
 def test_training_script_prints_one_line_per_question_load(medmcqa_file, capsys):
     args = DataArguments(task="medmcqa", train_file=str(medmcqa_file), eval_file=str(medmcqa_file))
-    assert load_questions(args, "test")["id"] == ["m0", "m3", "m5"]  # an explicit evaluation file is read whole
+    assert load_split_questions(args, "test")["id"] == ["m0", "m3", "m5"]  # an explicit evaluation file is read whole
     out = capsys.readouterr().out
     assert out.startswith(f"test questions: {medmcqa_file}: kept 3 row(s); skipped 2 invalid row(s)")
     assert out.endswith("; dropped: without_rationale 1; noted: duplicate_options 1\n") and out.count("\n") == 1
 
     with pytest.raises(DataFormatError, match="dev.json, line 3"):
-        load_questions(DataArguments(task="medmcqa", train_file=str(medmcqa_file), skip_invalid=False), "train")
+        load_split_questions(DataArguments(task="medmcqa", train_file=str(medmcqa_file), skip_invalid=False), "train")

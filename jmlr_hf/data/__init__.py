@@ -21,6 +21,7 @@ from ._loading import (
     DataFormatError,
     LoadReport,
     default_data_dir,
+    print_load_summaries,
 )
 from .corpus import MEDQUAD_FILE, chunk_text, load_corpus, load_medquad_corpus, load_pubmedqa_corpus
 from .medqa_reason import (
@@ -66,6 +67,7 @@ __all__ = [
     "load_pubmedqa_corpus",
     "load_reason_split",
     "load_task",
+    "print_load_summaries",
     "normalize_whitespace",
     "save_reason_dataset",
     "split_by_hash",

@@ -83,6 +83,14 @@ def shorten(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def print_load_summaries(reports: Sequence[LoadReport], what: str) -> None:
+    """Print each report's [`LoadReport.summary`] line, prefixed by `what` (e.g. `"questions"`): what the `jmlr`
+    command and the training script show for every file they read, so that no skipped or dropped row goes
+    unnoticed."""
+    for report in reports:
+        print(f"{what}: {report.summary()}", flush=True)
+
+
 def default_data_dir() -> Path:
     """The shared data folder: `$JMLR_DATA_DIR` if set, else `<project root>/../shared/data`.
 

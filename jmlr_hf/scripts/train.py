@@ -22,7 +22,7 @@ from datasets import Dataset, load_from_disk
 from transformers import AutoTokenizer
 from trl import ModelConfig, TrlParser, get_peft_config
 
-from ..data import TASKS, LoadReport, load_named_corpus, load_task
+from ..data import TASKS, LoadReport, load_named_corpus, load_task, print_load_summaries
 from ..evaluation import evaluate_model, format_comparison
 from ..hub import eval_results_from_metrics, push_model, render_model_card
 from ..models import (
@@ -141,13 +141,7 @@ class RetrievalArguments:
         return {key: value for key, value in values.items() if value is not None}
 
 
-def print_load_summaries(reports: list[LoadReport], what: str) -> None:
-    """One line per file read: rows kept, invalid rows skipped (first reasons), rows a loader dropped on purpose."""
-    for report in reports:
-        print(f"{what}: {report.summary()}", flush=True)
-
-
-def load_questions(args: DataArguments, split: str) -> Dataset:
+def load_split_questions(args: DataArguments, split: str) -> Dataset:
     """The questions of `split`, with one summary line per file read (see [`print_load_summaries`])."""
     path = args.train_file if split == "train" else args.eval_file
     reports: list[LoadReport] = []
@@ -278,7 +272,7 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
             index = build_or_load_index(model, retriever_tokenizer, corpus, data_args, index_dir)
             splits = {}
             for split, limit in (("train", data_args.train_limit), ("eval", data_args.eval_limit)):
-                questions = load_questions(data_args, "train" if split == "train" else "test")
+                questions = load_split_questions(data_args, "train" if split == "train" else "test")
                 if limit is not None:
                     questions = questions.select(range(min(limit, len(questions))))
                 splits[split] = add_candidates(
