@@ -199,7 +199,8 @@ def test_medmcqa_loader_keeps_exactly_the_valid_rows(generated):
 # MMLU CSV
 # --------------------------------------------------------------------------------------------------------------------
 
-MMLU_FAULTS = [
+# The faults of a multiple-choice CSV row (MMLU, MedQA-Reason): one list, one way of breaking a row.
+CSV_CHOICE_FAULTS = [
     VALID,
     VALID,
     "empty or blank text",
@@ -213,41 +214,70 @@ MMLU_FAULTS = [
 ]
 
 
-@st.composite
-def mmlu_row(draw, index: int) -> Generated:
-    fault = draw(st.sampled_from(MMLU_FAULTS))
-    options = options_for(draw, 4)
-    letter = draw(st.sampled_from("ABCD"))
-    question = draw(WORDS)
-    cells = [question, *options, draw(st.sampled_from([letter, letter.lower(), f" {letter} "]))]
-    position = draw(st.integers(0, 4))  # question or an option
-    answer_at = "ABCD".index(letter)
+def csv_choice_line(
+    draw,
+    fault: str,
+    cells: list[str],
+    options: list[str],
+    answer_at: int,
+    *,
+    blank_cells: list[int],
+    text_cell: int,
+    malformed: list[list[str]],
+    bad_answers: list[str],
+    twin: Callable[[str], str],
+) -> bytes:
+    """`cells` (question, options A-D, answer, ...) broken by `fault` and written as one CSV line: `text_cell` is the
+    cell that takes a NUL or undecodable bytes, `twin` makes the answer's repeat (case changed: it must still count
+    as the same text)."""
+    cells = list(cells)
     if fault == "empty or blank text":
-        cells[draw(st.integers(0, 5))] = draw(st.sampled_from(["", "   "]))
+        cells[draw(st.sampled_from(blank_cells))] = draw(st.sampled_from(["", "   "]))
     elif fault == "missing-value marker":
         cells[0] = draw(st.sampled_from(["nan", "NaN", "None", "NULL"]))
     elif fault == "NUL character":
-        cells[position] += "\x00"
+        cells[text_cell] += "\x00"
     elif fault == "undecodable bytes":
-        cells[position] = "UNDECODABLE"
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="").writerow(cells)
-        return Generated(buffer.getvalue().encode().replace(b"UNDECODABLE", draw(UNDECODABLE)), fault)
+        cells[text_cell] = "UNDECODABLE"
     elif fault == "malformed record":
-        cells = draw(st.sampled_from([cells[:5], [*cells, "extra"], cells[:1]]))
+        cells = draw(st.sampled_from(malformed))
     elif fault == "answer not an option":
-        cells[5] = draw(st.sampled_from(["E", "AB", "1", "F"]))
+        cells[5] = draw(st.sampled_from(bad_answers))
     elif fault == "answer repeated by another option":
-        cells[1 + draw(st.sampled_from([k for k in range(4) if k != answer_at]))] = options[answer_at].upper()
+        cells[1 + draw(st.sampled_from([k for k in range(4) if k != answer_at]))] = twin(options[answer_at])
     elif fault == "repeated wrong option":
         first, second = draw(st.permutations([k for k in range(4) if k != answer_at]))[:2]
         cells[1 + second] = f" {options[first]}  "
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="").writerow(cells)
-    key = f"mmlu-generated-{index}"
+    line = buffer.getvalue().encode()
+    if fault == "undecodable bytes":
+        line = line.replace(b"UNDECODABLE", draw(UNDECODABLE))
+    return line
+
+
+@st.composite
+def mmlu_row(draw, index: int) -> Generated:
+    fault = draw(st.sampled_from(CSV_CHOICE_FAULTS))
+    options = options_for(draw, 4)
+    letter = draw(st.sampled_from("ABCD"))
+    question = draw(WORDS)
+    cells = [question, *options, draw(st.sampled_from([letter, letter.lower(), f" {letter} "]))]
+    line = csv_choice_line(
+        draw,
+        fault,
+        cells,
+        options,
+        "ABCD".index(letter),
+        blank_cells=list(range(6)),
+        text_cell=draw(st.integers(0, 4)),  # the question or an option
+        malformed=[cells[:5], [*cells, "extra"], cells[:1]],
+        bad_answers=["E", "AB", "1", "F"],
+        twin=str.upper,
+    )
     if fault in (VALID, "repeated wrong option"):
-        return Generated(buffer.getvalue().encode(), fault, key=key, text=question.strip())
-    return Generated(buffer.getvalue().encode(), fault)
+        return Generated(line, fault, key=f"mmlu-generated-{index}", text=question.strip())
+    return Generated(line, fault)
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -432,51 +462,28 @@ def test_corpus_loader_keeps_exactly_the_valid_rows(generated):
 # MedQA-Reason CSV (header: question, A..D, answer, rationale)
 # --------------------------------------------------------------------------------------------------------------------
 
-REASON_FAULTS = [
-    VALID,
-    VALID,
-    "empty or blank text",
-    "missing-value marker",
-    "NUL character",
-    "undecodable bytes",
-    "malformed record",
-    "answer not an option",
-    "answer repeated by another option",
-    "repeated wrong option",
-]
-
 
 @st.composite
 def reason_row(draw, index: int) -> Generated:
-    fault = draw(st.sampled_from(REASON_FAULTS))
+    fault = draw(st.sampled_from(CSV_CHOICE_FAULTS))
     options = options_for(draw, 4)
     answer_at = draw(st.integers(0, 3))
     letter = "ABCD"[answer_at]
     question = draw(WORDS)
     answer = draw(st.sampled_from([letter, f"({letter})", options[answer_at].upper()]))
     cells = [question, *options, answer, draw(WORDS)]
-    if fault == "empty or blank text":
-        cells[draw(st.sampled_from([0, 5]))] = draw(st.sampled_from(["", "  "]))
-    elif fault == "missing-value marker":
-        cells[0] = draw(st.sampled_from(["nan", "None"]))
-    elif fault == "NUL character":
-        cells[0] += "\x00"
-    elif fault == "undecodable bytes":
-        cells[0] = "UNDECODABLE"
-    elif fault == "malformed record":
-        cells = draw(st.sampled_from([cells[:6], [*cells, "extra"]]))
-    elif fault == "answer not an option":
-        cells[5] = draw(st.sampled_from(["E", "7", "none of these"]))
-    elif fault == "answer repeated by another option":
-        cells[1 + draw(st.sampled_from([k for k in range(4) if k != answer_at]))] = options[answer_at].lower()
-    elif fault == "repeated wrong option":
-        first, second = draw(st.permutations([k for k in range(4) if k != answer_at]))[:2]
-        cells[1 + second] = options[first]
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow(cells)
-    line = buffer.getvalue().encode()
-    if fault == "undecodable bytes":
-        line = line.replace(b"UNDECODABLE", draw(UNDECODABLE))
+    line = csv_choice_line(
+        draw,
+        fault,
+        cells,
+        options,
+        answer_at,
+        blank_cells=[0, 5],
+        text_cell=0,
+        malformed=[cells[:6], [*cells, "extra"]],
+        bad_answers=["E", "7", "none of these"],
+        twin=str.lower,
+    )
     if fault in (VALID, "repeated wrong option"):
         return Generated(line, fault, key=f"medqa-reason-{index}", text=question.strip())
     return Generated(line, fault)
