@@ -149,6 +149,13 @@ class ExperimentArguments:
         metadata={"help": "Log held-out recall@1/evidence@1 every N steps during training (0: off)."},
     )
     eval_retrieval_limit: int = field(default=200, metadata={"help": "Held-out rows of that recall-over-steps."})
+    eval_split: str = field(
+        default="test",
+        metadata={
+            "help": "The questions of the end-of-run metrics: 'test' (the final numbers) or 'validation' (to choose "
+            "settings, e.g. in a sweep, without touching the test questions)."
+        },
+    )
     eval_retrieval_split: str = field(
         default="eval",
         metadata={
@@ -235,6 +242,7 @@ NON_OUTCOME_FIELDS = (
 RETRIEVER_ONLY_FIELDS = ("retriever_learning_rate", "num_sampled", "retrieval_temperature")
 #: The values of settings added after the first PubMedQA runs, as those runs used them.
 LEGACY_DEFAULTS = {
+    "eval_split": "test",
     "gradient_accumulation_steps": 1,
     "eval_preference_limit": 0,
     "corpus_evidence": False,
@@ -495,7 +503,11 @@ def run_one(
     if args.eval_preference_limit > 0:
         rows = evaluation.select(range(min(args.eval_preference_limit, len(evaluation))))
         rankings = rank_candidates(model, retriever_tokenizer, rows, show_progress=False)
-        metrics.update(llm_preference_metrics(rankings, reference_nlls(args, "eval", rows)))
+        metrics.update(
+            llm_preference_metrics(
+                rankings, reference_nlls(args, "validation" if args.eval_split == "validation" else "eval", rows)
+            )
+        )
     if args.corpus_evidence:
         metrics.update(
             corpus_retrieval_metrics(
@@ -720,6 +732,10 @@ def run_experiment(args: ExperimentArguments) -> dict:
     legacy = {directory: _read_settings(directory), args.output_dir: _read_settings(args.output_dir)}
     write_json(os.path.join(directory, "settings.json"), asdict(args))
     train, evaluation = prepare_data(args)
+    if args.eval_split == "validation":
+        evaluation = prepared_validation(args)
+    elif args.eval_split != "test":
+        raise ValueError(f"eval_split must be 'test' or 'validation', got {args.eval_split!r}")
     records = []
     for arm, loss, seed in planned_runs(args):
         name = run_name(arm, loss, seed)

@@ -283,6 +283,13 @@ def test_retriever_arm_validation_split_and_retriever_metrics(tmp_path, tiny_che
     start = [next(e for e in r["log_history"] if "eval_llm_top1_agreement" in e) for r in (rag, frozen)]
     assert start[0]["eval_llm_top1_agreement"] == start[1]["eval_llm_top1_agreement"]
     assert "llm_top1_agreement" in (out / "summary.md").read_text()
+    # Choosing settings on the validation split: a variant evaluated there never reads a test question.
+    test_nlls = (out / "prepared" / "reference_nlls-eval.json").read_text()
+    sweep = run_experiment(dataclasses.replace(args, variants=["val eval_split=validation save_models=false"]))
+    assert set(sweep["val"]) == set(summary)
+    assert (out / "prepared" / "reference_nlls-eval.json").read_text() == test_nlls
+    val = json.loads((out / "variants" / "val" / "runs" / "retriever-lsr-seed0.json").read_text())
+    assert val["settings"]["eval_split"] == "validation" and 0.0 <= val["metrics"]["llm_top1_agreement"] <= 1.0
     # Each run's final model, saved as a plain JMLR checkpoint (what `jmlr evaluate --model` loads).
     saved = JMLRForCausalLM.from_pretrained(str(out / "models" / "retriever-lsr-seed0"))
     assert not any("lora" in name for name, _ in saved.named_parameters())
