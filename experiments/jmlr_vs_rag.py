@@ -59,7 +59,15 @@ REPORTED_METRICS = ("accuracy", "answer_nll", "recall@1", "evidence@1")
 #: Reported when the runs measured them (`generative_limit > 0`).
 GENERATIVE_METRICS = ("generative_accuracy", "generative_unparseable")
 #: Reported when the runs measured them (`eval_preference_limit > 0`, `corpus_evidence`).
-RETRIEVER_METRICS = ("llm_top1_agreement", "llm_pairwise_agreement", "corpus_recall@1", "corpus_evidence@1")
+RETRIEVER_METRICS = (
+    "llm_top1_agreement",
+    "llm_pairwise_agreement",
+    "llm_top1_nll",
+    "llm_best_nll",
+    "headroom_captured",
+    "corpus_recall@1",
+    "corpus_evidence@1",
+)
 
 
 @dataclass
@@ -503,11 +511,9 @@ def run_one(
     if args.eval_preference_limit > 0:
         rows = evaluation.select(range(min(args.eval_preference_limit, len(evaluation))))
         rankings = rank_candidates(model, retriever_tokenizer, rows, show_progress=False)
-        metrics.update(
-            llm_preference_metrics(
-                rankings, reference_nlls(args, "validation" if args.eval_split == "validation" else "eval", rows)
-            )
-        )
+        references = reference_nlls(args, "validation" if args.eval_split == "validation" else "eval", rows)
+        base = rank_candidates(build_arm_model(args, "rag", "none"), retriever_tokenizer, rows, show_progress=False)
+        metrics.update(llm_preference_metrics(rankings, references, base_rankings=base))
     if args.corpus_evidence:
         metrics.update(
             corpus_retrieval_metrics(

@@ -79,37 +79,54 @@ def ranking_metrics(
 
 
 def llm_preference_metrics(
-    rankings: Sequence[Sequence[int]], reference_nlls: Sequence[Sequence[float]]
+    rankings: Sequence[Sequence[int]],
+    reference_nlls: Sequence[Sequence[float]],
+    base_rankings: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, float]:
     """Agreement of the retriever's rankings with an LLM's single-document answer NLLs, row by row.
 
     Args:
         rankings: per row, candidate indices best first (e.g. [`rank_candidates`]).
         reference_nlls: per row, the answer NLL with each candidate alone in the prompt (same candidate order).
+        base_rankings: per row, the ranking of a baseline retriever (e.g. the untrained one), for `headroom_captured`.
 
     Returns `llm_top1_agreement` (the retriever's top 1 is the lowest-NLL candidate; a tie for lowest counts if the
-    top 1 is among the tied) and `llm_pairwise_agreement` (the fraction of candidate pairs ordered as the NLLs order
-    them, [`jmlr_hf.losses.pairwise_agreement`]; NaN when every pair ties).
+    top 1 is among the tied), `llm_pairwise_agreement` (the fraction of candidate pairs ordered as the NLLs order
+    them, [`jmlr_hf.losses.pairwise_agreement`]; NaN when every pair ties), `llm_top1_nll` (the mean reference NLL
+    of the retriever's top 1: the answer NLL that reference LLM gets with it, K = 1), `llm_best_nll` (the mean of the
+    lowest: what a perfect re-ranking would give) and, with `base_rankings`, `headroom_captured`: (base top-1 NLL −
+    top-1 NLL) / (base top-1 NLL − best NLL), the share of the re-ranking headroom won over the baseline.
     """
     if len(rankings) != len(reference_nlls):
         raise ValueError(f"{len(rankings)} rankings for {len(reference_nlls)} rows of reference NLLs")
-    top1, pairwise = [], []
+    if base_rankings is not None and len(base_rankings) != len(rankings):
+        raise ValueError(f"{len(base_rankings)} base rankings for {len(rankings)} rows")
+    top1, pairwise, top1_nll, best_nll = [], [], [], []
     for row, (ranking, nlls) in enumerate(zip(rankings, reference_nlls, strict=True)):
         if sorted(ranking) != list(range(len(nlls))):
             raise ValueError(
                 f"row {row}: the ranking {list(ranking)} is not a permutation of the {len(nlls)} candidates"
             )
         top1.append(float(nlls[ranking[0]] == min(nlls)))
+        top1_nll.append(float(nlls[ranking[0]]))
+        best_nll.append(float(min(nlls)))
         # Scores that reproduce the ranking: the first candidate highest.
         scores = torch.empty(len(nlls), dtype=torch.float64)
         scores[torch.tensor(list(ranking))] = torch.arange(len(nlls), 0, -1, dtype=torch.float64)
         agreement = float(pairwise_agreement(scores, torch.tensor(list(nlls), dtype=torch.float64)))
         if agreement == agreement:
             pairwise.append(agreement)
-    return {
+    metrics = {
         "llm_top1_agreement": mean(top1),
         "llm_pairwise_agreement": mean(pairwise) if pairwise else float("nan"),
+        "llm_top1_nll": mean(top1_nll),
+        "llm_best_nll": mean(best_nll),
     }
+    if base_rankings is not None:
+        base = mean(float(nlls[ranking[0]]) for ranking, nlls in zip(base_rankings, reference_nlls, strict=True))
+        gap = base - metrics["llm_best_nll"]
+        metrics["headroom_captured"] = (base - metrics["llm_top1_nll"]) / gap if gap > 0 else float("nan")
+    return metrics
 
 
 @torch.no_grad()
