@@ -618,9 +618,11 @@ class DocumentIndex:
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the index to ``directory`` atomically.
 
-        Everything is written to a temporary sibling directory, which then replaces ``directory``: the old
-        directory is first renamed aside, the new one renamed into place, and the old one deleted. If anything
-        fails before the swap, ``directory`` is untouched and the temporary directory is removed. Only an existing
+        Everything is written to a temporary sibling directory, which then replaces ``directory`` (one atomic
+        exchange on Linux; elsewhere the old directory is renamed aside, the new one renamed into place, and a kill
+        between the two is undone by the next save), and the old one is deleted. If anything fails or the process
+        is killed before the swap, ``directory`` is untouched; the temporary directory is removed at once, or by
+        the next save after a kill (:func:`jmlr_hf.utils.atomic.atomic_directory`). Only an existing
         index directory (or an empty directory) is replaced; any other non-empty directory is refused. Call this
         from a single process (e.g. the main process under ``accelerate``).
 
@@ -688,7 +690,10 @@ class DocumentIndex:
             hint = ""
             backups = sorted(directory.parent.glob(f".{directory.name}.old-*")) if directory.parent.is_dir() else []
             if backups:
-                hint = f" A save into it was interrupted; the previous index is in {backups[-1]} (rename it back)."
+                hint = (
+                    f" A save into it was interrupted; the previous index is in {backups[-1]} (rename it back; the "
+                    "next save into it does so first)."
+                )
             raise FileNotFoundError(f"No index directory at {directory}.{hint}")
         for name in (CONFIG_FILE, INDEX_FILE, DOCUMENTS_FILE):
             if not (directory / name).is_file():

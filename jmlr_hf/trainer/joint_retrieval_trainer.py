@@ -18,6 +18,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from trl import SFTTrainer
 
 from ..losses import RETRIEVAL_LOSSES, pairwise_agreement
 from ..models import (
+    GENERATOR_ADAPTER_DIR,
     RETRIEVER_TOKENIZER_DIR,
     JMLRConfig,
     JMLRForCausalLM,
@@ -43,6 +45,7 @@ from ..models import (
     tokenize_for_retriever,
     truncate_to_tokens,
 )
+from ..utils.atomic import atomic_directory
 from .joint_retrieval_config import JointRetrievalConfig
 
 logger = logging.getLogger(__name__)
@@ -621,6 +624,75 @@ class JointRetrievalTrainer(SFTTrainer):
         if self.args.should_save:
             self.retriever_tokenizer.save_pretrained(os.path.join(output_dir, RETRIEVER_TOKENIZER_DIR))
 
+    def _save_checkpoint(self, model, trial) -> None:
+        # A checkpoint is written in place: the Trainer adds the optimizer and trainer_state.json (last) to the folder
+        # after the model, and `last_complete_checkpoint` passes over one whose writing did not finish.
+        self._writing_checkpoint = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._writing_checkpoint = False
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the model (weights, config, both tokenizers, training arguments) for `from_pretrained`, crash-safely.
+
+        A run killed while saving must not leave a folder that `from_pretrained` loads half-written weights from, or
+        fails on without saying why. So the model is written into a temporary sibling of `output_dir` and swapped in
+        whole ([`~jmlr_hf.utils.atomic.atomic_directory`]): after a kill, `output_dir` holds the previous save or
+        this one, never a mix; the temporary folder left behind is removed by the next save into `output_dir`.
+
+        What else `output_dir` holds stays, as it would with the Trainer's in-place save: `checkpoint-*` folders, an
+        `index/`, `runs/`, a README or results files are carried over into the new folder as hard links (no copy,
+        and present at every moment). Only the files of a previous save's *model* that this save does not rewrite
+        are dropped ([`is_saved_model_file`]: weights of another format or sharding, a PEFT adapter), since
+        `from_pretrained` could load them instead of, or with, the new weights.
+
+        Only the main process writes (`args.should_save`). Checkpoints (`_save_checkpoint`) are written in place as
+        before. Not atomic, and unchanged from the Trainer's: FSDP, DeepSpeed, TPU (XLA), SageMaker model parallel
+        and models sharded at load time, whose saves gather weights with collectives on every rank or write sharded
+        files from several processes into `output_dir` itself.
+        """
+        if output_dir is None:
+            output_dir = self.args.output_dir
+        if getattr(self, "_writing_checkpoint", False) or not self._final_save_is_atomic():
+            super().save_model(output_dir, _internal_call=_internal_call)
+            return
+        if self.args.should_save:
+            with atomic_directory(output_dir, keep=lambda name: not is_saved_model_file(name)) as tmp:
+                self._save(str(tmp))
+            logger.info("Saved the model to %s", output_dir)
+        # As the Trainer's save_model: push when the user calls it (not from push_to_hub, which calls it itself).
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+    def _final_save_is_atomic(self) -> bool:
+        """Whether `save_model` takes the Trainer's plain path (one process writes the whole model), which can be
+        redirected to a temporary folder; the others write from several ranks or through the backend's own files."""
+        from transformers.utils import is_sagemaker_mp_enabled, is_torch_xla_available
+
+        return not (
+            is_torch_xla_available()
+            or is_sagemaker_mp_enabled()
+            or self.is_fsdp_enabled
+            or self.is_deepspeed_enabled
+            or getattr(self, "is_distributed_loading_by_transformers", False)
+        )
+
+
+# Files a save of a model writes at the top of its folder that `from_pretrained` (transformers or PEFT) may read:
+# weights in any format, sharded or not, with their index, and a PEFT adapter with its config. A new save drops the
+# previous save's ones that it does not rewrite.
+_SAVED_MODEL_FILE = re.compile(
+    r"(?:(?:model|pytorch_model|adapter_model|tf_model|flax_model)(?:-\d{5}-of-\d{5})?"
+    r"\.(?:safetensors|bin|h5|msgpack|ckpt\.index)(?:\.index\.json)?|adapter_config\.json)"
+)
+
+
+def is_saved_model_file(name: str) -> bool:
+    """Whether a top-level entry of a model folder belongs to a saved model's weights (see `save_model`): such files
+    of an earlier save are not carried over, where anything else in the folder is."""
+    return name == GENERATOR_ADAPTER_DIR or _SAVED_MODEL_FILE.fullmatch(name) is not None
+
 
 # What a checkpoint folder holds once `Trainer._save_checkpoint` has finished: the weights (one of these), the
 # optimizer unless `save_only_model`, and `trainer_state.json`, which it writes last.
@@ -767,6 +839,7 @@ __all__ = [
     "check_training_row",
     "eval_mode",
     "is_retriever_parameter",
+    "is_saved_model_file",
     "last_complete_checkpoint",
     "lm_forward",
     "prepare_retriever_for_training",

@@ -28,6 +28,7 @@ from jmlr_hf.retrieval.index import (
     document_text,
     encode_queries_with,
 )
+from jmlr_hf.utils import atomic as atomic_module
 
 pytest.importorskip("faiss")
 
@@ -532,6 +533,8 @@ def test_crash_while_writing_keeps_the_previous_index(tmp_path, flat_index, monk
 
 def test_crash_during_swap_keeps_the_previous_index(tmp_path, flat_index, monkeypatch):
     flat_index.save(tmp_path / "index")
+    # The rename fallback (where renameat2's RENAME_EXCHANGE swaps in one call, nothing is renamed aside).
+    monkeypatch.setattr(atomic_module, "exchange_paths", lambda first, second: False)
     real_replace = os.replace
     calls = []
 

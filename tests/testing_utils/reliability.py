@@ -74,6 +74,9 @@ CLASSES: dict[str, dict[str, str]] = {
         "SIGKILL between checkpoints": "a training process killed after checkpoint-3, resumed with other initial "
         "weights",
         "interrupted checkpoint write": "a checkpoint without trainer_state.json (killed while saving)",
+        "SIGKILL during the final save": "a process killed with half of its final model.safetensors written, over a "
+        "previous model: `save_model` into a folder that also holds checkpoints, an index and a README, and the "
+        "training script's save of output_dir/final",
         "resume restores both models": "resume from a checkpoint, full fine-tuning and LoRA",
     },
     "index": {
@@ -82,6 +85,8 @@ CLASSES: dict[str, dict[str, str]] = {
         "config disagrees with faiss file": "a config consistent with its checksum but not with the faiss file",
         "missing file": "a file of the index folder deleted",
         "interrupted save": "a crash while writing, or while swapping the new folder in",
+        "SIGKILL during an index save": "a process killed with half of documents.parquet written, over an existing "
+        "index",
         "stale temporary folders": "what an interrupted save left behind, at the next save",
         "missing local folder": "a local --index path that does not exist (not a Hub id)",
     },
@@ -98,6 +103,11 @@ OUTCOME_TESTS: dict[str, tuple[str, str, str]] = {
         "training",
         "interrupted checkpoint write",
         "resume falls back to the last complete checkpoint, with a warning",
+    ),
+    "test_sigkill_during_the_final_save_keeps_the_previous_model": (
+        "training",
+        "SIGKILL during the final save",
+        "the previous model loads, weights bit-identical, the folder's other files kept; the next save cleans up",
     ),
     "test_resume_restores_retriever_and_generator": (
         "training",
@@ -122,6 +132,16 @@ OUTCOME_TESTS: dict[str, tuple[str, str, str]] = {
         "the previous index stays whole",
     ),
     "test_crash_during_swap_keeps_the_previous_index": ("index", "interrupted save", "the previous index stays whole"),
+    "test_a_kill_between_the_fallbacks_two_renames_is_undone_by_the_next_save": (
+        "index",
+        "interrupted save",
+        "killed between the rename fallback's renames: the next save puts the previous index back first",
+    ),
+    "test_sigkill_during_an_index_save_keeps_the_previous_index": (
+        "index",
+        "SIGKILL during an index save",
+        "the previous index loads whole; the next save cleans up",
+    ),
     "test_a_save_cleans_up_what_an_interrupted_save_left": (
         "index",
         "stale temporary folders",
@@ -146,6 +166,8 @@ REPORT_TESTS = (
     "tests/trainer/test_trainer.py::test_resume_true_skips_a_checkpoint_whose_writing_was_interrupted",
     "tests/trainer/test_trainer.py::test_resume_restores_retriever_and_generator",
     "tests/retrieval/test_index.py",
+    "tests/trainer/test_kill_final_save.py::test_sigkill_during_the_final_save_keeps_the_previous_model",
+    "tests/retrieval/test_kill_index_save.py",
 )
 
 TALLY: Counter[tuple[str, str, str]] = Counter()
