@@ -52,7 +52,7 @@ from jmlr_hf.utils.demo_models import resolve_model_path
 
 logger = logging.getLogger(__name__)
 
-ARMS = ("sft", "rag", "jmlr", "retriever")
+ARMS = ("base", "sft", "rag", "jmlr", "retriever")
 #: The arms that train the retriever (one run per retrieval loss); `retriever` keeps the LLM frozen.
 RETRIEVAL_ARMS = ("jmlr", "retriever")
 REPORTED_METRICS = ("accuracy", "answer_nll", "recall@1", "evidence@1")
@@ -98,8 +98,10 @@ class ExperimentArguments:
     arms: list[str] = field(
         default_factory=lambda: ["sft", "rag", "jmlr"],
         metadata={
-            "help": "Arms to run: sft, rag, jmlr, and retriever (the retriever trained alone from the frozen base "
-            "LLM's answer NLLs, RePlug-style: isolates what the retriever learns, costs no LM backward pass)."
+            "help": "Arms to run: sft, rag, jmlr, retriever (the retriever trained alone from the frozen base "
+            "LLM's answer NLLs, RePlug-style: isolates what the retriever learns, costs no LM backward pass), and "
+            "base (the base models with the frozen retriever's top K, untrained: every arm's starting point; "
+            "deterministic, so run for the first seed only)."
         },
     )
     retrieval_losses: list[str] = field(
@@ -284,6 +286,8 @@ def run_name(arm: str, retrieval_loss: str, seed: int) -> str:
 def arm_label(arm: str, retrieval_loss: str) -> str:
     if arm == "retriever":
         return f"retriever only, LLM frozen ({retrieval_loss})"
+    if arm == "base":
+        return "base models (untrained)"
     return f"jmlr ({retrieval_loss})" if arm == "jmlr" else {"sft": "SFT (no docs)", "rag": "RAG-SFT"}[arm]
 
 
@@ -302,6 +306,7 @@ def planned_runs(args: ExperimentArguments) -> list[tuple[str, str, int]]:
         for seed in args.seeds
         for arm in args.arms
         for loss in (args.retrieval_losses if arm in RETRIEVAL_ARMS else ["none"])
+        if arm != "base" or seed == args.seeds[0]
     ]
 
 
@@ -438,19 +443,21 @@ def experiment_corpus(args: ExperimentArguments) -> Dataset:
     return corpus
 
 
-def run_one(
-    args: ExperimentArguments, arm: str, retrieval_loss: str, seed: int, train: Dataset, evaluation: Dataset
-) -> dict:
-    """Train one arm with one seed, evaluate it, and return (and write) its record."""
+def train_arm(
+    args: ExperimentArguments,
+    arm: str,
+    name: str,
+    seed: int,
+    model: JMLRForCausalLM,
+    tokenizer,
+    retriever_tokenizer,
+    train: Dataset,
+    evaluation: Dataset,
+) -> list[dict]:
+    """Train `model` as `arm` does (LoRA on the generator unless the arm freezes it), merge the adapter, save it if
+    asked; returns the trainer's log history."""
     from peft import LoraConfig
 
-    set_seed(seed)
-    model = build_arm_model(args, arm, retrieval_loss)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.generator))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    retriever_tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.retriever))
-    name = run_name(arm, retrieval_loss, seed)
     training_args = JointRetrievalConfig(
         output_dir=os.path.join(run_dir(args), "checkpoints", name),
         max_steps=args.max_steps,
@@ -490,12 +497,30 @@ def run_one(
         peft_config=None if arm == "retriever" else lora,
         callbacks=callbacks,
     )
-    start = time.perf_counter()
     trainer.train()
-    train_seconds = time.perf_counter() - start
     merge_generator_adapter(model)
     if args.save_models:
         trainer.save_model(os.path.join(run_dir(args), "models", name))
+    return trainer.state.log_history
+
+
+def run_one(
+    args: ExperimentArguments, arm: str, retrieval_loss: str, seed: int, train: Dataset, evaluation: Dataset
+) -> dict:
+    """Train one arm with one seed, evaluate it, and return (and write) its record."""
+    set_seed(seed)
+    model = build_arm_model(args, arm, retrieval_loss)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.generator))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    retriever_tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.retriever))
+    name = run_name(arm, retrieval_loss, seed)
+    log_history: list[dict] = []
+    train_seconds = 0.0
+    if arm != "base":  # the base arm is the starting point of every other: evaluated untrained
+        start = time.perf_counter()
+        log_history = train_arm(args, arm, name, seed, model, tokenizer, retriever_tokenizer, train, evaluation)
+        train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     metrics = evaluate_model(
         model,
@@ -533,7 +558,7 @@ def run_one(
         "metrics": metrics,
         "train_seconds": round(train_seconds, 1),
         "eval_seconds": round(time.perf_counter() - start, 1),
-        "log_history": trainer.state.log_history,
+        "log_history": log_history,
     }
     write_json(os.path.join(run_dir(args), "runs", f"{name}.json"), record)
     return record

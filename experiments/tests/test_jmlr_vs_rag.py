@@ -26,6 +26,17 @@ from tests.testing_utils.models import tiny_config
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
+def test_planned_runs_evaluate_the_base_models_once():
+    args = ExperimentArguments(arms=["base", "retriever"], retrieval_losses=["lsr", "llm_rank"], seeds=[3, 4])
+    assert experiment_module.planned_runs(args) == [
+        ("base", "none", 3),
+        ("retriever", "lsr", 3),
+        ("retriever", "llm_rank", 3),
+        ("retriever", "lsr", 4),
+        ("retriever", "llm_rank", 4),
+    ]
+
+
 def test_summarize_mean_and_sample_std():
     records = [
         {"arm": "rag", "retrieval_loss": "none", "seed": s, "metrics": {"accuracy": v, "answer_nll": 2.0}}
@@ -228,7 +239,7 @@ def test_retriever_arm_validation_split_and_retriever_metrics(tmp_path, tiny_che
         retriever=tiny_checkpoints[1],
         first_stage="hybrid",
         validation_size=3,
-        arms=["rag", "retriever"],
+        arms=["base", "rag", "retriever"],
         retrieval_losses=["lsr"],
         seeds=[0],
         train_limit=4,
@@ -251,7 +262,7 @@ def test_retriever_arm_validation_split_and_retriever_metrics(tmp_path, tiny_che
     )
     summary = run_experiment(args)
     out = tmp_path / "exp"
-    assert set(summary) == {"RAG-SFT", "retriever only, LLM frozen (lsr)"}
+    assert set(summary) == {"base models (untrained)", "RAG-SFT", "retriever only, LLM frozen (lsr)"}
     # The validation split: the last 3 training questions, none of them trained on.
     prepared = {split: load_from_disk(str(out / "prepared" / split)) for split in ("train", "validation", "eval")}
     task_train = experiment_module.load_task("pubmedqa", "train")
@@ -267,7 +278,14 @@ def test_retriever_arm_validation_split_and_retriever_metrics(tmp_path, tiny_che
         prepared["train"]["id"]
     )
 
+    base = json.loads((out / "runs" / "base-seed0.json").read_text())
+    assert base["log_history"] == [] and base["train_seconds"] == 0.0
     rag = json.loads((out / "runs" / "rag-seed0.json").read_text())
+    # RAG-SFT never trains its retriever: it ranks as the untrained base, which captures no headroom by definition.
+    for metric in ("llm_top1_agreement", "llm_top1_nll", "recall@1", "corpus_recall@1", "corpus_evidence@1"):
+        assert rag["metrics"][metric] == base["metrics"][metric], metric
+    captured = base["metrics"]["headroom_captured"]
+    assert captured == 0.0 or math.isnan(captured)  # NaN only if no ranking could do better
     frozen = json.loads((out / "runs" / "retriever-lsr-seed0.json").read_text())
     for record in (rag, frozen):
         for metric in ("llm_top1_agreement", "llm_pairwise_agreement", "corpus_recall@1", "corpus_evidence@1"):
