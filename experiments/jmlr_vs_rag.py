@@ -131,6 +131,13 @@ class ExperimentArguments:
     num_sampled: int = field(default=4, metadata={"help": "S"})
     num_context_documents: int = field(default=2, metadata={"help": "K (the sft arm uses 0)"})
     retrieval_temperature: float = field(default=0.05, metadata={"help": "τ"})
+    lm_temperature: float = field(
+        default=1.0,
+        metadata={
+            "help": "β of lsr / ppl_distill: Q_LM = softmax(-NLL / β). The NLL is a mean per target token, so the "
+            "candidates of a question differ by ~0.1-0.6 nats, and β = 1 makes Q_LM nearly flat."
+        },
+    )
     max_document_length: int = field(default=128, metadata={"help": "Tokens per document."})
     max_length: int = field(default=640, metadata={"help": "Generator tokens of prompt + answer."})
     logging_steps: int = field(default=5, metadata={"help": "Training-log interval."})
@@ -249,9 +256,10 @@ NON_OUTCOME_FIELDS = (
     "variants",
 )
 #: Retriever settings that the SFT and RAG arms never use (τ rescales the scores; it does not reorder the top K).
-RETRIEVER_ONLY_FIELDS = ("retriever_learning_rate", "num_sampled", "retrieval_temperature")
+RETRIEVER_ONLY_FIELDS = ("retriever_learning_rate", "num_sampled", "retrieval_temperature", "lm_temperature")
 #: The values of settings added after the first PubMedQA runs, as those runs used them.
 LEGACY_DEFAULTS = {
+    "lm_temperature": 1.0,
     "eval_split": "test",
     "gradient_accumulation_steps": 1,
     "eval_preference_limit": 0,
@@ -317,6 +325,7 @@ def build_arm_model(args: ExperimentArguments, arm: str, retrieval_loss: str) ->
         "num_sampled": args.num_sampled,
         "num_context_documents": 0 if arm == "sft" else args.num_context_documents,
         "retrieval_temperature": args.retrieval_temperature,
+        "lm_temperature": args.lm_temperature,
         "retrieval_loss_weight": 1.0 if arm in RETRIEVAL_ARMS else 0.0,
         "max_document_length": args.max_document_length,
         "max_length": args.max_length,
