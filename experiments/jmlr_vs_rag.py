@@ -750,6 +750,9 @@ def _load_record(path: str, expected: dict[str, Any], legacy_settings: dict[str,
     settings = record.get("settings")
     if settings is None and legacy_settings is not None:
         settings = run_settings(legacy_settings, record["arm"], record["retrieval_loss"])
+    elif settings is not None:
+        # A setting added after the record was written: the record ran with its legacy value.
+        settings = {key: value for key, value in LEGACY_DEFAULTS.items() if key in expected} | settings
     return record if settings == expected else None
 
 
