@@ -368,23 +368,27 @@ class JointRetrievalTrainer(SFTTrainer):
                 choice_scores = model(**retrieval_inputs).retrieval_scores.float()
             choice_logits = scores_to_logits(choice_scores, choice_scores, cfg)
             top = choice_logits.topk(cfg.num_context_documents, dim=-1).indices  # [B, K]
-        lm_batch = tokenize_for_lm(
-            tokenizer,
-            [
-                fit_prompt(
-                    tokenizer,
-                    cfg,
-                    questions[b],
-                    [] if top is None else [documents[b][i] for i in top[b].tolist()],
-                    options[b],
-                    targets[b],
-                )
-                for b in range(batch_size)
-            ],
-            targets,
-            cfg.max_length,
-        )
-        lm_batch = {k: v.to(device) for k, v in lm_batch.items()}
+        # The LM batch with the top-K documents; a frozen generator (which `__init__` only allows with a retrieval
+        # loss) computes no LM loss, so its prompts are not built.
+        lm_batch = None
+        if not self.args.freeze_generator:
+            lm_batch = tokenize_for_lm(
+                tokenizer,
+                [
+                    fit_prompt(
+                        tokenizer,
+                        cfg,
+                        questions[b],
+                        [] if top is None else [documents[b][i] for i in top[b].tolist()],
+                        options[b],
+                        targets[b],
+                    )
+                    for b in range(batch_size)
+                ],
+                targets,
+                cfg.max_length,
+            )
+            lm_batch = {k: v.to(device) for k, v in lm_batch.items()}
         if cfg.retrieval_loss_weight == 0:
             # The baselines: SFT without documents (K = 0) or RAG-SFT with a fixed retriever's top K. No NLL pass and
             # no retrieval loss, so the retriever gets no gradient.
