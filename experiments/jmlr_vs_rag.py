@@ -138,6 +138,14 @@ class ExperimentArguments:
             "candidates of a question differ by ~0.1-0.6 nats, and β = 1 makes Q_LM nearly flat."
         },
     )
+    train_document_encoder: bool = field(
+        default=True,
+        metadata={
+            "help": "Train the document side of the retriever too (retrieval arms). false: only the query side "
+            "trains and documents keep the base encoder's embeddings, so a search of the whole corpus with the base "
+            "index stays consistent with the trained queries."
+        },
+    )
     max_document_length: int = field(default=128, metadata={"help": "Tokens per document."})
     max_length: int = field(default=640, metadata={"help": "Generator tokens of prompt + answer."})
     logging_steps: int = field(default=5, metadata={"help": "Training-log interval."})
@@ -256,10 +264,17 @@ NON_OUTCOME_FIELDS = (
     "variants",
 )
 #: Retriever settings that the SFT and RAG arms never use (τ rescales the scores; it does not reorder the top K).
-RETRIEVER_ONLY_FIELDS = ("retriever_learning_rate", "num_sampled", "retrieval_temperature", "lm_temperature")
+RETRIEVER_ONLY_FIELDS = (
+    "retriever_learning_rate",
+    "num_sampled",
+    "retrieval_temperature",
+    "lm_temperature",
+    "train_document_encoder",
+)
 #: The values of settings added after the first PubMedQA runs, as those runs used them.
 LEGACY_DEFAULTS = {
     "lm_temperature": 1.0,
+    "train_document_encoder": True,
     "eval_split": "test",
     "gradient_accumulation_steps": 1,
     "eval_preference_limit": 0,
@@ -326,6 +341,7 @@ def build_arm_model(args: ExperimentArguments, arm: str, retrieval_loss: str) ->
         "num_context_documents": 0 if arm == "sft" else args.num_context_documents,
         "retrieval_temperature": args.retrieval_temperature,
         "lm_temperature": args.lm_temperature,
+        "train_document_encoder": args.train_document_encoder or arm not in RETRIEVAL_ARMS,
         "retrieval_loss_weight": 1.0 if arm in RETRIEVAL_ARMS else 0.0,
         "max_document_length": args.max_document_length,
         "max_length": args.max_length,

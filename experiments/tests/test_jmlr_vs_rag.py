@@ -93,6 +93,23 @@ def test_baselines_do_not_depend_on_retriever_settings():
     assert run_settings(base, "jmlr", "lsr") == run_settings(logged, "jmlr", "lsr")
 
 
+def test_query_side_only_training_is_a_retriever_setting(tiny_checkpoints):
+    """`train_document_encoder: false` freezes the document tower of the retrieval arms only, and changes only their
+    recorded settings (RAG-SFT's retriever never trains, so the baselines stay reusable)."""
+    base = dataclasses.asdict(ExperimentArguments())
+    query_only = base | {"train_document_encoder": False}
+    assert run_settings(base, "rag", "none") == run_settings(query_only, "rag", "none")
+    assert run_settings(base, "retriever", "lsr") != run_settings(query_only, "retriever", "lsr")
+    args = ExperimentArguments(
+        generator=tiny_checkpoints[0], retriever=tiny_checkpoints[1], train_document_encoder=False
+    )
+    frozen_docs = experiment_module.build_arm_model(args, "retriever", "lsr").retriever
+    assert frozen_docs.document_encoder is not None
+    assert not any(p.requires_grad for p in frozen_docs.document_encoder.parameters())
+    assert any(p.requires_grad for p in frozen_docs.encoder.parameters())
+    assert experiment_module.build_arm_model(args, "rag", "none").retriever.document_encoder is None
+
+
 @pytest.fixture
 def tiny_checkpoints(tmp_path, generator_tokenizer, retriever_tokenizer):
     """A tiny random Llama and BERT saved as the experiment's base models."""
