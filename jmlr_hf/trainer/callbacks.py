@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,8 +31,13 @@ LOG_PREFIX = "eval_"
 
 class RetrievalRecallCallback(TrainerCallback):
     """Every `every_steps` optimizer steps (and once before the first), rank the pre-retrieved candidates of
-    `dataset` with the current retriever and append `eval_recall@1` (and `eval_evidence@1` where the rows have
-    evidence labels) to the trainer's log history.
+    `dataset` with the current retriever and log `eval_recall@1` (and `eval_evidence@1` where the rows have
+    evidence labels) through the trainer, as an entry of their own with its `step`.
+
+    The entry goes through [`JointRetrievalTrainer.log_measurement`], so it reaches the log history *and* every
+    callback's `on_log`, among them the `report_to` integrations (W&B, TensorBoard, ...). Transformers gives callbacks
+    no trainer: [`JointRetrievalTrainer`] binds itself to this callback when it is passed in `callbacks` or added with
+    `add_callback` (`bind_trainer`).
 
     The candidates are the fixed N pre-retrieved ones, so the numbers are directly comparable with the end-of-run
     `recall@1` / `evidence@1` of [`jmlr_hf.evaluation.evaluate_model`] on the same rows. Scoring runs without
@@ -72,6 +78,7 @@ class RetrievalRecallCallback(TrainerCallback):
             if [len(row) for row in reference_nlls] != sizes:
                 raise ValueError("reference_nlls needs one NLL per candidate of each held-out row, in the same order")
         self.reference_nlls = reference_nlls
+        self._trainer: Callable[[], Any] | None = None
         self.dataset = dataset
         self.retriever_tokenizer = retriever_tokenizer
         self.every_steps = every_steps
@@ -96,13 +103,24 @@ class RetrievalRecallCallback(TrainerCallback):
             measured.update(llm_preference_metrics(rankings, self.reference_nlls))
         return measured
 
+    def bind_trainer(self, trainer: Any) -> None:
+        """Log through `trainer` (its `log_measurement`); [`JointRetrievalTrainer`] calls this itself. Held weakly:
+        the trainer owns its callbacks, not the other way round."""
+        self._trainer = weakref.ref(trainer)
+
     def _log(self, state: TrainerState, model: Any) -> None:
         entry: dict[str, float] = {
             LOG_PREFIX + key: value for key, value in self.measure(model).items() if not math.isnan(value)
         }
-        if entry:
-            entry["step"] = state.global_step
-            state.log_history.append(entry)
+        if not entry:
+            return
+        trainer = self._trainer() if self._trainer is not None else None
+        if trainer is None:
+            raise RuntimeError(
+                "RetrievalRecallCallback logs through its trainer (so that report_to receives the figures): pass it "
+                "to JointRetrievalTrainer(callbacks=[...]) or trainer.add_callback, which bind it"
+            )
+        trainer.log_measurement(entry)
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs

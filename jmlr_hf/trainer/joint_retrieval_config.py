@@ -61,8 +61,20 @@ class JointRetrievalConfig(SFTConfig):
             the training logs (`nonfinite_steps_skipped`). Either way no NaN reaches the weights: transformers' own
             `logging_nan_inf_filter` only hides such a loss from the logs, while its NaN gradient is applied.
 
-        > Parameters of [`~trl.SFTConfig`] whose defaults differ
+        > Parameters of [`~trl.SFTConfig`] whose meaning or defaults differ
 
+        max_length (`int`, *optional*):
+            Generator tokens of a whole sequence (documents + question + answer), as in TRL: the cap every prompt is
+            fitted to (the lowest-ranked document loses tokens first, then the question). `None` (default) keeps the
+            model's own `JMLRConfig.max_length`; a value replaces it in the model's config, so that the saved model
+            answers with the same cap it was trained with.
+        packing, padding_free, eval_packing (`bool`, *optional*):
+            Must stay off: each training sequence is built inside the step from the documents the retriever picks
+            then, so there are no sequences to pack beforehand. The no-gradient NLL pass, where most sequences are,
+            packs its own (`nll_padding_free`).
+        assistant_only_loss, completion_only_loss (`bool`, *optional*):
+            The LM loss is always on the answer tokens only (the completion); `assistant_only_loss=True` and
+            `completion_only_loss=False` are rejected.
         remove_unused_columns (`bool`, *optional*, defaults to `False`):
             Must stay `False`: the joint collator reads the raw `question`, `options`, `answer`, `rationale` and
             `candidates` columns.
@@ -128,6 +140,13 @@ class JointRetrievalConfig(SFTConfig):
             "choices": ["error", "skip_step"],
         },
     )
+    max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Generator tokens of a whole sequence (documents + question + answer). None keeps the model's "
+            "own JMLRConfig.max_length; a value replaces it (and is saved with the model)."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Kept False: the joint collator needs the raw `question`/`candidates` columns."},
@@ -145,6 +164,21 @@ class JointRetrievalConfig(SFTConfig):
             raise ValueError("freeze_generator=True trains only the retriever: set retriever_learning_rate > 0")
         if self.nonfinite_loss not in ("error", "skip_step"):
             raise ValueError(f"nonfinite_loss must be 'error' or 'skip_step', got {self.nonfinite_loss!r}")
+        for name in ("packing", "padding_free", "eval_packing"):
+            if getattr(self, name):
+                raise ValueError(
+                    f"JointRetrievalConfig does not support {name}=True: the joint step builds each sequence from the "
+                    "documents the retriever picks at that step, so nothing can be packed beforehand. The no-gradient "
+                    "NLL pass packs its own sequences: use nll_padding_free (on by default on CPU and with flash "
+                    "attention); the sequence cap is max_length."
+                )
+        if self.assistant_only_loss or self.completion_only_loss is False:
+            raise ValueError(
+                "JointRetrievalConfig always computes the LM loss on the answer tokens only (the completion): drop "
+                "assistant_only_loss / completion_only_loss; the answer is built from the rows' answer and rationale."
+            )
+        if self.max_length is not None and self.max_length < 1:
+            raise ValueError(f"max_length must be a positive number of tokens or None, got {self.max_length}")
         if not (self.dataset_kwargs or {}).get("skip_prepare_dataset", False):
             raise ValueError("JointRetrievalConfig needs dataset_kwargs={'skip_prepare_dataset': True}")
 

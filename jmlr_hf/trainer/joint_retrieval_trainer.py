@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 from trl import SFTTrainer
 
+from ..evaluation.retrieval import rank_candidates, retrieval_metrics
 from ..losses import RETRIEVAL_LOSSES, pairwise_agreement
 from ..models import (
     GENERATOR_ADAPTER_DIR,
@@ -273,6 +274,11 @@ class JointRetrievalTrainer(SFTTrainer):
             raise TypeError(f"args must be a JointRetrievalConfig, got {type(args).__name__}")
         if processing_class is None or retriever_tokenizer is None:
             raise ValueError("pass both tokenizers: processing_class (generator) and retriever_tokenizer")
+        if args.max_length is not None and args.max_length != model.config.max_length:
+            # TRL's sequence cap: here the length every prompt (documents + question + answer) is fitted to, which
+            # the model's config carries so that the saved model answers under the cap it was trained with.
+            logger.info("max_length=%d replaces the model's max_length=%d", args.max_length, model.config.max_length)
+            model.config.max_length = args.max_length
         model.config.validate_retrieval_settings()
         if args.freeze_generator:
             if model.config.retrieval_loss_weight == 0:
@@ -311,6 +317,39 @@ class JointRetrievalTrainer(SFTTrainer):
         # compute_loss does not use `num_items_in_batch`, so the Trainer must scale the loss for gradient
         # accumulation itself.
         self.model_accepts_loss_kwargs = False
+        for callback in self.callback_handler.callbacks:
+            self._bind_callback(callback)
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Logging: every figure goes through `log`, so that `report_to` (W&B, TensorBoard, ...) receives it.
+    # ---------------------------------------------------------------------------------------------------------------
+    def _bind_callback(self, callback) -> None:
+        """Give a callback that measures something (e.g. [`RetrievalRecallCallback`]) this trainer, so that it logs
+        through [`log_measurement`]: transformers passes callbacks no trainer, and one that appended to
+        `state.log_history` itself would never reach the `report_to` integrations."""
+        if hasattr(callback, "bind_trainer"):
+            callback.bind_trainer(self)
+
+    def add_callback(self, callback) -> None:
+        super().add_callback(callback)
+        for registered in self.callback_handler.callbacks:
+            if registered is callback or type(registered) is callback:
+                self._bind_callback(registered)
+
+    def log_measurement(self, metrics: dict[str, float]) -> None:
+        """Log `metrics` as an entry of their own (the `step` and `epoch` added, then every callback's `on_log`, the
+        `report_to` integrations included), between the training logs.
+
+        Not through `SFTTrainer.log`, which would fold the step metrics gathered since the last training log
+        (`lm_loss`, `retrieval_loss`, ...) into this entry and clear them: the next training log would then lack
+        them. Call it on every process; the integrations report from the main one.
+
+        The training loop's pending `should_log` is kept: the callback handler clears it on every log, and a
+        measurement taken in `on_step_end` would otherwise swallow that step's training log.
+        """
+        should_log = self.control.should_log
+        super(SFTTrainer, self).log(dict(metrics))
+        self.control.should_log = should_log
 
     # ---------------------------------------------------------------------------------------------------------------
     # Optimiser: separate learning rates for the generator and the retriever, no weight decay on biases and norms.
@@ -610,6 +649,33 @@ class JointRetrievalTrainer(SFTTrainer):
         gathered = self.accelerator.gather(value.detach().float().reshape(1))
         valid = gathered[~torch.isnan(gathered)]
         return valid.mean().item() if valid.numel() else float("nan")
+
+    def evaluation_loop(
+        self,
+        dataloader,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ):
+        """The Trainer's loop (the joint loss and its parts, averaged over the evaluation rows, with the same
+        sampling stream on every run), plus the retrieval metrics of the current retriever on those rows when they
+        have gold documents: `recall@1`, `recall@K` and `evidence@1` of its ranking of each row's candidates (K =
+        `num_context_documents`), as `jmlr evaluate` and the training script measure them."""
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        dataset = getattr(dataloader, "dataset", None)
+        columns = set(getattr(dataset, "column_names", None) or [])
+        if {"question", "candidates", "candidate_ids", "gold_doc_ids"} <= columns:
+            jmlr = self.accelerator.unwrap_model(self.model)
+            with eval_mode(jmlr):
+                rankings = rank_candidates(
+                    jmlr, self.retriever_tokenizer, dataset, self.args.eval_batch_size, show_progress=False
+                )
+            k = max(1, jmlr.config.num_context_documents)
+            for key, value in retrieval_metrics(dataset, rankings, k).items():
+                if not math.isnan(value):
+                    output.metrics[f"{metric_key_prefix}_{key}"] = value
+        return output
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         # The joint loss has no logits worth returning (the top-K prompts differ per example).

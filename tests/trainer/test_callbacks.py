@@ -7,6 +7,8 @@ import torch
 from datasets import Dataset
 
 from jmlr_hf.evaluation import rank_candidates, retrieval_metrics
+from transformers import TrainerCallback
+
 from jmlr_hf.trainer import JointRetrievalConfig, JointRetrievalTrainer, RetrievalRecallCallback
 from tests.testing_utils.models import TOY_ROWS
 
@@ -78,12 +80,64 @@ def test_recall_is_logged_at_start_every_n_steps_and_at_the_end(
     logged = [entry for entry in trainer.state.log_history if "eval_recall@1" in entry]
     assert [entry["step"] for entry in logged] == [0, 2, 3]
     for entry in logged:
-        assert set(entry) == {"eval_recall@1", "eval_evidence@1", "step"}
+        assert set(entry) == {"eval_recall@1", "eval_evidence@1", "step", "epoch"}
         assert entry["eval_recall@1"] in (0.0, 0.5, 1.0)  # two questions with gold ids
         assert entry["eval_evidence@1"] in (0.0, 1.0)  # one question with evidence labels
     # The last point is the trained retriever's recall on these rows.
     final = callback.measure(trainer.model)
     assert logged[-1]["eval_recall@1"] == final["recall@1"]
+
+
+class LogRecorder(TrainerCallback):
+    """What a `report_to` integration sees: every `on_log` call's figures, with the step it came at."""
+
+    def __init__(self):
+        self.received: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.received.append({**(logs or {}), "step": state.global_step})
+
+
+def test_recall_reaches_every_callbacks_on_log(make_tiny_model, generator_tokenizer, retriever_tokenizer, tmp_path):
+    """Through the trainer's log, not appended to the log history behind the integrations' backs: what `report_to`
+    (W&B, TensorBoard) receives is exactly what the log history holds, and the training logs keep their metrics."""
+    held_out = Dataset.from_list(LABELLED_ROWS)
+    recorder = LogRecorder()
+    trainer = _train(
+        make_tiny_model(0),
+        tmp_path,
+        generator_tokenizer,
+        retriever_tokenizer,
+        [RetrievalRecallCallback(held_out, retriever_tokenizer, every_steps=2), recorder],
+    )
+    received = [entry for entry in recorder.received if "eval_recall@1" in entry]
+    assert [entry["step"] for entry in received] == [0, 2, 3]
+    assert recorder.received == trainer.state.log_history
+    training_logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert [entry["step"] for entry in training_logs] == [1, 2, 3]
+    assert all("lm_loss" in entry and "retrieval_loss" in entry for entry in training_logs)
+    assert not any("lm_loss" in entry for entry in received)
+
+
+def test_an_unbound_callback_says_how_to_bind_it(make_tiny_model, retriever_tokenizer):
+    callback = RetrievalRecallCallback(Dataset.from_list(LABELLED_ROWS), retriever_tokenizer, every_steps=1)
+
+    class State:
+        global_step = 0
+        max_steps = 1
+        log_history: list = []
+
+    with pytest.raises(RuntimeError, match="JointRetrievalTrainer"):
+        callback.on_train_begin(None, State(), None, model=make_tiny_model(0))
+
+
+def test_add_callback_binds_the_trainer(make_tiny_model, generator_tokenizer, retriever_tokenizer, tmp_path):
+    from tests.testing_utils.training import make_args, make_trainer
+
+    trainer = make_trainer(make_tiny_model(0), make_args(tmp_path), generator_tokenizer, retriever_tokenizer)
+    callback = RetrievalRecallCallback(Dataset.from_list(LABELLED_ROWS), retriever_tokenizer, every_steps=1)
+    trainer.add_callback(callback)
+    assert callback._trainer() is trainer
 
 
 def test_the_callback_does_not_change_training(make_tiny_model, generator_tokenizer, retriever_tokenizer, tmp_path):
