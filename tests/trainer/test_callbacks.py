@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from datasets import Dataset
-
-from jmlr_hf.evaluation import rank_candidates, retrieval_metrics
 from transformers import TrainerCallback
 
+from jmlr_hf.evaluation import rank_candidates, retrieval_metrics
 from jmlr_hf.trainer import JointRetrievalConfig, JointRetrievalTrainer, RetrievalRecallCallback
 from tests.testing_utils.models import TOY_ROWS
 
