@@ -34,6 +34,7 @@ def test_paper_scale_recipes_use_the_authors_settings(recipe):
     overrides = retrieval.config_overrides()
     assert (overrides["num_candidates"], overrides["num_sampled"], overrides["num_context_documents"]) == (20, 10, 5)
     assert overrides["max_query_length"] == 512 and overrides["document_order"] == "best_last"
+    assert training.max_length == 2048  # TRL's name of the sequence cap, applied by the trainer
     assert training.retriever_learning_rate == 3e-6 and training.learning_rate == 2e-5
     assert training.bf16 and training.gradient_checkpointing
     assert model.use_peft and model.lora_r == 128 and model.lora_alpha == 256 and model.dtype == "bfloat16"

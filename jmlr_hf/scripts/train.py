@@ -7,7 +7,11 @@ jmlr train --config recipes/demo.yaml   # the same, from the `jmlr` command (as 
 ```
 
 Parsed like TRL's own scripts: `TrlParser` over the data arguments, `JointRetrievalConfig`, TRL's `ModelConfig`
-(generator, dtype, LoRA) and the retrieval arguments, with a YAML `--config`; command-line flags override it.
+(generator, dtype, LoRA) and the retrieval arguments, with a YAML `--config`; command-line flags override it. Every
+flag it accepts does something or is refused before anything loads, with a message naming what to use instead
+(TRL's `--max_length` is the sequence cap; `--packing` is refused; `--dataset_name` reads a Hub data set;
+`--eval_strategy steps` evaluates the prepared evaluation split; `--push_to_hub` checks the Hub first). Every figure
+(training, evaluations, the before/after comparison) goes through `trainer.log`, so `--report_to` receives it.
 """
 
 from __future__ import annotations
@@ -15,14 +19,26 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass, field, fields
 
 import torch
 from datasets import Dataset, load_from_disk
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, TrainerCallback
 from trl import ModelConfig, TrlParser, get_peft_config
 
-from ..data import TASKS, LoadReport, load_named_corpus, load_task, print_load_summaries
+from ..data import (
+    TASKS,
+    LoadReport,
+    load_medmcqa,
+    load_medqa,
+    load_mmlu,
+    load_named_corpus,
+    load_pubmedqa,
+    load_reason_split,
+    load_task,
+    print_load_summaries,
+)
 from ..evaluation import evaluate_model, format_comparison
 from ..hub import eval_results_from_metrics, push_model, render_model_card
 from ..models import (
@@ -52,6 +68,17 @@ class DataArguments:
     )
     train_file: str | None = field(default=None, metadata={"help": "Training questions (a file or a Hub id)."})
     eval_file: str | None = field(default=None, metadata={"help": "Evaluation questions (a file or a Hub id)."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "TRL's flag: a Hub data set id (or a local data set folder) holding the questions in --task's "
+            "format, read with datasets.load_dataset; its --dataset_train_split trains, its --dataset_test_split "
+            "evaluates. Replaces --train_file/--eval_file."
+        },
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "The data set's configuration (name=...)."})
+    dataset_train_split: str = field(default="train", metadata={"help": "The split of --dataset_name to train on."})
+    dataset_test_split: str = field(default="test", metadata={"help": "The split of --dataset_name to evaluate on."})
     eval_fraction: float = field(
         default=0.2, metadata={"help": "For tasks without a test split (MedMCQA, MedQA): held-out share, by id hash."}
     )
@@ -133,18 +160,120 @@ class RetrievalArguments:
         metadata={"help": "'best_first' or 'best_last' (the best document next to the question, as the authors)."},
     )
     max_document_length: int | None = field(default=None, metadata={"help": "Tokens per document."})
-    max_prompt_length: int | None = field(default=None, metadata={"help": "Generator tokens of prompt + answer."})
+    max_prompt_length: int | None = field(
+        default=None, metadata={"help": "The former name of --max_length (generator tokens of prompt + answer)."}
+    )
 
     def config_overrides(self) -> dict:
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "retriever_name_or_path"}
-        values["max_length"] = values.pop("max_prompt_length")
+        """The `JMLRConfig` fields set on the command line. The sequence cap is `--max_length`, which the trainer
+        applies (`check_arguments` moves `--max_prompt_length` there)."""
+        skipped = ("retriever_name_or_path", "max_prompt_length")
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skipped}
         return {key: value for key, value in values.items() if value is not None}
+
+
+class RecipeError(ValueError):
+    """A setting of the recipe that cannot work, found before anything is loaded. Its message is the whole story:
+    `cli_main` prints it as one line, without a traceback."""
+
+
+def check_arguments(
+    data_args: DataArguments, training_args: JointRetrievalConfig, model_args: ModelConfig, retrieval_args
+) -> None:
+    """Refuse, at parse time and naming the replacement, the flags the recipe would otherwise accept and ignore, and
+    move `--max_prompt_length` (the recipe's former name of the sequence cap) to TRL's `--max_length`."""
+    if retrieval_args.max_prompt_length is not None:
+        if training_args.max_length not in (None, retrieval_args.max_prompt_length):
+            raise RecipeError(
+                f"--max_prompt_length {retrieval_args.max_prompt_length} and --max_length {training_args.max_length} "
+                "set the same cap (generator tokens of documents + question + answer): give --max_length only"
+            )
+        training_args.max_length = retrieval_args.max_prompt_length
+        retrieval_args.max_prompt_length = None
+    if data_args.dataset_name is not None and (data_args.train_file or data_args.eval_file):
+        raise RecipeError(
+            "--dataset_name gives both splits (--dataset_train_split, --dataset_test_split): drop --train_file and "
+            "--eval_file, or drop --dataset_name"
+        )
+    if model_args.load_in_8bit or model_args.load_in_4bit:
+        raise RecipeError(
+            "--load_in_8bit/--load_in_4bit are not supported: the retriever trains in float32 beside the generator; "
+            "use --dtype bfloat16 with --use_peft true (LoRA) to save memory"
+        )
+    if training_args.eval_strategy != "no" and data_args.eval_limit is None:
+        logger.info("eval_strategy=%s evaluates every prepared evaluation question", training_args.eval_strategy)
+
+
+def check_hub_access(training_args: JointRetrievalConfig) -> None:
+    """With `--push_to_hub`, make sure, before hours of indexing and training, that the Hub answers, that the token
+    is valid and may write, and that the target namespace is the token's user or one of its organisations.
+
+    Raises a one-line [`RecipeError`] otherwise (offline mode, no network, an invalid or read-only token).
+    """
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    api = HfApi(token=training_args.hub_token)
+    where = f"the Hub ({constants.ENDPOINT})"
+    try:
+        info = api.whoami()
+    except OfflineModeIsEnabled:
+        raise RecipeError(
+            f"--push_to_hub needs {where}, but HF_HUB_OFFLINE is set: unset it, or train without --push_to_hub and "
+            "publish later with `jmlr push model`"
+        ) from None
+    except HfHubHTTPError as err:
+        status = getattr(err.response, "status_code", None)
+        reason = (
+            "the token is invalid or missing (log in with `hf auth login` or set HF_TOKEN)" if status == 401 else err
+        )
+        raise RecipeError(f"--push_to_hub: {where} refused the token check: {reason}") from None
+    except Exception as err:  # noqa: BLE001 - connection errors come in many types; all mean the same here
+        raise RecipeError(
+            f"--push_to_hub: cannot reach {where}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            "; check the network, or train without --push_to_hub and publish later with `jmlr push model`"
+        ) from None
+    token = (info.get("auth") or {}).get("accessToken") or {}
+    if token.get("role") == "read":
+        raise RecipeError(
+            f"--push_to_hub: the token of {info.get('name')!r} is read-only; use a token with write access"
+        )
+    repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
+    namespace = repo_id.split("/")[0] if "/" in repo_id else info.get("name")
+    allowed = {info.get("name")} | {org.get("name") for org in info.get("orgs") or []}
+    if namespace not in allowed:
+        raise RecipeError(
+            f"--push_to_hub: {info.get('name')!r} cannot create {repo_id!r}: the namespace {namespace!r} is not the "
+            f"user or one of its organisations ({sorted(name for name in allowed if name)})"
+        )
+
+
+def load_dataset_questions(args: DataArguments, split: str, reports: list[LoadReport]) -> Dataset:
+    """The questions of `--dataset_name`'s training or test split, through the task's loader (so a Hub data set in
+    the task's format is checked and converted like a local file)."""
+    hub_split = args.dataset_train_split if split == "train" else args.dataset_test_split
+    load_kwargs = {"name": args.dataset_config} if args.dataset_config else {}
+    if args.task == "medqa-reason":
+        return load_reason_split(args.dataset_name, hub_split, **load_kwargs)
+    report = LoadReport()
+    reports.append(report)
+    checks = {"skip_invalid": args.skip_invalid, "report": report}
+    if args.task == "pubmedqa":
+        return load_pubmedqa(args.dataset_name, split=None, hub_split=hub_split, **checks, **load_kwargs)
+    loader = {"medqa": load_medqa, "medmcqa": load_medmcqa, "mmlu": load_mmlu}[args.task]
+    if args.task == "medmcqa":
+        load_kwargs["require_rationale"] = True
+    return loader(args.dataset_name, split=hub_split, **checks, **load_kwargs)
 
 
 def load_split_questions(args: DataArguments, split: str) -> Dataset:
     """The questions of `split`, with one summary line per file read (see [`print_load_summaries`])."""
-    path = args.train_file if split == "train" else args.eval_file
     reports: list[LoadReport] = []
+    if args.dataset_name is not None:
+        questions = load_dataset_questions(args, split, reports)
+        print_load_summaries(reports, f"{split} questions")
+        return questions
+    path = args.train_file if split == "train" else args.eval_file
     checks = {"data_dir": args.data_dir, "path": path, "skip_invalid": args.skip_invalid, "reports": reports}
     if args.task in ("medmcqa", "medqa") and path is not None and split == "test":
         questions = load_task(args.task, None, **checks)  # an explicit evaluation file
@@ -154,16 +283,22 @@ def load_split_questions(args: DataArguments, split: str) -> Dataset:
     return questions
 
 
-def load_model(model_args: ModelConfig, retrieval_args: RetrievalArguments):
+def load_model(model_args: ModelConfig, retrieval_args: RetrievalArguments, max_length: int | None = None):
     """The model and both tokenizers. `--dtype` applies to the generator; the retriever is always loaded in float32
     (its weights train at ~3e-6, below bf16's resolution, and loading them in bf16 would round the pretrained
-    weights before training even starts)."""
+    weights before training even starts). `--model_revision` and `--attn_implementation` apply to the generator (and
+    its tokenizer); `max_length` (TRL's `--max_length`) is the sequence cap the model's config carries."""
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
     overrides = retrieval_args.config_overrides()
+    if max_length is not None:
+        overrides["max_length"] = max_length
+    revision = {"revision": model_args.model_revision} if model_args.model_revision not in (None, "main") else {}
     path = resolve_model_path(model_args.model_name_or_path or "smollm2-135m-instruct")
     if is_jmlr_checkpoint(path):
-        model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(path, dtype=torch.float32)
+        model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(path, dtype=torch.float32, **revision)
         model.generator.to(dtype)
+        if model_args.attn_implementation is not None:
+            model.generator.set_attn_implementation(model_args.attn_implementation)
         structural = {k: v for k, v in overrides.items() if k in ("projection_dim", "train_document_encoder")}
         changed = {k: v for k, v in structural.items() if getattr(model.config, k) != v}
         if changed:
@@ -177,15 +312,18 @@ def load_model(model_args: ModelConfig, retrieval_args: RetrievalArguments):
         model.config.validate_retrieval_settings()
     else:
         retriever_path = resolve_model_path(retrieval_args.retriever_name_or_path)
+        generator_kwargs = {"dtype": dtype, **revision}
+        if model_args.attn_implementation is not None:
+            generator_kwargs["attn_implementation"] = model_args.attn_implementation
         model = JMLRForCausalLM.from_components(
             path,
             retriever_path,
-            generator_kwargs={"dtype": dtype},
+            generator_kwargs=generator_kwargs,
             retriever_kwargs={"dtype": torch.float32},
             **overrides,
         )
         retriever_tokenizer = AutoTokenizer.from_pretrained(retriever_path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, **revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer, retriever_tokenizer
@@ -241,10 +379,41 @@ def check_sharding(training_args: JointRetrievalConfig) -> None:
         )
 
 
+def logged_metrics(metrics: dict, prefix: str = "eval_") -> dict[str, float]:
+    """The numeric figures of an evaluation, prefixed as the Trainer prefixes evaluation metrics (`report_to`
+    integrations file `eval_*` under "eval"); counts and NaNs (nothing measured) are left out."""
+    return {
+        prefix + key: float(value)
+        for key, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    }
+
+
+class LogAtTrainBegin(TrainerCallback):
+    """Log one measurement (the evaluation before training) once training has begun: `Trainer.train` starts a fresh
+    `TrainerState`, whose log history would not hold an entry logged before it. [`JointRetrievalTrainer`] binds
+    itself (`bind_trainer`), and the entry goes through its `log_measurement`, so `report_to` receives it."""
+
+    def __init__(self, metrics: dict[str, float]):
+        self.metrics = metrics
+        self._trainer: JointRetrievalTrainer | None = None
+
+    def bind_trainer(self, trainer: JointRetrievalTrainer) -> None:
+        self._trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:
+        if self.metrics and self._trainer is not None:
+            self._trainer.log_measurement(self.metrics)
+            self.metrics = {}
+
+
 def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_args: ModelConfig, retrieval_args):
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
+    check_arguments(data_args, training_args, model_args, retrieval_args)
     check_sharding(training_args)
-    model, tokenizer, retriever_tokenizer = load_model(model_args, retrieval_args)
+    if training_args.push_to_hub:
+        check_hub_access(training_args)  # before hours of indexing and training
+    model, tokenizer, retriever_tokenizer = load_model(model_args, retrieval_args, training_args.max_length)
     cfg = model.config
     index_dir = data_args.index_dir or os.path.join(training_args.output_dir, "index")
 
@@ -296,7 +465,7 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
 
     before = run_eval("before training") if data_args.evaluate_before and training_args.process_index == 0 else None
 
-    callbacks = []
+    callbacks: list[TrainerCallback] = [LogAtTrainBegin(logged_metrics(before))] if before is not None else []
     if data_args.refresh_index_steps:
 
         def refresh(jmlr) -> dict[str, list[str]]:
@@ -317,6 +486,7 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
         model=model,
         args=training_args,
         train_dataset=train_dataset,
+        eval_dataset=eval_dataset,  # evaluated with the joint loss and the retrieval metrics (--eval_strategy)
         processing_class=tokenizer,
         retriever_tokenizer=retriever_tokenizer,
         peft_config=get_peft_config(model_args),
@@ -332,6 +502,7 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
         merge_generator_adapter(model)
     if trainer.accelerator.is_main_process:
         after = run_eval("after training")
+        trainer.log_measurement(logged_metrics(after))
         if data_args.refresh_index:
             # The trained retriever encodes queries differently: the index must hold its document vectors too.
             build_or_load_index(model, retriever_tokenizer, corpus, data_args, index_dir)
@@ -374,7 +545,22 @@ def make_parser() -> TrlParser:
     return TrlParser((DataArguments, JointRetrievalConfig, ModelConfig, RetrievalArguments))
 
 
+def fail(message: str, status: int) -> None:
+    """Print one line and exit: a setting the user can fix needs no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
 def cli_main(argv: list[str] | None = None):
+    """Parse (argparse errors and settings refused at parse time exit with status 2 and one line), then run; a
+    [`RecipeError`] found before loading (e.g. `--push_to_hub` without Hub access) exits with status 1, one line."""
     parser = make_parser()
-    data_args, training_args, model_args, retrieval_args = parser.parse_args_and_config(args=argv)
-    return main(data_args, training_args, model_args, retrieval_args)
+    try:
+        data_args, training_args, model_args, retrieval_args = parser.parse_args_and_config(args=argv)
+        check_arguments(data_args, training_args, model_args, retrieval_args)
+    except ValueError as err:  # a configuration's __post_init__ check, or check_arguments
+        fail(str(err), 2)
+    try:
+        return main(data_args, training_args, model_args, retrieval_args)
+    except RecipeError as err:
+        fail(str(err), 1)

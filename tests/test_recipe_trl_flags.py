@@ -1,0 +1,186 @@
+"""The training script's TRL flags: each one accepted does what a TRL user expects, or is refused before anything
+loads with one line naming the replacement. End to end on a tiny random JMLR model, in process."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from huggingface_hub import HfApi
+from transformers import TrainerCallback
+
+import jmlr_hf.scripts.train as train_script
+from jmlr_hf.models import save_model
+from jmlr_hf.scripts.train import check_arguments, check_hub_access, cli_main, make_parser
+from jmlr_hf.trainer import JointRetrievalTrainer
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = str(ROOT / "recipes" / "demo.yaml")
+MEDQA = ROOT / "tests" / "fixtures" / "medqa_tiny.jsonl"
+CORPUS = [
+    "Intramuscular epinephrine is the first-line treatment of anaphylaxis.",
+    "Iron deficiency causes a microcytic anemia with a low ferritin.",
+    "Hyperkalemia produces peaked T waves on the ECG.",
+    "A midshaft humerus fracture can injure the radial nerve.",
+    "The kidney filters the blood and makes urine.",
+    "The pancreas secretes insulin from its beta cells.",
+]
+
+
+def parse(*flags: str, config: str | None = DEMO):
+    parsed = make_parser().parse_args_and_config(args=[*(["--config", config] if config else []), *flags])
+    check_arguments(*parsed)
+    return parsed
+
+
+def refused(capsys, *flags: str, status: int = 2) -> str:
+    """Run the script's entry point; it must exit with `status` and one line on stderr, which is returned."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["--config", DEMO, *flags])
+    assert exit_info.value.code == status
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
+
+
+# ------------------------------------------------------------------------------------------------ parse time
+
+
+def test_max_length_is_the_sequence_cap_and_max_prompt_length_its_old_name():
+    assert parse("--max_length", "300")[1].max_length == 300
+    data, training, model, retrieval = parse("--max_prompt_length", "320", "--use_cpu", "true", config=None)
+    assert training.max_length == 320 and "max_length" not in retrieval.config_overrides()
+    assert parse()[1].max_length == 640  # demo.yaml's cap, now under TRL's name
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--packing", "true"], "nll_padding_free"),
+        (["--padding_free", "true"], "nll_padding_free"),
+        (["--max_length", "300", "--max_prompt_length", "200"], "give --max_length only"),
+        (["--dataset_name", "org/questions", "--train_file", "x.jsonl"], "drop --train_file"),
+        (["--load_in_4bit", "true"], "--dtype bfloat16"),
+    ],
+)
+def test_flags_that_cannot_work_are_refused_at_parse_time(capsys, monkeypatch, flags, named):
+    monkeypatch.setattr(train_script, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    assert named in refused(capsys, *flags)
+
+
+# ------------------------------------------------------------------------------------------------ --push_to_hub
+
+
+def hub_flags(tmp_path: Path, repo_id: str) -> list[str]:
+    return ["--output_dir", str(tmp_path / "run"), "--push_to_hub", "true", "--hub_model_id", repo_id]
+
+
+def test_push_to_hub_offline_is_one_line_before_anything_loads(capsys, monkeypatch, tmp_path, hub):
+    monkeypatch.setattr(train_script, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    assert "HF_HUB_OFFLINE" in refused(capsys, *hub_flags(tmp_path, f"{hub.user}/m"), status=1)
+
+
+def test_push_to_hub_checks_the_token_and_the_namespace(capsys, monkeypatch, tmp_path, hub):
+    monkeypatch.setattr(train_script, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    flags = hub_flags(tmp_path, f"{hub.user}/m")
+    assert "token is invalid" in refused(capsys, *flags, "--hub_token", "hf_not_a_valid_token", status=1)
+    assert "someone-else" in refused(capsys, *hub_flags(tmp_path, "someone-else/m"), status=1)
+    training = parse(*flags)[1]
+    check_hub_access(training)  # the stand-in Hub's write token, the user's own namespace: nothing to say
+
+
+def test_push_to_hub_unreachable(capsys, monkeypatch, tmp_path, hub):
+    monkeypatch.setattr(train_script, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr("huggingface_hub.hf_api.constants.ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(HfApi, "__init__", _api_on(HfApi.__init__, "http://127.0.0.1:9"))
+    assert "cannot reach" in refused(capsys, *hub_flags(tmp_path, f"{hub.user}/m"), status=1)
+
+
+def _api_on(init, endpoint: str):
+    def patched(self, *args, **kwargs):
+        kwargs["endpoint"] = endpoint
+        init(self, *args, **kwargs)
+
+    return patched
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+
+class LogRecorder(TrainerCallback):
+    """What a `report_to` integration receives: every `on_log` call, with its step."""
+
+    def __init__(self):
+        self.received: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.received.append({**(logs or {}), "step": state.global_step})
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer) -> Path:
+    path = tmp_path / "tiny"
+    save_model(make_tiny_model(0, max_length=256), generator_tokenizer, retriever_tokenizer, path)
+    return path
+
+
+@pytest.fixture
+def hub_questions(hub) -> str:
+    """MedQA-format questions on the stand-in Hub, a `train` and a `test` split (the same 4 rows)."""
+    api = HfApi()
+    repo_id = api.create_repo(f"{hub.user}/medqa-{uuid.uuid4().hex[:8]}", repo_type="dataset").repo_id
+    for split in ("train", "test"):
+        api.upload_file(
+            path_or_fileobj=str(MEDQA), path_in_repo=f"{split}.jsonl", repo_id=repo_id, repo_type="dataset"
+        )
+    return repo_id
+
+
+def test_dataset_name_eval_strategy_max_length_and_every_metric_through_the_log(
+    tmp_path, tiny_checkpoint, hub_questions, monkeypatch
+):
+    """`--dataset_name <Hub id>` trains and evaluates on its splits; `--eval_strategy steps` evaluates the prepared
+    evaluation split (joint loss + retrieval metrics); `--max_length` caps the sequences and is saved with the model;
+    the before/after evaluation goes through the trainer's log too: every figure reaches `on_log` (`report_to`)."""
+    recorder = LogRecorder()
+
+    class RecordedTrainer(JointRetrievalTrainer):
+        def __init__(self, *args, callbacks=None, **kwargs):
+            super().__init__(*args, callbacks=[*(callbacks or []), recorder], **kwargs)
+
+    monkeypatch.setattr(train_script, "JointRetrievalTrainer", RecordedTrainer)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(CORPUS)))
+    out = tmp_path / "run"
+    cli_main(
+        [
+            "--task", "medqa", "--dataset_name", hub_questions, "--corpus", str(corpus),
+            "--model_name_or_path", str(tiny_checkpoint), "--output_dir", str(out),
+            "--num_candidates", "4", "--num_sampled", "2", "--num_context_documents", "1",
+            "--max_document_length", "32", "--max_length", "200", "--eval_answer_limit", "1",
+            "--max_steps", "2", "--logging_steps", "1", "--eval_strategy", "steps", "--eval_steps", "1",
+            "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "4", "--save_strategy", "no",
+            "--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--disable_tqdm", "true",
+            "--refresh_index", "false", "--learning_rate", "1e-3",
+        ]
+    )  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert results["before"]["num_questions"] == 4  # the Hub data set's test split, prepared with candidates
+    history = results["train"]
+    assert recorder.received == history  # what report_to receives is the whole log history
+    periodic = [entry for entry in history if "eval_loss" in entry]
+    assert [entry["step"] for entry in periodic] == [1, 2]
+    assert all({"eval_lm_loss", "eval_retrieval_loss"} <= set(entry) for entry in periodic)
+    before, after = (entry for entry in history if "eval_accuracy" in entry)
+    assert (before["step"], after["step"]) == (0, 2)
+    assert before["eval_accuracy"] == results["before"]["accuracy"]
+    assert after["eval_answer_nll"] == results["after"]["answer_nll"]
+    config = json.loads((out / "final" / "config.json").read_text())
+    assert config["max_length"] == 200
