@@ -184,3 +184,16 @@ def test_dataset_name_eval_strategy_max_length_and_every_metric_through_the_log(
     assert after["eval_answer_nll"] == results["after"]["answer_nll"]
     config = json.loads((out / "final" / "config.json").read_text())
     assert config["max_length"] == 200
+
+
+def test_dataset_name_reads_a_local_data_set_folder(tmp_path):
+    """A folder of split files, as `datasets.load_dataset` reads it: the chosen splits, through the task's loader."""
+    folder = tmp_path / "questions"
+    folder.mkdir()
+    rows = [line for line in MEDQA.read_text(encoding="utf-8").splitlines() if line.strip()]
+    (folder / "train.jsonl").write_text("\n".join(rows[:3]) + "\n", encoding="utf-8")
+    (folder / "validation.jsonl").write_text(rows[3] + "\n", encoding="utf-8")
+    data = train_script.DataArguments(task="medqa", dataset_name=str(folder), dataset_test_split="validation")
+    train, held_out = (train_script.load_split_questions(data, split) for split in ("train", "test"))
+    assert (len(train), len(held_out)) == (3, 1)
+    assert held_out[0]["question"] == json.loads(rows[3])["question"]

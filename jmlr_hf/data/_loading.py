@@ -270,8 +270,10 @@ def iter_csv(path: str, *, header: bool) -> Iterator[tuple[int, list[str]]]:
 
 
 def open_records(path_or_id: str, load_kwargs: dict[str, Any]) -> tuple[str, Iterable[Row]]:
-    """The records of a local JSON-lines file or of a Hub dataset, with the source name used in messages."""
-    if os.path.exists(path_or_id):
+    """The records of a local JSON-lines file or of a data set `datasets.load_dataset` reads (a Hub id, or a local
+    folder of JSON-lines/parquet files, e.g. `--dataset_name` of the training script), with the source name used in
+    messages."""
+    if os.path.exists(path_or_id) and not os.path.isdir(path_or_id):
         if load_kwargs:
             raise TypeError(
                 f"{path_or_id} is a local file; the keyword arguments {sorted(load_kwargs)} are only used for Hub "
