@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from jmlr_hf.cli import build_parser, load_questions
+from jmlr_hf.cli import load_questions, parse_command
 from jmlr_hf.data import DataFormatError
 from tests.data.test_loader_properties import VALID, json_line, medmcqa_files, write_lines
 from tests.testing_utils.reliability import record
@@ -30,7 +30,7 @@ def test_retrieve_prints_exact_counts_for_generated_medmcqa_files(generated, cap
     with tempfile.TemporaryDirectory() as folder:
         path = write_lines(Path(folder) / "dev.json", [json_line(row.content) for row in generated])
         argv = ["retrieve", "--index", "unused", "--task", "medmcqa", "--questions", str(path), "--output", "unused"]
-        args = build_parser().parse_args(argv)
+        _, _, args, _ = parse_command(argv)
         valid = [row for row in generated if row.fault in (VALID, "repeated wrong option")]
         explained = [row for row in valid if (row.content.get("exp") or "").strip()]
         broken = [i for i, row in enumerate(generated) if row.fault not in (VALID, "repeated wrong option")]

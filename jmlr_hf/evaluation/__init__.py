@@ -5,11 +5,14 @@
 * `harness`: the general harness behind `jmlr evaluate` ([`evaluate_dataset`] → [`EvaluationResult`]);
 * `retrieval`: ranking candidates and recall / evidence / nDCG / MRR, agreement with the LLM's own preferences, and
   search of the whole corpus;
-* `answer_parsing`: the answer in a generated reply; `metrics`: accuracy, F1 and ranking metrics.
+* `answer_parsing`: the answer in a generated reply; `metrics`: accuracy, F1 and ranking metrics;
+* `metric_loading`: those metrics as Hugging Face `evaluate` modules shipped in the package, loaded offline
+  ([`load_metric`], [`metric_module_path`]).
 """
 
 from .answer_parsing import extract_answer, extract_choice, extract_decision
 from .harness import EvaluationResult, evaluate_dataset
+from .metric_loading import METRIC_MODULES, load_metric, metric_module_path
 from .qa import (
     EvaluationModel,
     answer_metrics,
@@ -29,6 +32,7 @@ from .retrieval import (
 )
 
 __all__ = [
+    "METRIC_MODULES",
     "EvaluationModel",
     "EvaluationResult",
     "answer_metrics",
@@ -41,6 +45,8 @@ __all__ = [
     "format_comparison",
     "generative_metrics",
     "llm_preference_metrics",
+    "load_metric",
+    "metric_module_path",
     "rank_candidates",
     "ranking_metrics",
     "retrieval_metrics",

@@ -11,6 +11,10 @@ with no documents (closed book), or with the top-K of N candidates that the mode
 from a `DocumentIndex`, or already in the dataset's `candidates` column). It reports accuracy (and macro-F1 for
 PubMedQA's decisions), retrieval recall@k / hit@k / nDCG@k / MRR where the questions have `gold_doc_ids`, a
 per-subject breakdown, and every prediction ([`EvaluationResult`], saved as JSON plus a Markdown table).
+
+The metrics are computed through the package's `evaluate` modules ([`jmlr_hf.evaluation.load_metric`]:
+`jmlr_accuracy`, `jmlr_macro_f1`, `jmlr_ranking`), loaded from their folder inside the package, so they work offline;
+those modules call the functions of `metrics` and `retrieval`, the one definition of each formula.
 """
 
 from __future__ import annotations
@@ -30,9 +34,9 @@ from ..data import DECISIONS
 from ..models import OPTION_LETTERS, build_prompt, truncate_to_tokens
 from ..retrieval import DocumentIndex, add_candidates
 from .answer_parsing import extract_answer
-from .metrics import accuracy, macro_f1
+from .metric_loading import load_metric
 from .qa import EvaluationModel, batched_choice_nll
-from .retrieval import rank_candidates, ranking_metrics
+from .retrieval import rank_candidates
 
 MODES = ("likelihood", "generative")
 NO_SUBJECT = "(no subject)"
@@ -234,8 +238,10 @@ def evaluate_dataset(
     if rankings is not None and "candidate_ids" in dataset.column_names and "gold_doc_ids" in dataset.column_names:
         ks = k_values or sorted({1, max(num_documents, 1), num_candidates})
         ranked = [[ids[j] for j in ranking] for ids, ranking in zip(dataset["candidate_ids"], rankings)]
-        retrieval = ranking_metrics(ranked, dataset["gold_doc_ids"], ks)
-        if retrieval is not None:
+        retrieval = load_metric("jmlr_ranking").compute(
+            predictions=ranked, references=dataset["gold_doc_ids"], k_values=list(ks)
+        )
+        if retrieval["num_questions"]:
             metrics["retrieval"] = retrieval
     return EvaluationResult(settings, metrics, _per_subject(predictions, modes), predictions)
 
@@ -244,14 +250,16 @@ def _answer_metrics(predictions: Sequence[dict[str, Any]], mode: str, is_decisio
     predicted = [record[f"{mode}_prediction"] for record in predictions]
     references = [record["answer"] for record in predictions]
     result = {
-        "accuracy": accuracy(predicted, references),
+        "accuracy": load_metric("jmlr_accuracy").compute(predictions=predicted, references=references)["accuracy"],
         "num_correct": sum(p == r for p, r in zip(predicted, references)),
         "num_questions": len(predicted),
     }
     if mode == "generative":
         result["num_unparseable"] = sum(p is None for p in predicted)
     if is_decision_task:
-        result["macro_f1"] = macro_f1(predicted, references)
+        result["macro_f1"] = load_metric("jmlr_macro_f1").compute(predictions=predicted, references=references)[
+            "macro_f1"
+        ]
     return result
 
 
@@ -263,10 +271,13 @@ def _per_subject(predictions: Sequence[dict[str, Any]], modes: Sequence[str]) ->
     for record in predictions:
         groups.setdefault(record["subject"] or NO_SUBJECT, []).append(record)
     breakdown = {}
+    metric = load_metric("jmlr_accuracy")
     for subject, records in sorted(groups.items()):
         answers = [record["answer"] for record in records]
         breakdown[subject] = {"num_questions": len(records)} | {
-            f"{mode}_accuracy": accuracy([record[f"{mode}_prediction"] for record in records], answers)
+            f"{mode}_accuracy": metric.compute(
+                predictions=[record[f"{mode}_prediction"] for record in records], references=answers
+            )["accuracy"]
             for mode in modes
         }
     return breakdown

@@ -1,10 +1,11 @@
 """Answer and retrieval metrics as pure functions of predictions and references.
 
-These are computed here rather than through the `evaluate` library: `evaluate.load("accuracy")` and
-`evaluate.load("f1")` fetch their metric scripts from the Hugging Face Hub at run time (the `evaluate` package does
-not ship them), so they fail on an offline machine, and `f1` needs scikit-learn besides. The definitions below are
-those of `evaluate`'s `accuracy` and of its `f1` with `average="macro"` (scikit-learn's `f1_score`), except that a
-prediction may be `None` (an unparseable reply), which is counted as wrong.
+They are the one definition of each formula. `jmlr evaluate` computes them through the `evaluate` library, by the
+metric modules shipped in the package (`jmlr_hf/evaluation/metric_modules/`, loaded offline from their folder with
+[`jmlr_hf.evaluation.load_metric`]), which call these functions: `evaluate.load("accuracy")` and `evaluate.load("f1")`
+would fetch their scripts from the Hugging Face Hub at run time, and `f1` needs scikit-learn besides. The definitions
+below are those of `evaluate`'s `accuracy` and of its `f1` with `average="macro"` (scikit-learn's `f1_score`), except
+that a prediction may be `None` (an unparseable reply), which is counted as wrong.
 
 Answer metrics:
     * [`accuracy`]: the fraction of predictions equal to their reference;
