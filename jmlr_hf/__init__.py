@@ -30,29 +30,68 @@ AutoConfig.register("jmlr", JMLRConfig, exist_ok=True)
 AutoModel.register(JMLRConfig, JMLRForCausalLM, exist_ok=True)
 AutoModelForCausalLM.register(JMLRConfig, JMLRForCausalLM, exist_ok=True)
 
-# Public names that live in heavier subpackages (TRL, faiss, datasets), imported when first used.
+# Public names that live in heavier subpackages (TRL, faiss, datasets), imported when first used. What a user needs
+# for the whole workflow, from the top: load or build a model, index a corpus, pre-retrieve candidates, train,
+# watch the retriever, evaluate, save and publish (the README's quickstart imports only from here).
 _LAZY = {
+    # models: saving and loading a trained model with both tokenizers
+    "save_model": "models",
+    "load_jmlr_checkpoint": "models",
+    "merge_generator_adapter": "models",
+    # trainer
     "JointRetrievalConfig": "trainer",
     "JointRetrievalTrainer": "trainer",
     "JointRetrievalCollator": "trainer",
     "RetrievalRecallCallback": "trainer",
+    "CandidateRefreshCallback": "trainer",
+    "NonFiniteLossError": "trainer",
+    # retrieval: the index, the lexical first stage, pre-retrieval
     "DocumentIndex": "retrieval",
+    "BM25Index": "retrieval",
+    "StaleIndexError": "retrieval",
     "add_candidates": "retrieval",
+    "encode_documents_with": "retrieval",
+    "encode_queries_with": "retrieval",
     "load_index": "retrieval",
+    # data
+    "DataFormatError": "data",
+    "load_corpus": "data",
+    "load_named_corpus": "data",
+    "load_task": "data",
+    # evaluation
     "EvaluationModel": "evaluation",
     "evaluate_dataset": "evaluation",
     "evaluate_model": "evaluation",
-    "load_task": "data",
+    "rank_candidates": "evaluation",
+    "retrieval_metrics": "evaluation",
+    # hub
+    "pull": "hub",
     "push_model": "hub",
     "push_index": "hub",
 }
 
 if TYPE_CHECKING:
-    from .data import load_task
-    from .evaluation import EvaluationModel, evaluate_dataset, evaluate_model
-    from .hub import push_index, push_model
-    from .retrieval import DocumentIndex, add_candidates, load_index
-    from .trainer import JointRetrievalCollator, JointRetrievalConfig, JointRetrievalTrainer, RetrievalRecallCallback
+    from .data import DataFormatError, load_corpus, load_named_corpus, load_task
+    from .evaluation import EvaluationModel, evaluate_dataset, evaluate_model, rank_candidates, retrieval_metrics
+    from .hub import pull, push_index, push_model
+    from .models import load_jmlr_checkpoint, merge_generator_adapter, save_model
+    from .retrieval import (
+        BM25Index,
+        DocumentIndex,
+        StaleIndexError,
+        add_candidates,
+        encode_documents_with,
+        encode_queries_with,
+        load_index,
+    )
+    from .trainer import (
+        CandidateRefreshCallback,
+        JointRetrievalCollator,
+        JointRetrievalConfig,
+        JointRetrievalTrainer,
+        NonFiniteLossError,
+        RetrievalRecallCallback,
+    )
 
 
 def __getattr__(name: str):
@@ -68,6 +107,9 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "BM25Index",
+    "CandidateRefreshCallback",
+    "DataFormatError",
     "DocumentIndex",
     "EvaluationModel",
     "JMLRConfig",
@@ -76,13 +118,25 @@ __all__ = [
     "JointRetrievalCollator",
     "JointRetrievalConfig",
     "JointRetrievalTrainer",
+    "NonFiniteLossError",
     "RetrievalRecallCallback",
+    "StaleIndexError",
     "__version__",
     "add_candidates",
+    "encode_documents_with",
+    "encode_queries_with",
     "evaluate_dataset",
     "evaluate_model",
+    "load_corpus",
     "load_index",
+    "load_jmlr_checkpoint",
+    "load_named_corpus",
     "load_task",
+    "merge_generator_adapter",
+    "pull",
     "push_index",
     "push_model",
+    "rank_candidates",
+    "retrieval_metrics",
+    "save_model",
 ]
