@@ -3,7 +3,7 @@ document is searched by."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from datasets import Dataset
@@ -64,21 +64,27 @@ def prepare_documents(documents: Dataset | Sequence[Mapping[str, Any]]) -> Datas
     if "score" in dataset.column_names:
         raise ValueError("Documents cannot have a 'score' column: search results use that key. Rename the column.")
 
-    seen: set[Any] = set()
-    for row_number, (doc_id, text) in enumerate(zip(ids, texts)):
+    check_document_rows(ids, texts)
+    return dataset
+
+
+def check_document_rows(ids: Iterable[Any], texts: Iterable[Any], *, start: int = 0) -> None:
+    """Raise a `ValueError` naming the row (numbered from `start`) and the id of the first invalid document: a
+    missing id, an id seen before among these rows, a non-string or empty text. Shared by the in-memory build and
+    each chunk of a streamed one, so both refuse the same rows with the same words."""
+    seen: dict[Any, int] = {}
+    for row_number, (doc_id, text) in enumerate(zip(ids, texts), start=start):
         if doc_id is None:
             raise ValueError(f"Document row {row_number} has no id (id is None).")
         if doc_id in seen:
-            first = next(i for i, other in enumerate(iter_column(dataset, "id")) if other == doc_id)
-            raise ValueError(f"Duplicate document id {doc_id!r} at rows {first} and {row_number}.")
-        seen.add(doc_id)
+            raise ValueError(f"Duplicate document id {doc_id!r} at rows {seen[doc_id]} and {row_number}.")
+        seen[doc_id] = row_number
         if not isinstance(text, str):
             raise ValueError(
                 f"Document {doc_id!r} (row {row_number}) has a non-string text of type {type(text).__name__}."
             )
         if not text.strip():
             raise ValueError(f"Document {doc_id!r} (row {row_number}) has an empty text.")
-    return dataset
 
 
 def iter_column(dataset: Dataset, name: str) -> Iterator[Any]:

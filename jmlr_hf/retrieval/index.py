@@ -23,6 +23,9 @@ from jmlr_hf.retrieval import DocumentIndex, encode_queries_with, load_index
 index = DocumentIndex.from_retriever(corpus, retriever, tokenizer, kind="ivf")
 index.save("outputs/index")
 
+# A corpus too large for memory, streamed (e.g. load_dataset(..., streaming=True)): written into the folder as it goes.
+index = DocumentIndex.from_retriever(streamed_corpus, retriever, tokenizer, directory="outputs/big-index")
+
 index = DocumentIndex.load("outputs/index", expected_fingerprint=retriever.weights_fingerprint())
 index = load_index("org/my-index", revision="main")  # a published index, downloaded once into the Hub cache
 hits = index.retrieve(questions, encode_queries_with(retriever, tokenizer), k=32)
@@ -40,16 +43,16 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from datasets import Dataset
+from datasets import Dataset, Features, IterableDataset
 from tqdm.auto import tqdm
 
 from ..utils.atomic import atomic_directory
-from ._corpus import document_text, prepare_documents
+from ._corpus import check_document_rows, document_text, prepare_documents
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -75,6 +78,8 @@ _TRAIN_SAMPLE_SEED = 0
 _REQUIRED_CONFIG_KEYS = ("kind", "metric", "dim", "num_documents", "fingerprint")
 _HASH_CHUNK_BYTES = 1 << 20
 _ROW_BATCH = 10_000  # rows per batch when the document store is written
+# Rows per chunk of a streamed corpus: read, encoded, added to faiss and written out before the next one is read.
+_STREAM_CHUNK = 10_000
 # Documents are encoded shortest first within windows of this many batches (less padding, bounded memory).
 _SORT_WINDOW_BATCHES = 32
 
@@ -394,21 +399,14 @@ class DocumentIndex:
             ValueError: On an invalid corpus (the message names the offending row or id) or invalid arguments.
             ImportError: When faiss is not installed.
         """
-        faiss = _import_faiss()
-        if kind not in _KINDS:
-            raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}.")
-        if not isinstance(fingerprint, str) or not fingerprint:
-            raise ValueError("fingerprint must be a non-empty string identifying the encoder weights.")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        if nlist is not None and nlist < 1:
-            raise ValueError(f"nlist must be >= 1, got {nlist}.")
-        if train_points_per_list < _MIN_POINTS_PER_CENTROID:
-            raise ValueError(
-                f"train_points_per_list must be >= {_MIN_POINTS_PER_CENTROID}, got {train_points_per_list}."
+        if isinstance(documents, IterableDataset):
+            raise TypeError(
+                "documents is a streamed IterableDataset: build it with DocumentIndex.build_streaming(documents, "
+                "encode_fn, fingerprint, directory) (or from_retriever(..., directory=...)), which encodes it chunk by "
+                "chunk and writes the index into the folder as it goes"
             )
-        if nprobe < 1 or hnsw_m < 2 or ef_search < 1:
-            raise ValueError(f"Invalid search parameters: nprobe={nprobe}, hnsw_m={hnsw_m}, ef_search={ef_search}.")
+        faiss = _import_faiss()
+        _check_build_arguments(kind, fingerprint, batch_size, nlist, train_points_per_list, nprobe, hnsw_m, ef_search)
 
         dataset = prepare_documents(documents)
         num_documents = len(dataset)
@@ -430,24 +428,7 @@ class DocumentIndex:
         batches = _encode_in_batches(dataset, encode_fn, batch_size, show_progress)
         first = next(batches)
         dim = first.shape[1]
-
-        if kind == "flat":
-            cpu_index = faiss.IndexFlatIP(dim)
-        elif kind == "ivf":
-            cpu_index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            cpu_index.nprobe = nprobe
-        else:
-            cpu_index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            # faiss's default construction queue (40) is small for wide embeddings; 2*M is a cheap improvement.
-            cpu_index.hnsw.efConstruction = max(40, 2 * hnsw_m)
-            cpu_index.hnsw.efSearch = ef_search
-
-        index, resources, device = cpu_index, None, None
-        if on_gpu:
-            # The GPU copies nprobe, and IVF trains (k-means) on the GPU too, which is where it is slow on CPU.
-            device = _default_gpu_device(faiss)
-            resources = faiss.StandardGpuResources()
-            index = faiss.index_cpu_to_gpu(resources, device, cpu_index)
+        index, resources, device = _new_faiss_index(faiss, kind, dim, nlist, nprobe, hnsw_m, ef_search, on_gpu)
 
         if kind == "ivf":
             # k-means needs every vector before anything is added, so IVF keeps all embeddings in memory once.
@@ -499,12 +480,114 @@ class DocumentIndex:
             max_length: Maximum number of tokens per document.
             **build_kwargs: Passed to :meth:`build` (``kind``, ``batch_size``, ``nlist``, ...).
         """
-        return cls.build(
-            documents,
-            encode_documents_with(retriever, tokenizer, max_length=max_length),
-            retriever.weights_fingerprint(),
-            **build_kwargs,
-        )
+        encode_fn = encode_documents_with(retriever, tokenizer, max_length=max_length)
+        if isinstance(documents, IterableDataset) or "directory" in build_kwargs:
+            if build_kwargs.get("directory") is None:
+                raise TypeError("a streamed corpus is written into a folder as it is indexed: pass directory=...")
+            directory = build_kwargs.pop("directory")
+            return cls.build_streaming(
+                documents, encode_fn, retriever.weights_fingerprint(), directory, **build_kwargs
+            )
+        return cls.build(documents, encode_fn, retriever.weights_fingerprint(), **build_kwargs)
+
+    @classmethod
+    def build_streaming(
+        cls,
+        documents: IterableDataset | Iterable[Mapping[str, Any]],
+        encode_fn: EncodeFn,
+        fingerprint: str,
+        directory: str | os.PathLike[str],
+        *,
+        kind: IndexKind = "flat",
+        batch_size: int = 64,
+        chunk_size: int = _STREAM_CHUNK,
+        nlist: int | None = None,
+        nprobe: int = 16,
+        hnsw_m: int = 32,
+        ef_search: int = 128,
+        train_points_per_list: int = _MAX_POINTS_PER_CENTROID,
+        use_gpu: bool | None = None,
+        show_progress: bool = True,
+    ) -> DocumentIndex:
+        """Index a corpus that does not fit in memory, e.g. a Hub corpus read with `load_dataset(..., streaming=True)`
+        (MedRAG's PubMed has 23.9M snippets), straight into `directory`.
+
+        The corpus is read `chunk_size` rows at a time; each chunk is checked, encoded (`batch_size` texts per
+        `encode_fn` call, shortest first), added to the faiss index and appended to the document store on disk
+        before the next is read, so memory holds one chunk of texts and the faiss index itself, never the corpus.
+        The folder is written like [`save`] writes it, crash-safely: into a temporary sibling swapped in at the
+        end, with the config last; a failure or a kill leaves `directory` as it was. The result is the same index,
+        file for file in content, as `build` on the same rows followed by `save` (same vectors in the same order,
+        same document rows and features).
+
+        The rows need `id` (unique) and `text` (non-empty), as for [`build`], and the same fields in every row.
+        Unique ids are checked within each chunk as it is read, and across chunks at the end (8 bytes of hash per
+        document are kept for that). An IVF index needs `nlist` up front (a stream has no length): k-means trains on
+        the first `nlist * train_points_per_list` documents, so shuffle a corpus sorted by topic (IterableDataset
+        `.shuffle(buffer_size=...)`) before indexing it as IVF.
+
+        Returns the index, loaded from `directory` (the document store is read into memory there, as by [`load`]).
+        """
+        faiss = _import_faiss()
+        _check_build_arguments(kind, fingerprint, batch_size, nlist, train_points_per_list, nprobe, hnsw_m, ef_search)
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
+        if kind == "ivf" and nlist is None:
+            raise ValueError(
+                "a streamed corpus has no length up front: pass nlist for an IVF index (about 4 * sqrt(number of "
+                "documents)), or build a flat or HNSW index"
+            )
+        on_gpu = _resolve_use_gpu(faiss, use_gpu, kind)
+        directory = _check_index_directory(directory)
+        train_size = (nlist or 0) * train_points_per_list
+        with atomic_directory(directory) as tmp, _DocumentWriter(tmp / DOCUMENTS_FILE) as writer:
+            index = resources = device = None
+            pending: list[np.ndarray] = []  # IVF: the vectors k-means trains on, until there are enough
+            id_hashes: list[np.ndarray] = []
+            with tqdm(desc="Encoding documents", unit="doc", disable=not show_progress) as progress:
+                for chunk in _stream_chunks(documents, chunk_size):
+                    start = writer.num_rows
+                    check_document_rows(chunk["id"], chunk["text"], start=start)
+                    id_hashes.append(_hash_ids(chunk["id"]))
+                    columns = chunk.select_columns(_text_columns(chunk)).to_dict()
+                    texts = [document_text(dict(zip(columns, values))) for values in zip(*columns.values())]
+                    embeddings = _encode_window(texts, encode_fn, batch_size, progress)
+                    if index is None:
+                        index, resources, device = _new_faiss_index(
+                            faiss, kind, embeddings.shape[1], nlist, nprobe, hnsw_m, ef_search, on_gpu
+                        )
+                    embeddings = _check_dim(embeddings, index.d)
+                    if kind == "ivf" and not index.is_trained:
+                        pending.append(embeddings)
+                        if sum(len(part) for part in pending) >= train_size:
+                            _train_and_add(index, pending, nlist, train_points_per_list)
+                            pending = []
+                    else:
+                        index.add(embeddings)
+                    writer.write(chunk)
+            if writer.num_rows == 0:
+                raise ValueError("Cannot build an index from an empty corpus.")
+            if pending:
+                if writer.num_rows < nlist:
+                    raise ValueError(f"nlist={nlist} is larger than the number of documents ({writer.num_rows}).")
+                _train_and_add(index, pending, nlist, train_points_per_list)
+            writer.close()
+            _check_unique_ids(np.concatenate(id_hashes), tmp / DOCUMENTS_FILE)
+            cpu_index = index if device is None else faiss.index_gpu_to_cpu(index)
+            config = _index_config(
+                kind,
+                int(index.d),
+                writer.num_rows,
+                fingerprint,
+                nlist if kind == "ivf" else None,
+                min(nprobe, nlist) if kind == "ivf" else None,
+                hnsw_m if kind == "hnsw" else None,
+                ef_search if kind == "hnsw" else None,
+            )
+            _finish_index_directory(faiss, cpu_index, tmp, config)
+        logger.info("Built a %s index of %d streamed documents into %s.", kind, writer.num_rows, directory)
+        del index, resources
+        return cls.load(directory, use_gpu=use_gpu, verify_checksums=False)
 
     # ------------------------------------------------------------------ search
 
@@ -600,20 +683,16 @@ class DocumentIndex:
 
     def config(self) -> dict[str, Any]:
         """The index's metadata as written to ``index_config.json`` (without the checksums)."""
-        faiss = _import_faiss()
-        return {
-            "format_version": FORMAT_VERSION,
-            "kind": self._kind,
-            "metric": METRIC,
-            "dim": self.dim,
-            "num_documents": len(self),
-            "fingerprint": self._fingerprint,
-            "nlist": self._nlist,
-            "nprobe": self._nprobe,
-            "hnsw_m": self._hnsw_m,
-            "ef_search": self._ef_search,
-            "faiss_version": getattr(faiss, "__version__", None),
-        }
+        return _index_config(
+            self._kind,
+            self.dim,
+            len(self),
+            self._fingerprint,
+            self._nlist,
+            self._nprobe,
+            self._hnsw_m,
+            self._ef_search,
+        )
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the index to ``directory`` atomically.
@@ -630,24 +709,11 @@ class DocumentIndex:
             The directory.
         """
         faiss = _import_faiss()
-        directory = Path(directory)
-        if directory.exists():
-            if not directory.is_dir():
-                raise FileExistsError(f"{directory} exists and is not a directory.")
-            if any(directory.iterdir()) and not (directory / CONFIG_FILE).exists():
-                raise FileExistsError(
-                    f"{directory} is a non-empty directory without {CONFIG_FILE}: refusing to replace it with an index."
-                )
+        directory = _check_index_directory(directory)
         with atomic_directory(directory) as tmp:
             cpu_index = self._index if self._gpu_device is None else faiss.index_gpu_to_cpu(self._index)
-            faiss.write_index(cpu_index, str(tmp / INDEX_FILE))
             _write_documents(self._documents, tmp / DOCUMENTS_FILE)
-            config = self.config()
-            config["sha256"] = {name: _sha256(tmp / name) for name in (INDEX_FILE, DOCUMENTS_FILE)}
-            config["config_sha256"] = _config_sha256(config)
-            # The config goes last: a directory with a config is a complete one.
-            # Inside the temporary directory that `atomic_directory` renames into place: a plain write is enough.
-            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            _finish_index_directory(faiss, cpu_index, tmp, self.config())
         logger.info("Saved the %s index of %d documents to %s.", self._kind, len(self), directory)
         return directory
 
@@ -853,6 +919,10 @@ def _check_hub_index_id(index: str) -> None:
         ) from None
 
 
+def _text_columns(dataset: Dataset) -> list[str]:
+    return [name for name in ("title", "text") if name in dataset.column_names]
+
+
 def _encode_in_batches(
     dataset: Dataset, encode_fn: EncodeFn, batch_size: int, show_progress: bool
 ) -> Iterator[np.ndarray]:
@@ -863,22 +933,251 @@ def _encode_in_batches(
     similar length wastes little on padding (`benchmarks/index_encoding.py` measures the gain), and the window keeps
     the memory bounded. The vectors go back to document order before they are yielded.
     """
-    text_columns = [name for name in ("title", "text") if name in dataset.column_names]
     window = batch_size * _SORT_WINDOW_BATCHES
     with tqdm(total=len(dataset), desc="Encoding documents", unit="doc", disable=not show_progress) as progress:
-        for chunk in dataset.select_columns(text_columns).iter(batch_size=window):
+        for chunk in dataset.select_columns(_text_columns(dataset)).iter(batch_size=window):
             rows = [dict(zip(chunk, values)) for values in zip(*chunk.values())]
-            texts = [document_text(row) for row in rows]
-            order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-            embeddings = None
-            for start in range(0, len(order), batch_size):
-                positions = order[start : start + batch_size]
-                batch = _normalize_embeddings(encode_fn([texts[i] for i in positions]), expected_rows=len(positions))
-                if embeddings is None:
-                    embeddings = np.empty((len(texts), batch.shape[1]), dtype=np.float32)
-                embeddings[positions] = _check_dim(batch, embeddings.shape[1])
-                progress.update(len(positions))
-            yield embeddings
+            yield _encode_window([document_text(row) for row in rows], encode_fn, batch_size, progress)
+
+
+def _encode_window(texts: list[str], encode_fn: EncodeFn, batch_size: int, progress: tqdm) -> np.ndarray:
+    """The normalised embeddings `[len(texts), d]` of `texts`, in their order, encoded shortest first in batches of
+    `batch_size` (a batch of similar lengths wastes little on padding)."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    embeddings = None
+    for start in range(0, len(order), batch_size):
+        positions = order[start : start + batch_size]
+        batch = _normalize_embeddings(encode_fn([texts[i] for i in positions]), expected_rows=len(positions))
+        if embeddings is None:
+            embeddings = np.empty((len(texts), batch.shape[1]), dtype=np.float32)
+        embeddings[positions] = _check_dim(batch, embeddings.shape[1])
+        progress.update(len(positions))
+    return embeddings
+
+
+def _check_build_arguments(
+    kind: str,
+    fingerprint: str,
+    batch_size: int,
+    nlist: int | None,
+    train_points_per_list: int,
+    nprobe: int,
+    hnsw_m: int,
+    ef_search: int,
+) -> None:
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}.")
+    if not isinstance(fingerprint, str) or not fingerprint:
+        raise ValueError("fingerprint must be a non-empty string identifying the encoder weights.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if nlist is not None and nlist < 1:
+        raise ValueError(f"nlist must be >= 1, got {nlist}.")
+    if train_points_per_list < _MIN_POINTS_PER_CENTROID:
+        raise ValueError(f"train_points_per_list must be >= {_MIN_POINTS_PER_CENTROID}, got {train_points_per_list}.")
+    if nprobe < 1 or hnsw_m < 2 or ef_search < 1:
+        raise ValueError(f"Invalid search parameters: nprobe={nprobe}, hnsw_m={hnsw_m}, ef_search={ef_search}.")
+
+
+def _new_faiss_index(
+    faiss: ModuleType,
+    kind: str,
+    dim: int,
+    nlist: int | None,
+    nprobe: int,
+    hnsw_m: int,
+    ef_search: int,
+    on_gpu: bool,
+) -> tuple[Any, Any, int | None]:
+    """An empty faiss index of `kind` (on the GPU when `on_gpu`), with its GPU resources and device."""
+    if kind == "flat":
+        cpu_index = faiss.IndexFlatIP(dim)
+    elif kind == "ivf":
+        cpu_index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        cpu_index.nprobe = nprobe
+    else:
+        cpu_index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        # faiss's default construction queue (40) is small for wide embeddings; 2*M is a cheap improvement.
+        cpu_index.hnsw.efConstruction = max(40, 2 * hnsw_m)
+        cpu_index.hnsw.efSearch = ef_search
+    if not on_gpu:
+        return cpu_index, None, None
+    # The GPU copies nprobe, and IVF trains (k-means) on the GPU too, which is where it is slow on CPU.
+    device = _default_gpu_device(faiss)
+    resources = faiss.StandardGpuResources()
+    return faiss.index_cpu_to_gpu(resources, device, cpu_index), resources, device
+
+
+def _train_and_add(index: Any, parts: list[np.ndarray], nlist: int, per_list: int) -> None:
+    """Train an IVF index on (a seeded sample of) the buffered vectors, then add them."""
+    embeddings = np.concatenate(parts)
+    index.train(_training_sample(embeddings, nlist, per_list))
+    index.add(embeddings)
+
+
+def _index_config(
+    kind: str,
+    dim: int,
+    num_documents: int,
+    fingerprint: str,
+    nlist: int | None,
+    nprobe: int | None,
+    hnsw_m: int | None,
+    ef_search: int | None,
+) -> dict[str, Any]:
+    """An index's metadata as written to ``index_config.json`` (without the checksums)."""
+    faiss = _import_faiss()
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "metric": METRIC,
+        "dim": dim,
+        "num_documents": num_documents,
+        "fingerprint": fingerprint,
+        "nlist": nlist,
+        "nprobe": nprobe,
+        "hnsw_m": hnsw_m,
+        "ef_search": ef_search,
+        "faiss_version": getattr(faiss, "__version__", None),
+    }
+
+
+def _check_index_directory(directory: str | os.PathLike[str]) -> Path:
+    """`directory` as a path, when an index may be written there: absent, empty, or an index folder."""
+    directory = Path(directory)
+    if directory.exists():
+        if not directory.is_dir():
+            raise FileExistsError(f"{directory} exists and is not a directory.")
+        if any(directory.iterdir()) and not (directory / CONFIG_FILE).exists():
+            raise FileExistsError(
+                f"{directory} is a non-empty directory without {CONFIG_FILE}: refusing to replace it with an index."
+            )
+    return directory
+
+
+def _finish_index_directory(faiss: ModuleType, cpu_index: Any, folder: Path, config: dict[str, Any]) -> None:
+    """Write the faiss index and, last, the config with the files' checksums: a folder with a config is complete.
+    `folder` is the temporary directory `atomic_directory` renames into place, so plain writes are enough."""
+    faiss.write_index(cpu_index, str(folder / INDEX_FILE))
+    config = dict(config)
+    config["sha256"] = {name: _sha256(folder / name) for name in (INDEX_FILE, DOCUMENTS_FILE)}
+    config["config_sha256"] = _config_sha256(config)
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+class _DocumentWriter:
+    """Appends chunks of document rows to the parquet document store, with the features of the first chunk (kept
+    in the schema metadata, as `_write_documents` does); every later chunk must have the same fields."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.num_rows = 0
+        self._writer: Any = None
+
+    def write(self, chunk: Dataset) -> None:
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, chunk.features.arrow_schema)
+        for batch in chunk.with_format("arrow").iter(batch_size=_ROW_BATCH):
+            self._writer.write_table(batch)
+        self.num_rows += len(chunk)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> _DocumentWriter:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def _stream_chunks(documents: IterableDataset | Iterable[Mapping[str, Any]], chunk_size: int) -> Iterator[Dataset]:
+    """The rows of a streamed corpus, `chunk_size` at a time, each chunk a small in-memory `Dataset` with the
+    features of the first chunk (or of the `IterableDataset`, when it knows them)."""
+    if isinstance(documents, Dataset):
+        raise TypeError("documents is an in-memory Dataset: use DocumentIndex.build (then save)")
+    features: Features | None = None
+    if isinstance(documents, IterableDataset):
+        features = documents.features
+        batches: Iterable[dict[str, list[Any]]] = documents.iter(batch_size=chunk_size)
+    elif isinstance(documents, Iterable) and not isinstance(documents, (str, bytes, Mapping)):
+        batches = _row_batches(documents, chunk_size)
+    else:
+        raise TypeError(
+            f"documents must be a datasets.IterableDataset or an iterable of dicts, got {type(documents).__name__}."
+        )
+    row = 0
+    for columns in batches:
+        missing = [name for name in ("id", "text") if name not in columns]
+        if missing:
+            raise ValueError(
+                f"Document rows {row} to {row + len(next(iter(columns.values()), []))} have no "
+                f"{' or '.join(repr(m) for m in missing)} field (fields: {sorted(columns)})."
+            )
+        if "score" in columns:
+            raise ValueError("Documents cannot have a 'score' column: search results use that key. Rename the column.")
+        if features is not None and set(columns) != set(features):
+            raise ValueError(
+                f"Document rows from {row} on have the fields {sorted(columns)}, the first rows {sorted(features)}: "
+                "a streamed corpus needs the same fields in every row."
+            )
+        chunk = Dataset.from_dict({name: columns[name] for name in (features or columns)}, features=features)
+        features = chunk.features
+        row += len(chunk)
+        yield chunk
+
+
+def _row_batches(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[dict[str, list[Any]]]:
+    """Columns of `size` rows at a time from an iterable of dicts (the union of their keys, in first-seen order;
+    a key a row lacks is None there)."""
+    batch: list[Mapping[str, Any]] = []
+    for number, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"Document row {number} is a {type(row).__name__}, expected a dict.")
+        batch.append(row)
+        if len(batch) == size:
+            yield _columns(batch)
+            batch = []
+    if batch:
+        yield _columns(batch)
+
+
+def _columns(rows: list[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    names = list(dict.fromkeys(key for row in rows for key in row))
+    return {name: [row.get(name) for row in rows] for name in names}
+
+
+def _hash_ids(ids: Sequence[Any]) -> np.ndarray:
+    """8 bytes of blake2b per id (of its type and value, so `1` and `"1"` differ): enough to find duplicate ids
+    among millions of documents without keeping the ids themselves."""
+    return np.array(
+        [
+            int.from_bytes(hashlib.blake2b(repr(doc_id).encode("utf-8"), digest_size=8).digest(), "little")
+            for doc_id in ids
+        ],
+        dtype=np.uint64,
+    )
+
+
+def _check_unique_ids(hashes: np.ndarray, documents_path: Path) -> None:
+    """Raise `ValueError` naming a duplicate id and its rows. Equal hashes are confirmed on the ids themselves,
+    read back from the written document store (one column), so a hash collision is never reported as a duplicate."""
+    order = np.argsort(hashes, kind="stable")
+    ordered = hashes[order]
+    same = np.nonzero(ordered[1:] == ordered[:-1])[0]
+    if not len(same):
+        return
+    import pyarrow.parquet as pq
+
+    ids = pq.read_table(documents_path, columns=["id"]).column("id").to_pylist()
+    for position in same:
+        first, second = sorted((int(order[position]), int(order[position + 1])))
+        if ids[first] == ids[second]:
+            raise ValueError(f"Duplicate document id {ids[first]!r} at rows {first} and {second}.")
 
 
 def _check_dim(embeddings: np.ndarray, dim: int) -> np.ndarray:
