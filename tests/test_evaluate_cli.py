@@ -1,13 +1,17 @@
-"""`jmlr evaluate`: split resolution, a tiny JMLR checkpoint with an index, and the real SmolLM2 on the real data."""
+"""`jmlr evaluate`: split resolution, a tiny JMLR checkpoint with an index (given, or the one its config records, or
+none with `--closed_book`), the seeded `--limit` sample, metrics computed through the package's `evaluate` modules,
+and the real SmolLM2 on the real data."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from datasets import Dataset
 
-from jmlr_hf.cli import main, resolve_evaluation_split
+from jmlr_hf.cli import limit_questions, main, resolve_evaluation_split
 from jmlr_hf.data import default_data_dir
+from jmlr_hf.evaluation import harness, load_metric
 from jmlr_hf.models import RETRIEVER_TOKENIZER_DIR
 from jmlr_hf.retrieval.index import DocumentIndex
 
@@ -69,6 +73,87 @@ def test_evaluate_a_jmlr_checkpoint_with_an_index(make_tiny_model, generator_tok
     generator_tokenizer.save_pretrained(tmp_path / "lm")
     with pytest.raises(SystemExit, match="--index needs a retriever"):
         main(["evaluate", "--model", str(tmp_path / "lm"), "--index", str(index_dir), *argv[3:7]])
+
+
+@pytest.fixture
+def checkpoint_recording_its_index(make_tiny_model, generator_tokenizer, retriever_tokenizer, tmp_path):
+    """A tiny JMLR checkpoint whose config records its index (`index_repo_id`), as `jmlr answer` reads it."""
+    model = make_tiny_model()
+    index_dir = tmp_path / "index"
+    DocumentIndex.from_retriever(CORPUS, model.retriever, retriever_tokenizer, max_length=32).save(index_dir)
+    model.config.index_repo_id = str(index_dir)
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    generator_tokenizer.save_pretrained(model_dir)
+    retriever_tokenizer.save_pretrained(model_dir / RETRIEVER_TOKENIZER_DIR)
+    return model_dir, index_dir
+
+
+def test_evaluate_uses_the_models_recorded_index_unless_closed_book(checkpoint_recording_its_index, tmp_path):
+    model_dir, index_dir = checkpoint_recording_its_index
+    argv = ["evaluate", "--model", str(model_dir), "--task", "medqa", "--questions", MEDQA_FIXTURE]
+    argv += ["--mode", "likelihood", "--num_candidates", "3", "--num-documents", "2"]
+
+    main([*argv, "--output", str(tmp_path / "with_index.json")])
+    results = json.loads((tmp_path / "with_index.json").read_text())
+    settings = results["settings"]
+    assert settings["index"] == str(index_dir) and settings["closed_book"] is False
+    assert (settings["num_candidates"], settings["num_documents"]) == (3, 2)
+    corpus_ids = {row["id"] for row in CORPUS}
+    assert all(len(p["document_ids"]) == 2 and set(p["document_ids"]) <= corpus_ids for p in results["predictions"])
+
+    main([*argv, "--closed_book", "--output", str(tmp_path / "closed.json")])
+    results = json.loads((tmp_path / "closed.json").read_text())
+    settings = results["settings"]
+    assert settings["index"] is None and settings["closed_book"] is True and settings["num_documents"] == 0
+    assert not any("document_ids" in p for p in results["predictions"])
+    assert (tmp_path / "closed.md").read_text().startswith("### medqa all: 4 questions, closed book")
+
+
+def test_limit_draws_a_seeded_sample_not_the_first_rows():
+    # Sorted by subject, as MMLU-Med is: the first 10 rows are all of the first subject.
+    rows = Dataset.from_list([{"id": f"{subject}-{i}", "subject": subject} for subject in "abcde" for i in range(20)])
+    first = limit_questions(rows, 10, sample=False)
+    assert first["id"] == [f"a-{i}" for i in range(10)]
+
+    sample = limit_questions(rows, 10, seed=0)
+    assert sample["id"] == limit_questions(rows, 10, seed=0)["id"]  # reproducible
+    assert sample["id"] != first["id"] and len(set(sample["subject"])) > 1  # not the first rows
+    assert sample["id"] != limit_questions(rows, 10, seed=1)["id"]  # the seed chooses the sample
+    assert sample["id"] == sorted(sample["id"], key=rows["id"].index)  # kept in file order
+    assert len(limit_questions(rows, 1000, seed=0)) == 100  # a limit above the size keeps every row
+
+
+def test_evaluate_limit_sample_is_recorded_and_reproducible(checkpoint_recording_its_index, tmp_path):
+    model_dir, _ = checkpoint_recording_its_index
+    argv = ["evaluate", "--model", str(model_dir), "--task", "medqa", "--questions", MEDQA_FIXTURE, "--closed-book"]
+    argv += ["--mode", "likelihood", "--sample-seed", "3"]
+    ids = []
+    for run, limit in (("a", ["--limit", "2"]), ("b", ["--limit", "2"]), ("all", [])):
+        main([*argv, *limit, "--output", str(tmp_path / f"{run}.json")])
+        results = json.loads((tmp_path / f"{run}.json").read_text())
+        expected = (2, 3) if limit else (None, None)
+        assert (results["settings"]["limit"], results["settings"]["sample_seed"]) == expected
+        ids.append([p["id"] for p in results["predictions"]])
+    assert ids[0] == ids[1] == limit_questions(Dataset.from_dict({"id": ids[2]}), 2, seed=3)["id"]
+
+
+def test_evaluate_computes_its_metrics_through_the_evaluate_modules(
+    checkpoint_recording_its_index, tmp_path, monkeypatch
+):
+    model_dir, _ = checkpoint_recording_its_index
+    loaded = []
+
+    def recording_load_metric(name):
+        loaded.append(name)
+        return load_metric(name)
+
+    monkeypatch.setattr(harness, "load_metric", recording_load_metric)
+    argv = ["evaluate", "--model", str(model_dir), "--task", "medqa", "--questions", MEDQA_FIXTURE]
+    main([*argv, "--mode", "likelihood", "--output", str(tmp_path / "r.json")])
+    metrics = json.loads((tmp_path / "r.json").read_text())["metrics"]["likelihood"]
+    assert "jmlr_accuracy" in loaded
+    assert metrics["accuracy"] == pytest.approx(metrics["num_correct"] / metrics["num_questions"])
 
 
 REAL_TASKS = [

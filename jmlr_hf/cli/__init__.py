@@ -105,11 +105,11 @@ def configure_console(verbose: bool) -> None:
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # transformers reads the variable when it configures its logger; if it is already imported, set it directly.
-    os.environ["TRANSFORMERS_VERBOSITY"] = "info" if verbose else "error"
+    os.environ["TRANSFORMERS_VERBOSITY"] = "warning" if verbose else "error"
     if "transformers" in sys.modules:
         from transformers.utils import logging as transformers_logging
 
-        transformers_logging.set_verbosity(logging.INFO if verbose else logging.ERROR)
+        transformers_logging.set_verbosity(logging.WARNING if verbose else logging.ERROR)
 
 
 def error_line(prog: str, error: BaseException) -> str:
@@ -136,16 +136,20 @@ def run(prog: str, command: Command, arguments: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """The `jmlr` entry point.
 
-    With `argv=None` (the console script) it reads `sys.argv`, and an error becomes one line on stderr and exit
-    status 1 (`--debug` / `JMLR_DEBUG=1`: the traceback); with an explicit `argv` (from Python) errors propagate as
-    exceptions, since a caller can do more with the exception than with an exit status.
+    With `argv=None` (the console script) it reads `sys.argv`, keeps library log lines off the console
+    ([`configure_console`]), and an error becomes one line on stderr and exit status 1 (`--debug` / `JMLR_DEBUG=1`:
+    the traceback). With an explicit `argv` (from Python) errors propagate as exceptions, since a caller can do more
+    with the exception than with an exit status, and the process's logging is left as the caller set it.
     """
     on_console = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     prog, command, arguments, console = parse_command(argv)
+    if not on_console:
+        # A Python caller owns its process's logging: the console's quiet defaults are not imposed on it.
+        run(prog, command, arguments)
+        return
     configure_console(console.verbose)
-    debug = console.debug or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes")
-    if not on_console or debug:
+    if console.debug or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes"):
         run(prog, command, arguments)
         return
     try:
@@ -163,4 +167,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(EXIT_ERROR)
 
 
-__all__ = ["limit_questions", "load_questions", "main", "parse_command", "resolve_evaluation_split"]
+__all__ = [
+    "configure_console",
+    "limit_questions",
+    "load_questions",
+    "main",
+    "parse_command",
+    "resolve_evaluation_split",
+]

@@ -249,15 +249,17 @@ def evaluate_dataset(
 def _answer_metrics(predictions: Sequence[dict[str, Any]], mode: str, is_decision_task: bool) -> dict[str, Any]:
     predicted = [record[f"{mode}_prediction"] for record in predictions]
     references = [record["answer"] for record in predictions]
+    # `""` for an unparseable reply: the metric modules read it as `None` (wrong), which `evaluate` cannot encode.
+    answered = [p if p is not None else "" for p in predicted]
     result = {
-        "accuracy": load_metric("jmlr_accuracy").compute(predictions=predicted, references=references)["accuracy"],
+        "accuracy": load_metric("jmlr_accuracy").compute(predictions=answered, references=references)["accuracy"],
         "num_correct": sum(p == r for p, r in zip(predicted, references)),
         "num_questions": len(predicted),
     }
     if mode == "generative":
         result["num_unparseable"] = sum(p is None for p in predicted)
     if is_decision_task:
-        result["macro_f1"] = load_metric("jmlr_macro_f1").compute(predictions=predicted, references=references)[
+        result["macro_f1"] = load_metric("jmlr_macro_f1").compute(predictions=answered, references=references)[
             "macro_f1"
         ]
     return result
@@ -276,7 +278,7 @@ def _per_subject(predictions: Sequence[dict[str, Any]], modes: Sequence[str]) ->
         answers = [record["answer"] for record in records]
         breakdown[subject] = {"num_questions": len(records)} | {
             f"{mode}_accuracy": metric.compute(
-                predictions=[record[f"{mode}_prediction"] for record in records], references=answers
+                predictions=[record[f"{mode}_prediction"] or "" for record in records], references=answers
             )["accuracy"]
             for mode in modes
         }

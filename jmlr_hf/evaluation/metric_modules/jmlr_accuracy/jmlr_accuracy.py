@@ -1,7 +1,7 @@
 """JMLR answer accuracy as a Hugging Face `evaluate` metric module, loadable offline from its folder.
 
 The formula is [`jmlr_hf.evaluation.metrics.accuracy`] (one definition, called here): the fraction of predictions
-equal to their reference, where a `None` prediction (a reply that names no answer) counts as wrong. It differs from
+equal to their reference, where a prediction `None` or `""` (a reply that names no answer) counts as wrong. It differs from
 `evaluate.load("accuracy")`, which is fetched from the Hub at run time and takes integer class ids only.
 
     import evaluate
@@ -24,7 +24,7 @@ class JMLRAccuracy(evaluate.Metric):
             description="Answer accuracy of a medical QA model: the fraction of predictions equal to their "
             "reference; a missing (None) prediction counts as wrong.",
             citation="",
-            inputs_description="predictions: list of predicted labels (str or None); references: list of gold "
+            inputs_description="predictions: list of predicted labels (str; '' or None: no answer); references: list of gold "
             "labels (str). Returns {'accuracy': float} (nan for no predictions).",
             features=datasets.Features(
                 {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
@@ -33,4 +33,10 @@ class JMLRAccuracy(evaluate.Metric):
         )
 
     def _compute(self, predictions: list[str | None], references: list[str]) -> dict[str, float]:
-        return {"accuracy": accuracy(predictions, references)}
+        return {"accuracy": accuracy(no_answer_as_none(predictions), references)}
+
+
+def no_answer_as_none(predictions: list[str | None]) -> list[str | None]:
+    """`""` (no answer) as `None`, which the formula counts as wrong: `evaluate` rejects a `None` in the first row
+    (it checks that row's type), so callers pass `""` for a reply that names no answer."""
+    return [prediction or None for prediction in predictions]

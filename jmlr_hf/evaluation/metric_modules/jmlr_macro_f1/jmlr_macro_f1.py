@@ -1,8 +1,8 @@
 """JMLR macro-F1 (PubMedQA's yes/no/maybe decisions) as a Hugging Face `evaluate` metric module, loadable offline.
 
 The formula is [`jmlr_hf.evaluation.metrics.macro_f1`] (one definition, called here): the unweighted mean over labels
-of 2·TP / (2·TP + FP + FN), as scikit-learn's `f1_score(average="macro")`, except that a `None` prediction counts
-as wrong and scikit-learn is not needed.
+of 2·TP / (2·TP + FP + FN), as scikit-learn's `f1_score(average="macro")`, except that a prediction `None` or `""`
+(no answer) counts as wrong and scikit-learn is not needed.
 
     import evaluate
     from jmlr_hf.evaluation import metric_module_path
@@ -24,7 +24,7 @@ class JMLRMacroF1(evaluate.Metric):
             description="Macro-averaged F1 of a classification (e.g. PubMedQA's yes/no/maybe): the unweighted mean "
             "over labels of 2TP / (2TP + FP + FN); a missing (None) prediction counts as wrong.",
             citation="",
-            inputs_description="predictions: list of predicted labels (str or None); references: list of gold "
+            inputs_description="predictions: list of predicted labels (str; '' or None: no answer); references: list of gold "
             "labels (str); labels (optional): the labels to average over. Returns {'macro_f1': float}.",
             features=datasets.Features(
                 {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
@@ -35,4 +35,5 @@ class JMLRMacroF1(evaluate.Metric):
     def _compute(
         self, predictions: list[str | None], references: list[str], labels: list[str] | None = None
     ) -> dict[str, float]:
-        return {"macro_f1": macro_f1(predictions, references, labels)}
+        # `""` (no answer) as `None`, as in jmlr_accuracy: not a label of its own, a wrong prediction.
+        return {"macro_f1": macro_f1([prediction or None for prediction in predictions], references, labels)}
