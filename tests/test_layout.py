@@ -32,22 +32,35 @@ ALLOWED = {
     "scripts": None,
     "cli": None,
 }
-REMOTE_CODE = ("jmlr_hf.models.configuration_jmlr", "jmlr_hf.models.modeling_jmlr")
+REMOTE_CODE = ("jmlr_hf.models.configuration_jmlr", "jmlr_hf.models.modeling_jmlr", "jmlr_hf.models.retrieval_jmlr")
 # Top-level imports the remote code may make: what `trust_remote_code` users are guaranteed to have.
 REMOTE_CODE_ROOTS = {
     "__future__",
     "collections",
     "copy",
     "dataclasses",
+    "glob",
     "hashlib",
+    "json",
     "os",
     "string",
     "typing",
+    "warnings",
     "torch",
     "transformers",
+    "huggingface_hub",  # a dependency of transformers, as numpy is
+    "numpy",
 }
-# Imported inside the one method that needs each, with an error naming the install: optional for remote-code users.
-REMOTE_CODE_OPTIONAL = {"peft", "safetensors", "jmlr_hf.retrieval.index"}
+# Imported inside the one method that needs each, with an error naming the install: optional for remote-code users
+# (faiss and pyarrow to retrieve; jmlr_hf's own modules only where it is installed, with a fallback).
+REMOTE_CODE_OPTIONAL = {
+    "peft",
+    "safetensors",
+    "faiss",
+    "pyarrow",
+    "jmlr_hf.retrieval.index",
+    "jmlr_hf.utils.demo_models",
+}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from datasets import Dataset, DatasetDict, List
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
 from ..data.medqa_reason import check_reason_splits, data_file
+from ..models.retrieval_jmlr import RELATIVE_PATH_PREFIXES, is_local_path
 
 # The package that holds the card templates: `model_cards/` of the source tree, installed as `jmlr_hf/hub/templates`
 # (pyproject.toml maps one to the other), so `importlib.resources` finds them in every kind of install.
@@ -117,6 +118,7 @@ def render_model_card(
     license: str = "apache-2.0",
     training: Mapping[str, Any] | None = None,
     comparison: str | None = None,
+    question: str = "Which organ makes insulin?",
 ) -> ModelCard:
     """The model card of a JMLR model (`config` is its `JMLRConfig`) from `model_cards/model_card_template.md`.
 
@@ -125,8 +127,17 @@ def render_model_card(
         generator / retriever: the base models' Hub ids (default: the names recorded in the sub-configs).
         training: facts about the run shown in the card (task, steps, ...).
         comparison: an extra Markdown block, e.g. the recipe's before/after table.
+        question: the example question of the card's snippets.
+
+    The card shows how to load the model and both tokenizers with a pinned `revision`, and, when the config records
+    a published index (a Hub id and its commit), how to answer with documents from the model's id alone.
     """
     eval_results = list(eval_results)
+    # A local index is shown only as the path relative to the model folder that `save_pretrained` records, never as
+    # a path on the author's disk.
+    index = config.index_repo_id
+    local_index = index is not None and is_local_path(index)
+    relative_index = index if local_index and index.startswith(RELATIVE_PATH_PREFIXES) else None
     generator = generator or config.generator_base_model or getattr(config.generator, "_name_or_path", "") or None
     retriever = retriever or getattr(config.retriever, "_name_or_path", "") or None
     base_models = [name for name in (generator,) if name and not os.path.isabs(name)]
@@ -149,8 +160,11 @@ def render_model_card(
         retriever=retriever or "(unknown)",
         generator_weights="a LoRA adapter on the base model" if config.generator_adapter else "full (merged) weights",
         config=config,
-        index=f"{config.index_repo_id}@{config.index_revision}" if config.index_repo_id else None,
-        index_repo_id=config.index_repo_id,
+        index_repo_id=None if local_index else config.index_repo_id,
+        index_revision=config.index_revision or "main",
+        local_index=local_index,
+        relative_index=relative_index,
+        question=question,
         training=dict(training or {}),
         results_table=results_table(eval_results),
         comparison=comparison,

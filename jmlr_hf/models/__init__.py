@@ -7,8 +7,11 @@ and loading whole checkpoints with their tokenizers).
 
 from .configuration_jmlr import COLBERT_TOKEN_KEYS, OPTION_LETTERS, JMLRConfig
 from .modeling_jmlr import (
+    RETRIEVER_TOKENIZER_DIR,
+    JMLRAnswer,
     JMLRCausalLMOutput,
     JMLRForCausalLM,
+    JMLRIndex,
     JMLRPreTrainedModel,
     JMLRRetriever,
     answer_nll,
@@ -30,8 +33,8 @@ from .modeling_jmlr import (
 )
 from .utils import (
     GENERATOR_ADAPTER_DIR,
-    RETRIEVER_TOKENIZER_DIR,
     apply_peft_to_generator,
+    check_jmlr_checkpoint,
     is_jmlr_checkpoint,
     load_jmlr_checkpoint,
     merge_generator_adapter,
@@ -43,9 +46,11 @@ __all__ = [
     "GENERATOR_ADAPTER_DIR",
     "OPTION_LETTERS",
     "RETRIEVER_TOKENIZER_DIR",
+    "JMLRAnswer",
     "JMLRCausalLMOutput",
     "JMLRConfig",
     "JMLRForCausalLM",
+    "JMLRIndex",
     "JMLRPreTrainedModel",
     "JMLRRetriever",
     "answer_nll",
@@ -53,6 +58,7 @@ __all__ = [
     "apply_peft_to_generator",
     "build_prompt",
     "build_target",
+    "check_jmlr_checkpoint",
     "chunked_token_nll",
     "colbert_token_ids",
     "fit_prompt",

@@ -13,12 +13,14 @@
 # limitations under the License.
 """JMLR: a causal LM and a ColBERT-style retriever, trained together (Wang et al. 2024, arXiv 2402.17887).
 
-This file imports only `torch` and `transformers` (and its sibling `configuration_jmlr`), so that `save_pretrained`
-can ship it as remote code: `AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)` loads a trained
-JMLR model without `jmlr_hf` installed.
+This file imports only `torch` and `transformers` (and its siblings `configuration_jmlr` and `retrieval_jmlr`), so
+that `save_pretrained` can ship it as remote code: `AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)`
+loads a trained JMLR model without `jmlr_hf` installed, and `model.answer(question)` retrieves from the model's
+published index and answers with the documents (faiss and pyarrow needed for that, still not `jmlr_hf`).
 
 Reading order: prompt formatting → `JMLRRetriever` (encoding and scoring) → `JMLRForCausalLM` (the generator's causal
-LM plus the retriever, the answer NLLs the trainer needs, and construction from two existing checkpoints).
+LM plus the retriever, the answer NLLs the trainer needs, construction from two existing checkpoints, and
+retrieval-augmented answers).
 """
 
 import copy
@@ -34,9 +36,21 @@ from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTr
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_jmlr import OPTION_LETTERS, JMLRConfig
+from .retrieval_jmlr import (
+    INDEX_REPO_TYPE,
+    RELATIVE_PATH_PREFIXES,
+    JMLRIndex,
+    check_path_or_hub_id,
+    document_text,
+    download_index,
+    is_local_path,
+    resolve_index_location,
+)
 
 # `from_pretrained` arguments that say where and how to fetch files (passed on when loading a base + adapter).
 _HUB_KWARGS = ("revision", "token", "cache_dir", "force_download", "local_files_only", "proxies")
+# A saved JMLR model keeps the generator's tokenizer at its root and the retriever's in this subfolder.
+RETRIEVER_TOKENIZER_DIR = "retriever_tokenizer"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -576,6 +590,16 @@ class JMLRCausalLMOutput(CausalLMOutputWithPast):
     retrieval_scores: torch.Tensor | None = None
 
 
+@dataclass
+class JMLRAnswer:
+    """What `JMLRForCausalLM.answer` returns: the generated `answer`, the `documents` it was given (best first,
+    as `JMLRForCausalLM.retrieve` returns them) and the `prompt` it answered."""
+
+    answer: str
+    documents: list[dict]
+    prompt: str
+
+
 class JMLRPreTrainedModel(PreTrainedModel):
     config_class = JMLRConfig
     config: JMLRConfig
@@ -766,7 +790,8 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         **retrieval_kwargs,
     ) -> "JMLRForCausalLM":
         """Build a JMLR model from an existing causal LM and an existing encoder (e.g. Llama-2 + ColBERTv2), each a
-        local folder or a Hub id.
+        local folder or a Hub id; with `jmlr_hf` installed, also the short names of its packaged demo models, as
+        the `jmlr` command accepts them (`"smollm2-135m-instruct"`, `"all-minilm-l6-v2"`).
 
         `retrieval_kwargs` are `JMLRConfig` fields (`num_candidates=20`, `retrieval_loss="lsr"`, ...). When the
         retriever checkpoint is a ColBERT one (it carries a `linear.weight` projection, like
@@ -774,6 +799,8 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         conventions are turned on (`colbert_conventions`, with the token ids read from the checkpoint's tokenizer);
         pass `colbert_conventions=False` to score without them.
         """
+        generator_name_or_path = _resolve_demo_alias(generator_name_or_path)
+        retriever_name_or_path = _resolve_demo_alias(retriever_name_or_path)
         generator = AutoModelForCausalLM.from_pretrained(generator_name_or_path, **(generator_kwargs or {}))
         encoder = AutoModel.from_pretrained(retriever_name_or_path, **(retriever_kwargs or {}))
         hub_kwargs = {key: value for key, value in (retriever_kwargs or {}).items() if key in _HUB_KWARGS}
@@ -808,11 +835,23 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         is loaded as the base causal LM it names (`config.generator_base_model`) plus that adapter."""
         config = kwargs.get("config")
         hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
+        if isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
+            # A mistyped folder would otherwise reach the Hub client as "Repo id must be in the form ...".
+            check_path_or_hub_id(pretrained_model_name_or_path, "model")
         if config is None or isinstance(config, (str, os.PathLike)):
             config = cls.config_class.from_pretrained(config or pretrained_model_name_or_path, **hub_kwargs)
         if getattr(config, "generator_adapter", None) is None:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        return cls._from_base_and_adapter(pretrained_model_name_or_path, config, kwargs.get("dtype"), hub_kwargs)
+            model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        else:
+            model = cls._from_base_and_adapter(pretrained_model_name_or_path, config, kwargs.get("dtype"), hub_kwargs)
+        # `load_tokenizers` and `load_index` fetch from where the model came from, at the same revision.
+        model._source = (os.fspath(pretrained_model_name_or_path), hub_kwargs)
+        index = model.config.index_repo_id
+        if index is not None and index.startswith(RELATIVE_PATH_PREFIXES) and os.path.isdir(model._source[0]):
+            # Recorded relative to the model folder (see `save_pretrained`); in memory it is an absolute path, so
+            # that it still names the same folder after the working directory changes or the model is saved again.
+            model.config.index_repo_id = os.path.abspath(resolve_index_location(index, model._source[0]))
+        return model
 
     @classmethod
     def _from_base_and_adapter(cls, path, config: JMLRConfig, dtype, hub_kwargs: dict) -> "JMLRForCausalLM":
@@ -856,34 +895,220 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
             f"{prefix}{target}": f"{prefix}{source}" for target, source in (inner.all_tied_weights_keys or {}).items()
         }
 
-    def load_index(self, index: str | None = None, revision: str | None = None, **kwargs):
+    def load_index(self, index=None, revision: str | None = None, **kwargs):
         """The document index that goes with this model: by default the one its config records (`index_repo_id`,
-        pinned to `index_revision`), from the Hub or a local folder. Needs `jmlr_hf` and faiss installed.
+        pinned to `index_revision`), from the Hub or a local folder.
 
-        The index's encoder fingerprint is compared with this model's retriever; a mismatch warns, because the
-        index vectors were then computed by other weights. Keyword arguments go to
-        `jmlr_hf.retrieval.index.load_index`.
+        With `jmlr_hf` installed this is its `DocumentIndex` (GPU search, building, saving); without it, a
+        `JMLRIndex` read with faiss and pyarrow alone, which searches the same way. The index's encoder fingerprint
+        is compared with this model's retriever; a mismatch warns, because the index vectors were then computed by
+        other weights. Keyword arguments: `token`, `cache_dir`, `local_files_only`, `on_stale`,
+        `verify_checksums`, `nprobe`, `ef_search` (and, with `jmlr_hf`, `use_gpu`).
         """
-        try:  # not a requirement of the remote code: only the index needs jmlr_hf and faiss
-            from jmlr_hf.retrieval.index import load_index
-        except ImportError as err:
-            raise ImportError(
-                "model.load_index() needs the jmlr_hf package: `pip install 'jmlr_hf[faiss-cpu]'`"
-            ) from err
         if index is None:
             index, revision = self.config.index_repo_id, revision or self.config.index_revision
         if index is None:
             raise ValueError("This model's config records no index (index_repo_id): pass one, load_index('org/index')")
+        index = resolve_index_location(index, self._source_folder())
         kwargs.setdefault("expected_fingerprint", self.retriever.weights_fingerprint())
-        return load_index(index, revision=revision, **kwargs)
+        kwargs.setdefault("on_stale", "warn")
+        try:  # not a requirement: jmlr_hf's index adds GPU search, the reader below is the same
+            from jmlr_hf.retrieval.index import load_index
+        except ImportError:
+            load_index = None
+        if load_index is not None:
+            return load_index(index, revision=revision, **kwargs)
+        if kwargs.pop("use_gpu", None):
+            raise ValueError(
+                "GPU search needs jmlr_hf (`pip install 'jmlr_hf[faiss-gpu]'`); this index searches on CPU"
+            )
+        download = {key: kwargs.pop(key) for key in ("token", "cache_dir", "local_files_only") if key in kwargs}
+        return JMLRIndex.load(download_index(index, revision, **download), **kwargs)
+
+    def _source_folder(self) -> str | None:
+        """The local folder this model was loaded from, if it was loaded from one."""
+        source = getattr(self, "_source", (None, {}))[0] or getattr(self.config, "_name_or_path", None)
+        return source if source and os.path.isdir(source) else None
+
+    def load_tokenizers(self, **hub_kwargs):
+        """`(tokenizer, retriever_tokenizer)`: the generator's tokenizer (at the root of the model folder or
+        repository) and the retriever's (in its `retriever_tokenizer/` subfolder), from where this model was loaded
+        and at the same revision.
+
+        Each is loaded with its sub-model's config, so `AutoTokenizer` does not read the composite config (whose
+        `auto_map` would make it ask to trust remote code). Equivalent by hand::
+
+            tokenizer = AutoTokenizer.from_pretrained(repo_id, revision=revision, trust_remote_code=True)
+            retriever_tokenizer = AutoTokenizer.from_pretrained(repo_id, subfolder="retriever_tokenizer", revision=revision)
+        """
+        from transformers import AutoTokenizer
+
+        source, loaded_with = getattr(self, "_source", (getattr(self.config, "_name_or_path", None), {}))
+        if not source:
+            raise ValueError("This model was not loaded from a folder or a Hub id: pass the tokenizers explicitly")
+        kwargs = {**loaded_with, **hub_kwargs}
+        tokenizer = AutoTokenizer.from_pretrained(source, config=self.config.generator, **kwargs)
+        retriever_tokenizer = AutoTokenizer.from_pretrained(
+            source, subfolder=RETRIEVER_TOKENIZER_DIR, config=self.config.retriever, **kwargs
+        )
+        return tokenizer, retriever_tokenizer
+
+    def _tokenizers(self, tokenizer, retriever_tokenizer) -> tuple:
+        """The given tokenizers, the missing ones loaded once from where the model came from."""
+        if tokenizer is None or retriever_tokenizer is None:
+            if getattr(self, "_cached_tokenizers", None) is None:
+                self._cached_tokenizers = self.load_tokenizers()
+            tokenizer = tokenizer if tokenizer is not None else self._cached_tokenizers[0]
+            retriever_tokenizer = (
+                retriever_tokenizer if retriever_tokenizer is not None else self._cached_tokenizers[1]
+            )
+        return tokenizer, retriever_tokenizer
+
+    def _default_index(self):
+        """The config's index, loaded once."""
+        key = (self.config.index_repo_id, self.config.index_revision)
+        cached = getattr(self, "_cached_index", None)
+        if cached is None or cached[0] != key:
+            self._cached_index = (key, self.load_index())
+        return self._cached_index[1]
+
+    @torch.no_grad()
+    def retrieve(
+        self,
+        questions: str | Sequence[str],
+        retriever_tokenizer=None,
+        *,
+        index=None,
+        num_candidates: int | None = None,
+        num_documents: int | None = None,
+    ) -> list[list[dict]]:
+        """For each question, the documents this model puts in its prompt, best first: the index's top
+        `num_candidates` (N, default `config.num_candidates`) by dense search, re-scored by the retriever as in
+        training (MaxSim), the best `num_documents` (K, default `config.num_context_documents`) kept.
+
+        Each document is a dict: the index's stored columns (`id`, `text`, `title`, ...), `score` (the index's
+        cosine) and `retriever_score`. `index` defaults to the model's own (`load_index()`); the retriever
+        tokenizer to the one saved with the model.
+        """
+        if isinstance(questions, str):
+            questions = [questions]
+        _, retriever_tokenizer = self._tokenizers(None, retriever_tokenizer)
+        cfg = self.config
+        num_documents = cfg.num_context_documents if num_documents is None else num_documents
+        if num_documents == 0:
+            return [[] for _ in questions]
+        index = self._default_index() if index is None else index
+
+        def encode(texts: Sequence[str]) -> torch.Tensor:
+            return self.retriever.encode_dense_texts(
+                list(texts), retriever_tokenizer, max_length=cfg.max_query_length, batch_size=64, is_query=True
+            )
+
+        hits = index.retrieve(list(questions), encode, num_candidates or cfg.num_candidates, show_progress=False)
+        results = []
+        for question, candidates in zip(questions, hits):
+            if not candidates:
+                results.append([])
+                continue
+            texts = [document_text(hit) for hit in candidates]
+            scores = self.score_documents([question], [texts], retriever_tokenizer)[0].float().cpu()
+            order = scores.argsort(descending=True)[:num_documents].tolist()
+            results.append([{**candidates[i], "retriever_score": float(scores[i])} for i in order])
+        return results
+
+    @torch.no_grad()
+    def answer(
+        self,
+        question: str,
+        tokenizer=None,
+        retriever_tokenizer=None,
+        *,
+        options: Sequence[str] | None = None,
+        index=None,
+        max_new_tokens: int = 64,
+        **generate_kwargs,
+    ) -> "JMLRAnswer":
+        """Answer a question with documents: retrieve them (`retrieve`), write the prompt as in training (the
+        documents cut to `config.max_document_length` tokens, the whole fitted to `config.max_length` by
+        `fit_prompt`), and generate (greedy unless `generate_kwargs` say otherwise).
+
+        The tokenizers default to the ones saved with the model, the index to the one its config records, so that
+        `AutoModelForCausalLM.from_pretrained(repo_id, trust_remote_code=True).answer("...")` needs nothing else.
+        `options` makes a multiple-choice question (lettered A, B, ...).
+        """
+        tokenizer, retriever_tokenizer = self._tokenizers(tokenizer, retriever_tokenizer)
+        cfg = self.config
+        documents = self.retrieve(question, retriever_tokenizer, index=index)[0]
+        texts = [truncate_to_tokens(tokenizer, document_text(doc), cfg.max_document_length) for doc in documents]
+        prompt = fit_prompt(tokenizer, cfg, question, texts, options, target="")
+        device = next(self.generator.parameters()).device
+        inputs = tokenizer(prompt, return_tensors="pt").to(device)
+        generate_kwargs.setdefault("do_sample", False)
+        if tokenizer.pad_token_id is not None or tokenizer.eos_token_id is not None:
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            generate_kwargs.setdefault("pad_token_id", pad)
+        output = self.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
+        text = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        return JMLRAnswer(answer=text, documents=documents, prompt=prompt)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
+        """As for any model, with the document index recorded so that the saved model can be moved or published: a
+        local index folder as a path relative to `save_directory` (`../index`, never an absolute path), a Hub
+        index as its id and revision. `push_to_hub=True` needs a published index (see `push_to_hub`)."""
+        if kwargs.get("push_to_hub"):
+            self._pin_published_index(kwargs.get("token"))
         # One class serves both auto classes; `register_for_auto_class` records a single one.
         if self._auto_class is not None:
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
             auto_map["AutoModelForCausalLM"] = f"{self.__class__.__module__.split('.')[-1]}.{self.__class__.__name__}"
             self.config.auto_map = auto_map
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        index = self.config.index_repo_id
+        if index is None or not is_local_path(index):
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        target = os.path.abspath(os.path.expanduser(index))
+        relative = os.path.relpath(target, os.path.abspath(os.fspath(save_directory))).replace(os.sep, "/")
+        self.config.index_repo_id = relative if relative.startswith(RELATIVE_PATH_PREFIXES) else f"./{relative}"
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.config.index_repo_id = index
+
+    def push_to_hub(self, repo_id: str, *args, **kwargs):
+        """As for any model, but only with a published index: a model on the Hub that named a folder on the
+        author's disk would load and then fail to retrieve. A Hub index without a revision is pinned to its
+        current commit, so that the model keeps retrieving from the index it was published with."""
+        self._pin_published_index(kwargs.get("token"))
+        return super().push_to_hub(repo_id, *args, **kwargs)
+
+    def _pin_published_index(self, token=None) -> None:
+        """Refuse a local index (naming how to publish it); pin a Hub index's revision to its current commit."""
+        index = self.config.index_repo_id
+        if index is None:
+            return
+        if is_local_path(index):
+            raise ValueError(
+                f"This model's index is the local folder {index}: publish it before the model, or Hub users get a "
+                "model whose index they cannot load. `jmlr push model <model folder> --repo-id <id>` (or "
+                "`jmlr_hf.hub.push_model`) publishes both in one go; or publish the index with `jmlr push index "
+                "<index folder> --repo-id <id>-index` (`jmlr_hf.hub.push_index`) and set "
+                "`model.config.index_repo_id` (and `index_revision`) to it; or set `model.config.index_repo_id = "
+                "None` to publish the model without an index."
+            )
+        if self.config.index_revision is None:
+            from huggingface_hub import HfApi
+
+            self.config.index_revision = HfApi(token=token).repo_info(index, repo_type=INDEX_REPO_TYPE).sha
+
+
+def _resolve_demo_alias(name_or_path: str | os.PathLike) -> str | os.PathLike:
+    """The local folder of a packaged demo model named by its short name (`jmlr_hf.utils.demo_models`), as the
+    `jmlr` command resolves it; any other name unchanged. Without `jmlr_hf` (remote code) the packaged models are not
+    installed either, so names pass through."""
+    try:  # optional: the short names are jmlr_hf's packaged models
+        from jmlr_hf.utils.demo_models import resolve_demo_alias
+    except ImportError:
+        return name_or_path
+    return resolve_demo_alias(name_or_path) if isinstance(name_or_path, str) else name_or_path
 
 
 def _find_colbert_linear(name_or_path: str, **hub_kwargs) -> torch.Tensor | None:
@@ -912,6 +1137,8 @@ JMLRConfig.register_for_auto_class()
 JMLRForCausalLM.register_for_auto_class("AutoModel")
 
 __all__ = [
+    "RETRIEVER_TOKENIZER_DIR",
+    "JMLRAnswer",
     "JMLRForCausalLM",
     "JMLRPreTrainedModel",
     "JMLRRetriever",

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..utils.atomic import atomic_directory
-from .modeling_jmlr import JMLRForCausalLM
+from .modeling_jmlr import RETRIEVER_TOKENIZER_DIR, JMLRForCausalLM, check_path_or_hub_id
 
-# A saved JMLR model keeps the generator's tokenizer at its root and the retriever's in this subfolder.
-RETRIEVER_TOKENIZER_DIR = "retriever_tokenizer"
-# ... and, when its generator is stored as a LoRA adapter, the adapter in this one.
+# A saved JMLR model keeps the generator's tokenizer at its root, the retriever's in `RETRIEVER_TOKENIZER_DIR`
+# (defined with the remote code, which loads it), and, when its generator is stored as a LoRA adapter, the adapter in this one.
 GENERATOR_ADAPTER_DIR = "generator_adapter"
 GeneratorWeights = Literal["merged", "adapter"]
 
@@ -131,16 +130,57 @@ def is_jmlr_checkpoint(path: str | os.PathLike[str]) -> bool:
         return json.load(f).get("model_type") == "jmlr"
 
 
-def load_jmlr_checkpoint(path: str | os.PathLike[str], dtype=None, **hub_kwargs: Any):
-    """`(model, tokenizer, retriever_tokenizer)` of a saved JMLR model: a local folder or a Hub model id."""
-    import torch
-    from transformers import AutoTokenizer
+def check_jmlr_checkpoint(path: str | os.PathLike[str], **hub_kwargs: Any) -> None:
+    """Raise an error that says why `path` cannot be loaded as a JMLR model, when it cannot.
 
-    if not is_jmlr_checkpoint(path):
-        raise ValueError(f"{path} is not a saved JMLR model (no config.json with model_type 'jmlr')")
+    `is_jmlr_checkpoint` answers yes or no; a user who typed a path or an id needs the reason: the folder does not
+    exist (`FileNotFoundError`), the Hub is unreachable and the model is not cached (`OSError`), there is no such
+    repository (`OSError`), or it is a model of another kind (`ValueError`).
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    path = os.fspath(path)
+    check_path_or_hub_id(path, "model")
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isdir(path):
+        download = {
+            key: hub_kwargs[key] for key in ("revision", "token", "cache_dir", "local_files_only") if key in hub_kwargs
+        }
+        # LocalEntryNotFoundError (offline or unreachable, and not cached) is an EntryNotFoundError: caught first.
+        try:
+            config_file = hf_hub_download(path, "config.json", **download)
+        except LocalEntryNotFoundError as err:
+            raise OSError(
+                f"Cannot load {path}: the Hub is unreachable (offline, HF_HUB_OFFLINE=1, or no network) and the model "
+                f"is not in the local Hub cache. Connect once to download it, or download it elsewhere (`jmlr pull "
+                f"model {path} --output DIR`) and pass the folder"
+            ) from err
+        except RepositoryNotFoundError:
+            raise OSError(f"There is no model repository {path} on the Hub, or your token cannot see it") from None
+        except EntryNotFoundError:
+            raise ValueError(f"{path} is not a saved JMLR model: the repository has no config.json") from None
+    if not os.path.isfile(config_file):
+        raise ValueError(f"{path} is not a saved JMLR model: the folder has no config.json")
+    with open(config_file, encoding="utf-8") as f:
+        model_type = json.load(f).get("model_type")
+    if model_type != "jmlr":
+        raise ValueError(
+            f"{path} is not a saved JMLR model: its config.json has model_type {model_type!r}, not 'jmlr'"
+        )
+
+
+def load_jmlr_checkpoint(path: str | os.PathLike[str], dtype=None, **hub_kwargs: Any):
+    """`(model, tokenizer, retriever_tokenizer)` of a saved JMLR model: a local folder or a Hub model id.
+
+    Raises `FileNotFoundError` for a local path that does not exist, `OSError` when a Hub id cannot be fetched
+    (unreachable Hub, unknown repository), `ValueError` for a model that is not a JMLR model.
+    """
+    import torch
+
+    check_jmlr_checkpoint(path, **hub_kwargs)
     model = JMLRForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **hub_kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(path, **hub_kwargs)
-    retriever_tokenizer = AutoTokenizer.from_pretrained(path, subfolder=RETRIEVER_TOKENIZER_DIR, **hub_kwargs)
+    tokenizer, retriever_tokenizer = model.load_tokenizers()
     return model, tokenizer, retriever_tokenizer
 
 
@@ -150,6 +190,7 @@ __all__ = [
     "GeneratorWeights",
     "adapter_base_model",
     "apply_peft_to_generator",
+    "check_jmlr_checkpoint",
     "has_generator_adapter",
     "is_jmlr_checkpoint",
     "load_jmlr_checkpoint",

@@ -84,13 +84,30 @@ def smollm2_path() -> Path:
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """Map the packaged-model aliases to local folders; return anything else unchanged."""
+    """Map the packaged models' aliases and Hub ids to local folders; return anything else unchanged.
+
+    The `jmlr` command runs offline, so it maps the Hub ids of the packaged models to the packaged copies too."""
     key = name_or_path.strip().lower()
-    if key in (SMOLLM2_ALIAS, "huggingfacetb/smollm2-135m-instruct"):
+    if key == HUB_IDS[SMOLLM2_ALIAS].lower():
         return str(smollm2_path())
-    if key in (MINILM_ALIAS, "sentence-transformers/all-minilm-l6-v2"):
+    if key == HUB_IDS[MINILM_ALIAS].lower():
         return str(minilm_path())
-    return name_or_path
+    return resolve_demo_alias(name_or_path)
+
+
+def resolve_demo_alias(name: str) -> str:
+    """The local folder of a packaged model named by its short name (``smollm2-135m-instruct``,
+    ``all-minilm-l6-v2``, any case); any other name unchanged.
+
+    ``JMLRForCausalLM.from_components`` resolves only these short names: a Hub id there means the model on the Hub,
+    as it does for every ``from_pretrained`` (the packaged SmolLM2 is a de-quantised Q4 copy, not the Hub weights).
+    """
+    key = name.strip().lower()
+    if key == SMOLLM2_ALIAS:
+        return str(smollm2_path())
+    if key == MINILM_ALIAS:
+        return str(minilm_path())
+    return name
 
 
 __all__ = [
@@ -99,6 +116,7 @@ __all__ = [
     "SMOLLM2_ALIAS",
     "cache_dir",
     "minilm_path",
+    "resolve_demo_alias",
     "resolve_model_path",
     "smollm2_path",
 ]

@@ -401,7 +401,9 @@ def test_model_card_carries_the_evaluation_results_and_validates(hub, trained_di
     results = {(r.dataset_name, r.metric_name): r.metric_value for r in card.data.eval_results}
     assert results == {("MMLU-Med", "accuracy (likelihood)"): 0.35, ("MMLU-Med", "accuracy (generative)"): 0.3}
     assert "custom_code" in card.data.tags and card.data.pipeline_tag == "text-generation"
-    assert f'from_pretrained("{repo_id}", trust_remote_code=True)' in card.text
+    assert f'repo_id, revision = "{repo_id}", "main"' in card.text
+    assert "from_pretrained(repo_id, revision=revision, trust_remote_code=True)" in card.text
+    assert "No document index is recorded" in card.text and "result = model.answer(" not in card.text  # --no-index
     assert "| MMLU-Med | test | accuracy (likelihood) | 0.35 |" in card.text
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
+from jmlr_hf.models.retrieval_jmlr import index_config_sha256
 from jmlr_hf.retrieval import index as index_module
 from jmlr_hf.retrieval.index import (
     CONFIG_FILE,
@@ -467,7 +468,7 @@ def test_a_config_that_disagrees_with_the_faiss_file_is_corrupt(tmp_path):
     config = json.loads((path / CONFIG_FILE).read_text())
     for edit, message in [({"kind": "flat"}, "holds an index of kind 'ivf' with nlist=8"), ({"nlist": 9}, "nlist=9")]:
         edited = {key: value for key, value in {**config, **edit}.items() if key != "config_sha256"}
-        edited["config_sha256"] = index_module._config_sha256(edited)
+        edited["config_sha256"] = index_config_sha256(edited)
         (path / CONFIG_FILE).write_text(json.dumps(edited))
         with pytest.raises(CorruptIndexError, match=re.escape(message)):
             DocumentIndex.load(path)
