@@ -197,3 +197,31 @@ def test_dataset_name_reads_a_local_data_set_folder(tmp_path):
     train, held_out = (train_script.load_split_questions(data, split) for split in ("train", "test"))
     assert (len(train), len(held_out)) == (3, 1)
     assert held_out[0]["question"] == json.loads(rows[3])["question"]
+
+
+def test_model_flags_reach_the_generator(monkeypatch):
+    """`--model_revision`, `--attn_implementation`, `--trust_remote_code` and `--max_length` are not parsed and then
+    dropped: they reach the generator's loading (and its tokenizer's) and the model's config."""
+    calls: dict = {}
+
+    def from_components(cls, generator, retriever, **kwargs):
+        calls["model"] = kwargs
+        return "model"
+
+    class Tokenizer:
+        pad_token, eos_token = None, "</s>"
+
+        @classmethod
+        def from_pretrained(cls, path, **kwargs):
+            calls.setdefault("tokenizers", []).append(kwargs)
+            return cls()
+
+    monkeypatch.setattr(train_script.JMLRForCausalLM, "from_components", classmethod(from_components))
+    monkeypatch.setattr(train_script, "AutoTokenizer", Tokenizer)
+    flags = ["--model_revision", "v2", "--attn_implementation", "eager", "--trust_remote_code", "true"]
+    data, training, model, retrieval = parse(*flags, "--max_length", "300")
+    train_script.load_model(model, retrieval, training.max_length, training.trust_remote_code)
+    generator_kwargs = calls["model"]["generator_kwargs"]
+    assert generator_kwargs["revision"] == "v2" and generator_kwargs["attn_implementation"] == "eager"
+    assert generator_kwargs["trust_remote_code"] is True and calls["model"]["max_length"] == 300
+    assert {"revision": "v2", "trust_remote_code": True} in calls["tokenizers"]  # the generator's tokenizer

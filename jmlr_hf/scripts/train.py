@@ -283,16 +283,24 @@ def load_split_questions(args: DataArguments, split: str) -> Dataset:
     return questions
 
 
-def load_model(model_args: ModelConfig, retrieval_args: RetrievalArguments, max_length: int | None = None):
+def load_model(
+    model_args: ModelConfig,
+    retrieval_args: RetrievalArguments,
+    max_length: int | None = None,
+    trust_remote_code: bool = False,
+):
     """The model and both tokenizers. `--dtype` applies to the generator; the retriever is always loaded in float32
     (its weights train at ~3e-6, below bf16's resolution, and loading them in bf16 would round the pretrained
-    weights before training even starts). `--model_revision` and `--attn_implementation` apply to the generator (and
-    its tokenizer); `max_length` (TRL's `--max_length`) is the sequence cap the model's config carries."""
+    weights before training even starts). `--model_revision`, `--attn_implementation` and `--trust_remote_code` apply
+    to the generator (and its tokenizer); `max_length` (TRL's `--max_length`) is the sequence cap the model's config
+    carries."""
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
     overrides = retrieval_args.config_overrides()
     if max_length is not None:
         overrides["max_length"] = max_length
     revision = {"revision": model_args.model_revision} if model_args.model_revision not in (None, "main") else {}
+    # A saved JMLR model is this package's own class; remote code only concerns a generator loaded by Hub id.
+    remote = {"trust_remote_code": True} if trust_remote_code else {}
     path = resolve_model_path(model_args.model_name_or_path or "smollm2-135m-instruct")
     if is_jmlr_checkpoint(path):
         model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(path, dtype=torch.float32, **revision)
@@ -312,7 +320,7 @@ def load_model(model_args: ModelConfig, retrieval_args: RetrievalArguments, max_
         model.config.validate_retrieval_settings()
     else:
         retriever_path = resolve_model_path(retrieval_args.retriever_name_or_path)
-        generator_kwargs = {"dtype": dtype, **revision}
+        generator_kwargs = {"dtype": dtype, **revision, **remote}
         if model_args.attn_implementation is not None:
             generator_kwargs["attn_implementation"] = model_args.attn_implementation
         model = JMLRForCausalLM.from_components(
@@ -323,7 +331,7 @@ def load_model(model_args: ModelConfig, retrieval_args: RetrievalArguments, max_
             **overrides,
         )
         retriever_tokenizer = AutoTokenizer.from_pretrained(retriever_path)
-        tokenizer = AutoTokenizer.from_pretrained(path, **revision)
+        tokenizer = AutoTokenizer.from_pretrained(path, **revision, **remote)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer, retriever_tokenizer
@@ -413,7 +421,9 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
     check_sharding(training_args)
     if training_args.push_to_hub:
         check_hub_access(training_args)  # before hours of indexing and training
-    model, tokenizer, retriever_tokenizer = load_model(model_args, retrieval_args, training_args.max_length)
+    model, tokenizer, retriever_tokenizer = load_model(
+        model_args, retrieval_args, training_args.max_length, training_args.trust_remote_code
+    )
     cfg = model.config
     index_dir = data_args.index_dir or os.path.join(training_args.output_dir, "index")
 

@@ -75,6 +75,11 @@ class JointRetrievalConfig(SFTConfig):
         assistant_only_loss, completion_only_loss (`bool`, *optional*):
             The LM loss is always on the answer tokens only (the completion); `assistant_only_loss=True` and
             `completion_only_loss=False` are rejected.
+        dataset_text_field, dataset_num_proc, shuffle_dataset, chat_template_path, loss_type, label_smoothing_factor,
+        model_init_kwargs:
+            Flags of TRL's dataset preparation, prompt formatting, LM loss and model loading, none of which the joint
+            trainer goes through: set to anything but their defaults they are rejected, each message naming what
+            does that job here (the collator, `JMLRConfig`'s prompt templates, `JMLRForCausalLM.from_components`).
         remove_unused_columns (`bool`, *optional*, defaults to `False`):
             Must stay `False`: the joint collator reads the raw `question`, `options`, `answer`, `rationale` and
             `candidates` columns.
@@ -177,6 +182,45 @@ class JointRetrievalConfig(SFTConfig):
                 "JointRetrievalConfig always computes the LM loss on the answer tokens only (the completion): drop "
                 "assistant_only_loss / completion_only_loss; the answer is built from the rows' answer and rationale."
             )
+        for name, ignored, instead in (
+            (
+                "dataset_text_field",
+                self.dataset_text_field != "text",
+                "the joint collator reads the rows' question, options, answer, rationale and candidates columns",
+            ),
+            (
+                "dataset_num_proc",
+                self.dataset_num_proc is not None,
+                "nothing is prepared beforehand: the collator tokenises each batch (dataloader_num_workers overlaps it)",
+            ),
+            (
+                "shuffle_dataset",
+                self.shuffle_dataset,
+                "the Trainer's sampler already shuffles the training rows every epoch, seeded by seed",
+            ),
+            (
+                "chat_template_path",
+                self.chat_template_path is not None,
+                "prompts are written by the model's JMLRConfig templates (prompt_template, document_template, ...)",
+            ),
+            (
+                "loss_type",
+                self.loss_type != "nll",
+                "the LM loss is the answer tokens' NLL; the retriever's loss is JMLRConfig.retrieval_loss",
+            ),
+            (
+                "label_smoothing_factor",
+                self.label_smoothing_factor > 0,
+                "the LM loss is the answer tokens' NLL; the retriever's loss is JMLRConfig.retrieval_loss",
+            ),
+            (
+                "model_init_kwargs",
+                self.model_init_kwargs is not None,
+                "the trainer takes a built JMLRForCausalLM: pass loading options to JMLRForCausalLM.from_components",
+            ),
+        ):
+            if ignored:
+                raise ValueError(f"JointRetrievalConfig does not use {name} ({getattr(self, name)!r}): {instead}")
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"max_length must be a positive number of tokens or None, got {self.max_length}")
         if not (self.dataset_kwargs or {}).get("skip_prepare_dataset", False):

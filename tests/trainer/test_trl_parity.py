@@ -42,6 +42,24 @@ def test_loss_masking_flags_are_refused(tmp_path, flag):
         make_args(tmp_path, **flag)
 
 
+@pytest.mark.parametrize(
+    ("flag", "instead"),
+    [
+        ({"dataset_text_field": "content"}, "collator reads"),
+        ({"dataset_num_proc": 4}, "collator tokenises"),
+        ({"shuffle_dataset": True}, "sampler already shuffles"),
+        ({"chat_template_path": "template.jinja"}, "prompt_template"),
+        ({"loss_type": "dft"}, "retrieval_loss"),
+        ({"label_smoothing_factor": 0.1}, "retrieval_loss"),
+        ({"model_init_kwargs": {"dtype": "bfloat16"}}, "from_components"),
+    ],
+)
+def test_sft_flags_the_joint_trainer_does_not_go_through_are_refused(tmp_path, flag, instead):
+    (name,) = flag
+    with pytest.raises(ValueError, match=f"does not use {name} .*{instead}"):
+        make_args(tmp_path, **flag)
+
+
 def test_max_length_is_the_sequence_cap(
     make_tiny_model, generator_tokenizer, retriever_tokenizer, tmp_path, monkeypatch
 ):
