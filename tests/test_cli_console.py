@@ -69,6 +69,12 @@ def test_a_usage_mistake_of_a_command_is_one_line_too():
         "jmlr evaluate: error: MMLU-Med has only test questions: use --split test (or all) "
         "(--debug or JMLR_DEBUG=1 for the traceback)"
     )
+    # A flag that fails its dataclass's validation, while the command line is parsed: one line as well.
+    done = jmlr("evaluate", "--model", "m", "--task", "mmlu", "--limit", "0")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "jmlr evaluate: error: ValueError: --limit must be at least 1, got 0 (--debug or JMLR_DEBUG=1 for the traceback)"
+    ]
 
 
 def test_faiss_info_lines_stay_off_the_console_unless_verbose(tiny_checkpoint, tmp_path):

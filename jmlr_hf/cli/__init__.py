@@ -143,28 +143,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     on_console = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
-    prog, command, arguments, console = parse_command(argv)
     if not on_console:
         # A Python caller owns its process's logging: the console's quiet defaults are not imposed on it.
+        prog, command, arguments, _ = parse_command(argv)
         run(prog, command, arguments)
         return
-    configure_console(console.verbose)
-    if console.debug or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes"):
-        run(prog, command, arguments)
-        return
+    prog = f"jmlr {argv[0]}" if argv and argv[0] in COMMANDS else "jmlr"
+    console: ConsoleArguments | None = None
     try:
+        prog, command, arguments, console = parse_command(argv)
+        configure_console(console.verbose)
         run(prog, command, arguments)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     except SystemExit as exit:
-        if exit.code is None or isinstance(exit.code, int):
-            raise  # argparse (status 2 after its usage line) or an explicit status
+        if exit.code is None or isinstance(exit.code, int) or wants_traceback(console, argv):
+            raise  # argparse (status 2 after its usage line), an explicit status, or --debug
         print(error_line(prog, exit), file=sys.stderr)
         sys.exit(EXIT_ERROR)
     except Exception as error:
+        if wants_traceback(console, argv):
+            raise
         print(error_line(prog, error), file=sys.stderr)
         sys.exit(EXIT_ERROR)
+
+
+def wants_traceback(console: ConsoleArguments | None, argv: Sequence[str]) -> bool:
+    """`--debug` (parsed; or, for an error while parsing, present on the line) or `JMLR_DEBUG=1`."""
+    debug = console.debug if console is not None else "--debug" in argv
+    return debug or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes")
 
 
 __all__ = [
