@@ -987,17 +987,21 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         training (MaxSim), the best `num_documents` (K, default `config.num_context_documents`) kept.
 
         Each document is a dict: the index's stored columns (`id`, `text`, `title`, ...), `score` (the index's
-        cosine) and `retriever_score`. `index` defaults to the model's own (`load_index()`); the retriever
-        tokenizer to the one saved with the model.
+        cosine) and `retriever_score`. `index` is a loaded index, a folder or Hub id for `load_index`, or by default
+        the model's own; the retriever tokenizer defaults to the one saved with the model.
         """
         if isinstance(questions, str):
             questions = [questions]
-        _, retriever_tokenizer = self._tokenizers(None, retriever_tokenizer)
+        if retriever_tokenizer is None:
+            retriever_tokenizer = self._tokenizers(None, None)[1]
         cfg = self.config
         num_documents = cfg.num_context_documents if num_documents is None else num_documents
         if num_documents == 0:
             return [[] for _ in questions]
-        index = self._default_index() if index is None else index
+        if index is None:
+            index = self._default_index()
+        elif isinstance(index, (str, os.PathLike)):
+            index = self.load_index(os.fspath(index))
 
         def encode(texts: Sequence[str]) -> torch.Tensor:
             return self.retriever.encode_dense_texts(

@@ -188,6 +188,9 @@ def test_save_pretrained_records_a_local_index_relative_to_the_model_folder(
     loaded = JMLRForCausalLM.from_pretrained(tmp_path / "moved" / "final").eval()
     assert loaded.config.index_repo_id == str(tmp_path / "moved" / "index")
     assert len(loaded.load_index()) == len(DOCUMENTS)
+    documents = loaded.retrieve(QUESTION, retriever_tokenizer)[0]
+    assert len(documents) == loaded.config.num_context_documents
+    assert loaded.retrieve([QUESTION], retriever_tokenizer, index=tmp_path / "moved" / "index") == [documents]
     # Saved again somewhere else, the path is re-based on the new folder; an index inside the folder is `./`.
     loaded.save_pretrained(tmp_path / "moved" / "deeper" / "copy")
     assert json.loads((tmp_path / "moved" / "deeper" / "copy" / "config.json").read_text())["index_repo_id"] == (
