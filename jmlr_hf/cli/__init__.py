@@ -10,8 +10,8 @@
 
 Every subcommand's flags are dataclass fields ([`jmlr_hf.cli.arguments`]) parsed by transformers'
 `HfArgumentParser`, as `jmlr train` parses its own with TRL's `TrlParser`: `--num_candidates` and
-`--num-candidates` both work. `jmlr --help` and `jmlr --version` import no ML library; a subcommand imports what it
-needs when it runs.
+`--num-candidates` both work. `jmlr --help`, `jmlr <command> --help` and `jmlr --version` import no ML library
+(torch, transformers, datasets, faiss); a subcommand imports what it needs when it runs.
 
 On the console an error is one line on stderr (`jmlr evaluate: error: ...`) and exit status 1; `--debug` (before or
 after the subcommand) or `JMLR_DEBUG=1` shows the traceback instead. Library log lines (faiss's INFO lines,
@@ -67,8 +67,8 @@ def parse_command(argv: Sequence[str]) -> tuple[str, Command, Any, ConsoleArgume
     """Parse a full `jmlr` command line (without the program name) into `(prog, command, arguments, console)`.
 
     `arguments` is the subcommand's dataclass ([`jmlr_hf.cli.arguments`]); for `train` it is the raw argument list,
-    which TRL's parser reads. Parsing imports `transformers.hf_argparser` (not torch) for a subcommand, nothing for
-    `jmlr --help` or `jmlr --version`.
+    which TRL's parser reads. Parsing imports no ML library: a subcommand's parser is transformers' `HfArgumentParser`
+    loaded from its own file when transformers is not loaded yet ([`jmlr_hf.cli.parser`]).
     """
     top = build_top_parser().parse_args(list(argv))
     console = ConsoleArguments(debug=top.debug, verbose=top.verbose)

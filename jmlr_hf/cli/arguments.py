@@ -32,7 +32,7 @@ SAMPLE_HELP = (
 def positional(help: str, **metadata: Any) -> Any:
     """A required field given as a positional argument (`jmlr answer "question"`), not as a flag.
 
-    `HfArgumentParser` knows only flags; [`jmlr_hf.cli.parser.JMLRArgumentParser`] reads this marker.
+    `HfArgumentParser` knows only flags; [`jmlr_hf.cli.parser.with_positionals`] reads this marker.
     """
     return field(metadata={"help": help, "positional": True, **metadata})
 

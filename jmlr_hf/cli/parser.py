@@ -1,18 +1,55 @@
-"""`HfArgumentParser` for the `jmlr` subcommands, with positional arguments.
+"""`HfArgumentParser` for the `jmlr` subcommands, with positional arguments, at the cost of no `import transformers`.
 
-Imported only when a subcommand is parsed: `transformers.hf_argparser` loads the (lazy) `transformers` package but not
-torch, so `jmlr evaluate --help` stays fast while `jmlr --help` imports neither.
+`import transformers` takes about a second before anything is used (the package builds its lazy import table), which
+alone would put `jmlr evaluate --help` over a second. `transformers/hf_argparser.py` itself needs only the standard
+library and PyYAML, so when transformers is not loaded yet, [`hf_argument_parser_class`] loads that one file; when
+it is loaded (every command that runs loads it anyway), or when a future transformers version makes the file depend
+on its package, the regular `transformers.HfArgumentParser` is used. Both parse identically
+(tests/test_cli_arguments.py compares them).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import sys
 from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser
+from functools import cache
+from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from transformers import HfArgumentParser
-
 from .arguments import ConsoleArguments
+
+
+def load_standalone_hf_argparser() -> type | None:
+    """`HfArgumentParser` from `transformers/hf_argparser.py` loaded on its own (without running
+    `transformers/__init__.py`), or `None` where that file cannot be loaded so (missing, or importing its package)."""
+    spec = importlib.util.find_spec("transformers")
+    source = Path(spec.origin).parent / "hf_argparser.py" if spec is not None and spec.origin else None
+    if source is None or not source.is_file():
+        return None
+    module_spec = importlib.util.spec_from_file_location("jmlr_hf.cli.transformers_hf_argparser", source)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except ImportError:  # the file now imports from its package
+        return None
+    return getattr(module, "HfArgumentParser", None)
+
+
+@cache
+def hf_argument_parser_class(standalone: bool = True) -> type:
+    """transformers' `HfArgumentParser` class: the loaded package's, else its module file loaded on its own.
+
+    `standalone=False` always imports `transformers` (what the standalone load falls back to).
+    """
+    if standalone and "transformers" not in sys.modules:
+        parser_class = load_standalone_hf_argparser()
+        if parser_class is not None:
+            return parser_class
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser
 
 
 class DefaultsHelpFormatter(ArgumentDefaultsHelpFormatter):
@@ -24,34 +61,50 @@ class DefaultsHelpFormatter(ArgumentDefaultsHelpFormatter):
         return help_text if "default" in help_text.lower() else super()._get_help_string(action)
 
 
-class JMLRArgumentParser(HfArgumentParser):
-    """`HfArgumentParser` that also reads fields marked `positional` ([`jmlr_hf.cli.arguments.positional`]).
+@cache
+def with_positionals(base: type) -> type:
+    """`base` (an `HfArgumentParser` class) that also reads fields marked `positional`
+    ([`jmlr_hf.cli.arguments.positional`]).
 
     `HfArgumentParser` turns every field into a flag; `jmlr answer "question"` and `jmlr pull model org/id` keep
     their positional form, so those fields become plain argparse positionals, and every other field keeps the
     underscore and dash spellings that `HfArgumentParser` gives it.
     """
 
-    @staticmethod
-    def _parse_dataclass_field(parser: ArgumentParser, field: dataclasses.Field) -> None:
+    def parse_dataclass_field(parser: ArgumentParser, field: dataclasses.Field) -> None:
         if not field.metadata.get("positional"):
-            HfArgumentParser._parse_dataclass_field(parser, field)
+            base._parse_dataclass_field(parser, field)
             return
         kwargs: dict[str, Any] = {"help": field.metadata.get("help")}
         if get_origin(field.type) is Literal:
             kwargs["choices"] = get_args(field.type)
         parser.add_argument(field.name, **kwargs)
 
+    return type("JMLRArgumentParser", (base,), {"_parse_dataclass_field": staticmethod(parse_dataclass_field)})
 
-def parse_subcommand(prog: str, description: str, arguments: type, argv: list[str]) -> tuple[Any, ConsoleArguments]:
+
+def build_subcommand_parser(
+    prog: str, description: str, arguments: type, *, standalone: bool = True
+) -> ArgumentParser:
+    """The parser of one subcommand: its `arguments` dataclass and the [`ConsoleArguments`]."""
+    parser_class = with_positionals(hf_argument_parser_class(standalone))
+    return parser_class(
+        [arguments, ConsoleArguments],
+        prog=prog,
+        description=description,
+        formatter_class=DefaultsHelpFormatter,
+    )
+
+
+def parse_subcommand(
+    prog: str, description: str, arguments: type, argv: list[str], *, standalone: bool = True
+) -> tuple[Any, ConsoleArguments]:
     """Parse `argv` into an `arguments` instance and the [`ConsoleArguments`] (`--debug`, `--verbose`).
 
     An unknown flag is an argparse error (usage and exit status 2), as in any argparse program, rather than the
     `ValueError` that `HfArgumentParser.parse_args_into_dataclasses` raises.
     """
-    parser = JMLRArgumentParser(
-        [arguments, ConsoleArguments], prog=prog, description=description, formatter_class=DefaultsHelpFormatter
-    )
+    parser = build_subcommand_parser(prog, description, arguments, standalone=standalone)
     parsed, console, remaining = parser.parse_args_into_dataclasses(
         args=argv, return_remaining_strings=True, look_for_args_file=False
     )
