@@ -200,8 +200,6 @@ def check_arguments(
             "--load_in_8bit/--load_in_4bit are not supported: the retriever trains in float32 beside the generator; "
             "use --dtype bfloat16 with --use_peft true (LoRA) to save memory"
         )
-    if training_args.eval_strategy != "no" and data_args.eval_limit is None:
-        logger.info("eval_strategy=%s evaluates every prepared evaluation question", training_args.eval_strategy)
 
 
 def check_hub_access(training_args: JointRetrievalConfig) -> None:
