@@ -119,6 +119,7 @@ def render_model_card(
     training: Mapping[str, Any] | None = None,
     comparison: str | None = None,
     question: str = "Which organ makes insulin?",
+    revision: str | None = None,
 ) -> ModelCard:
     """The model card of a JMLR model (`config` is its `JMLRConfig`) from `model_cards/model_card_template.md`.
 
@@ -128,6 +129,8 @@ def render_model_card(
         training: facts about the run shown in the card (task, steps, ...).
         comparison: an extra Markdown block, e.g. the recipe's before/after table.
         question: the example question of the card's snippets.
+        revision: the commit of `repo_id` the snippets pin (`push_model` passes the commit it made); default
+            `"main"`, with a note to pin a commit instead.
 
     The card shows how to load the model and both tokenizers with a pinned `revision`, and, when the config records
     a published index (a Hub id and its commit), how to answer with documents from the model's id alone.
@@ -165,6 +168,7 @@ def render_model_card(
         local_index=local_index,
         relative_index=relative_index,
         question=question,
+        revision=revision,
         training=dict(training or {}),
         results_table=results_table(eval_results),
         comparison=comparison,

@@ -3,6 +3,8 @@
 Every push stages the complete set of files in a local folder first and then uploads it as ONE commit
 (`HfApi.upload_folder`). A failure at any point — a network error while LFS files upload, a rejected token, a
 missing repository — therefore leaves the repository exactly as it was, and running the same push again is safe.
+A model push then makes a second commit that changes only README.md: its snippets pin `revision=` to the first
+commit, whose sha did not exist before (a failure there leaves a published model whose card says `"main"`).
 Pushing over an existing repository adds a commit; files that are not part of the upload stay unless
 `delete_patterns` asks otherwise.
 
@@ -226,8 +228,38 @@ def push_model(
             delete_patterns=delete_patterns,
             token=token,
         )
+        pinned = render_model_card(
+            saved_config,
+            repo_id,
+            eval_results=flat_results,
+            datasets=datasets,
+            license=license,
+            revision=result.commit,
+        )
+        _pin_card(pinned, repo_id, revision=revision, token=token)
     result.index_repo_id, result.index_revision = config.index_repo_id, config.index_revision
     return result
+
+
+def _pin_card(card, repo_id: str, *, revision: str | None, token: str | None) -> None:
+    """Replace the card of the commit just made with one whose snippets pin `revision=` to that commit.
+
+    `trust_remote_code` runs the repository's code, so the card should load the commit it was published with; its
+    sha exists only once the commit does, hence this second commit, which changes README.md alone (the pinned commit
+    has the same code and weights). If it fails, the model is published all the same and its card says
+    `revision="main"`.
+    """
+    try:
+        with _explained("Pinning the card's revision in", repo_id, "The model itself was published."):
+            HfApi(token=token).upload_file(
+                path_or_fileobj=str(card).encode("utf-8"),
+                path_in_repo="README.md",
+                repo_id=repo_id,
+                revision=revision,
+                commit_message="Model card: pin revision= to the commit of the upload",
+            )
+    except HubError as err:
+        logger.warning("%s", err)
 
 
 def _current_commit(repo_id: str, repo_type: str, token: str | None) -> str:

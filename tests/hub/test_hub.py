@@ -93,13 +93,18 @@ def test_push_model_then_auto_model_with_remote_code_gives_identical_logits_scor
     assert result.index_repo_id == f"{repo_id}-index"
     assert result.index_revision == hub.commits(result.index_repo_id, "dataset")[0][0]
     files = hub.files(repo_id)
-    assert {"configuration_jmlr.py", "modeling_jmlr.py", "model.safetensors", "README.md"} <= set(files)
+    assert {"configuration_jmlr.py", "modeling_jmlr.py", "retrieval_jmlr.py", "model.safetensors", "README.md"} <= set(
+        files
+    )
     assert "retriever_tokenizer/tokenizer.json" in files and "tokenizer.json" in files
     assert "model.safetensors" in hub.lfs_files(repo_id)
     config = json.loads(files["config.json"])
     assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_jmlr.JMLRForCausalLM"
     assert (config["index_repo_id"], config["index_revision"]) == (result.index_repo_id, result.index_revision)
-    assert len(hub.commits(repo_id)) == 2  # the repository's initial commit + ONE commit with everything
+    # The repository's initial commit, ONE commit with everything, and the card pinning `revision=` to that one.
+    commits = hub.commits(repo_id)
+    assert len(commits) == 3 and commits[1][0] == result.commit
+    assert f'revision = "{repo_id}", "{result.commit}"' in files["README.md"].decode()
 
     # Where jmlr_hf is not installed, the pushed remote code is what loads: check that in a clean interpreter.
     remote = run_python(
@@ -192,7 +197,7 @@ def test_pushing_again_adds_a_commit_and_keeps_unrelated_files_unless_asked(hub,
     )
     before = len(hub.commits(repo_id))
     push_model(trained_dir, repo_id, push_index_from_config=False, delete_patterns=["notes.txt"])
-    assert len(hub.commits(repo_id)) == before + 1
+    assert len(hub.commits(repo_id)) == before + 2  # the upload, and the card pinned to it
     assert "notes.txt" not in hub.files(repo_id)
 
 
@@ -213,7 +218,7 @@ def test_a_failed_push_publishes_nothing_and_a_retry_works(hub, trained_dir, rou
         hub.clear_failures()
     assert hub.commits(repo_id) == before
     push_model(trained_dir, repo_id, push_index_from_config=False)
-    assert len(hub.commits(repo_id)) == len(before) + 1
+    assert len(hub.commits(repo_id)) == len(before) + 2  # the upload, and the card pinned to it
 
 
 def test_a_rejected_token_and_a_missing_repo_give_clear_errors(hub, trained_dir, tmp_path):
@@ -401,7 +406,8 @@ def test_model_card_carries_the_evaluation_results_and_validates(hub, trained_di
     results = {(r.dataset_name, r.metric_name): r.metric_value for r in card.data.eval_results}
     assert results == {("MMLU-Med", "accuracy (likelihood)"): 0.35, ("MMLU-Med", "accuracy (generative)"): 0.3}
     assert "custom_code" in card.data.tags and card.data.pipeline_tag == "text-generation"
-    assert f'repo_id, revision = "{repo_id}", "main"' in card.text
+    pinned = hub.commits(repo_id)[1][0]  # the upload's commit; the card's own commit follows it
+    assert f'repo_id, revision = "{repo_id}", "{pinned}"' in card.text
     assert "from_pretrained(repo_id, revision=revision, trust_remote_code=True)" in card.text
     assert "No document index is recorded" in card.text and "result = model.answer(" not in card.text  # --no-index
     assert "| MMLU-Med | test | accuracy (likelihood) | 0.35 |" in card.text

@@ -154,7 +154,8 @@ def test_the_model_card_snippet_answers_with_documents_without_jmlr_hf_and_witho
     blocks = re.findall(r"```python\n(.*?)```", card, flags=re.S)
     assert blocks, card
     snippet = blocks[0]
-    assert "trust_remote_code=True" in snippet and "revision=" in snippet
+    assert "trust_remote_code=True" in snippet and "revision=revision" in snippet
+    assert f'repo_id, revision = "{repo_id}", "{pushed.commit}"' in snippet  # pinned to the commit of the upload
     assert 'subfolder="retriever_tokenizer"' in snippet
     assert f"{repo_id}-index" in card and pushed.index_revision in card
     assert str(trained_dir.parent) not in card
