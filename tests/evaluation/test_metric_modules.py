@@ -89,3 +89,20 @@ def test_the_modules_add_batches_like_any_evaluate_metric():
 def test_an_unknown_module_is_named():
     with pytest.raises(ValueError, match="ships jmlr_accuracy, jmlr_macro_f1, jmlr_ranking"):
         metric_module_path("accuracy")
+
+
+def test_the_packaging_ships_every_module_file():
+    """A wheel carries the module folders (package data: they are scripts that `evaluate.load` copies, not
+    subpackages), or `load_metric` would fail in every install but a source checkout."""
+    import fnmatch
+    from pathlib import Path
+
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    evaluation = root / "jmlr_hf" / "evaluation"
+    files = [path.relative_to(evaluation).as_posix() for path in (evaluation / "metric_modules").rglob("*")]
+    files = [name for name in files if (evaluation / name).is_file() and "__pycache__" not in name]
+    assert {name.split("/")[1] for name in files} == set(METRIC_MODULES)
+    assert all(any(fnmatch.fnmatch(name, p) for p in patterns["jmlr_hf.evaluation"]) for name in files), files
