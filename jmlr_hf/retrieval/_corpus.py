@@ -8,25 +8,12 @@ from typing import Any
 
 from datasets import Dataset
 
+# What a document's text is (title and text) is the remote code's: a model answering without jmlr_hf writes its
+# documents into the prompt exactly as they were encoded here.
+from ..models.retrieval_jmlr import document_text
+
 # Batched reads: iterating `dataset[name]` goes through the formatter row by row, ~15x slower on large corpora.
 _COLUMN_BATCH = 10_000
-
-
-def document_text(row: Mapping[str, Any]) -> str:
-    """The text the retriever encodes for a document row.
-
-    ``"{title}. {text}"`` when the row has a non-empty ``title`` (surrounding whitespace removed), else ``text``.
-    Use this wherever documents are encoded (index building, re-scoring in the trainer) so that the same document
-    always gets the same text.
-
-    Args:
-        row: A mapping with a ``text`` key and optionally a ``title`` key.
-    """
-    text = row["text"]
-    title = row.get("title")
-    if isinstance(title, str) and title.strip():
-        return f"{title.strip()}. {text}"
-    return text
 
 
 def prepare_documents(documents: Dataset | Sequence[Mapping[str, Any]]) -> Dataset:
@@ -91,3 +78,6 @@ def iter_column(dataset: Dataset, name: str) -> Iterator[Any]:
     # Batched reads: iterating `dataset[name]` goes through the formatter row by row, ~15x slower on large corpora.
     for batch in dataset.select_columns([name]).iter(batch_size=_COLUMN_BATCH):
         yield from batch[name]
+
+
+__all__ = ["document_text", "iter_column", "prepare_documents"]

@@ -42,7 +42,6 @@ import json
 import logging
 import math
 import os
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -51,6 +50,22 @@ import numpy as np
 from datasets import Dataset, Features, IterableDataset
 from tqdm.auto import tqdm
 
+from ..models.retrieval_jmlr import (
+    CONFIG_FILE,
+    DOCUMENTS_FILE,
+    INDEX_FILE,
+    INDEX_FORMAT_VERSION,
+    INDEX_KINDS,
+    INDEX_METRIC,
+    INDEX_REPO_TYPE,
+    CorruptIndexError,
+    StaleIndexError,
+    StaleIndexWarning,
+    download_index,
+    file_sha256,
+    index_config_sha256,
+    read_index_folder,
+)
 from ..utils.atomic import atomic_directory
 from ._corpus import check_document_rows, document_text, prepare_documents
 
@@ -62,38 +77,20 @@ logger = logging.getLogger(__name__)
 EncodeFn = Callable[[list[str]], np.ndarray]
 IndexKind = Literal["flat", "ivf", "hnsw"]
 
-INDEX_FILE = "index.faiss"
-DOCUMENTS_FILE = "documents.parquet"
-CONFIG_FILE = "index_config.json"
-# The Hub has no index repository type: a published index is a data set repository.
-INDEX_REPO_TYPE = "dataset"
-FORMAT_VERSION = 1
-METRIC = "inner_product"
-
-_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
+# The file names and the format of a saved index are defined with the remote code (`jmlr_hf.models.retrieval_jmlr`),
+# which reads indexes without jmlr_hf; this module writes them and reads them through the same `read_index_folder`.
+FORMAT_VERSION = INDEX_FORMAT_VERSION
+METRIC = INDEX_METRIC
+_KINDS = INDEX_KINDS
 # faiss k-means warns below 39 training points per centroid and subsamples above 256 per centroid.
 _MIN_POINTS_PER_CENTROID = 39
 _MAX_POINTS_PER_CENTROID = 256
 _TRAIN_SAMPLE_SEED = 0
-_REQUIRED_CONFIG_KEYS = ("kind", "metric", "dim", "num_documents", "fingerprint")
-_HASH_CHUNK_BYTES = 1 << 20
 _ROW_BATCH = 10_000  # rows per batch when the document store is written
 # Rows per chunk of a streamed corpus: read, encoded, added to faiss and written out before the next one is read.
 _STREAM_CHUNK = 10_000
 # Documents are encoded shortest first within windows of this many batches (less padding, bounded memory).
 _SORT_WINDOW_BATCHES = 32
-
-
-class StaleIndexError(RuntimeError):
-    """The index was built by different retriever weights than the ones it is used with."""
-
-
-class StaleIndexWarning(UserWarning):
-    """Warning counterpart of :class:`StaleIndexError`, emitted when loading with ``on_stale="warn"``."""
-
-
-class CorruptIndexError(ValueError):
-    """A file of a saved index does not match the checksum recorded when it was saved."""
 
 
 def _import_faiss() -> ModuleType:
@@ -199,20 +196,6 @@ def _default_gpu_device(faiss: ModuleType) -> int:
     return int(os.environ.get("LOCAL_RANK", 0)) % max(1, faiss.get_num_gpus())
 
 
-def _config_sha256(config: dict[str, Any]) -> str:
-    """sha256 of an index config's canonical JSON, its own checksum left out."""
-    body = {key: value for key, value in config.items() if key != "config_sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_documents(documents: Dataset, path: Path) -> None:
     """Write the document store as parquet, keeping the ``datasets`` features in the schema metadata."""
     import pyarrow.parquet as pq
@@ -221,14 +204,6 @@ def _write_documents(documents: Dataset, path: Path) -> None:
     with pq.ParquetWriter(path, documents.features.arrow_schema) as writer:
         for batch in documents.with_format("arrow").iter(batch_size=_ROW_BATCH):
             writer.write_table(batch)
-
-
-def _read_documents(path: Path) -> Dataset:
-    import pyarrow.parquet as pq
-    from datasets.table import InMemoryTable
-
-    # Read directly rather than with `Dataset.from_parquet`, which would copy the corpus into the HF datasets cache.
-    return Dataset(InMemoryTable(pq.read_table(path)))
 
 
 class DocumentIndex:
@@ -748,107 +723,22 @@ class DocumentIndex:
             CorruptIndexError: When a file does not match its checksum or the files are inconsistent.
             StaleIndexError: When the index is stale and ``on_stale="raise"``.
         """
-        if on_stale not in ("raise", "warn"):
-            raise ValueError(f"on_stale must be 'raise' or 'warn', got {on_stale!r}.")
+        # The checks and the reading are the remote code's (`read_index_folder`): one reader for both.
+        saved = read_index_folder(
+            directory,
+            expected_fingerprint=expected_fingerprint,
+            on_stale=on_stale,
+            verify_checksums=verify_checksums,
+            nprobe=nprobe,
+            ef_search=ef_search,
+        )
+        from datasets.table import InMemoryTable
+
         faiss = _import_faiss()
-        directory = Path(directory)
-        if not directory.is_dir():
-            hint = ""
-            backups = sorted(directory.parent.glob(f".{directory.name}.old-*")) if directory.parent.is_dir() else []
-            if backups:
-                hint = (
-                    f" A save into it was interrupted; the previous index is in {backups[-1]} (rename it back; the "
-                    "next save into it does so first)."
-                )
-            raise FileNotFoundError(f"No index directory at {directory}.{hint}")
-        for name in (CONFIG_FILE, INDEX_FILE, DOCUMENTS_FILE):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"The index directory {directory} has no {name}.")
-
-        try:
-            config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise CorruptIndexError(f"{directory / CONFIG_FILE} is not valid JSON: {err}") from err
-        if not isinstance(config, dict):
-            raise CorruptIndexError(f"{directory / CONFIG_FILE} does not hold a JSON object.")
-        version = config.get("format_version")
-        if version != FORMAT_VERSION:
-            raise CorruptIndexError(
-                f"{directory / CONFIG_FILE} has format_version={version!r}; this version of jmlr_hf reads "
-                f"format_version={FORMAT_VERSION}."
-            )
-
-        # The config's own checksum (indexes saved before it existed have none): a hand-edited config is caught here,
-        # not deep inside faiss.
-        recorded = config.get("config_sha256")
-        if verify_checksums and recorded is not None and recorded != _config_sha256(config):
-            raise CorruptIndexError(
-                f"{directory / CONFIG_FILE} was changed after the index was saved (its checksum no longer matches); "
-                "change search settings with `load_index(..., nprobe=..., ef_search=...)` or "
-                "`DocumentIndex.set_search_parameters`, not by editing the file."
-            )
-        missing = [key for key in _REQUIRED_CONFIG_KEYS if key not in config]
-        if missing:
-            raise CorruptIndexError(f"{directory / CONFIG_FILE} lacks the keys {missing}.")
-        if config["kind"] not in _KINDS or config["metric"] != METRIC:
-            raise CorruptIndexError(
-                f"{directory / CONFIG_FILE} has kind={config['kind']!r} and metric={config['metric']!r}; "
-                f"expected a kind in {_KINDS} and metric {METRIC!r}."
-            )
-
-        # Checked before the (possibly long) checksums, so that a stale index fails fast.
-        if expected_fingerprint is not None and expected_fingerprint != config["fingerprint"]:
-            message = (
-                f"The index in {directory} was built by different retriever weights (fingerprint "
-                f"{config['fingerprint']!r}, expected {expected_fingerprint!r}); its document vectors do not match "
-                "the retriever. Rebuild the index with the current retriever."
-            )
-            if on_stale == "raise":
-                raise StaleIndexError(message)
-            warnings.warn(message, StaleIndexWarning, stacklevel=2)
-
-        if verify_checksums:
-            checksums = config.get("sha256") or {}
-            for name in (INDEX_FILE, DOCUMENTS_FILE):
-                expected = checksums.get(name)
-                if expected is None:
-                    raise CorruptIndexError(f"{directory / CONFIG_FILE} records no sha256 for {name}.")
-                actual = _sha256(directory / name)
-                if actual != expected:
-                    raise CorruptIndexError(
-                        f"{directory / name} is corrupted: its sha256 is {actual}, but {expected} was recorded when "
-                        "the index was saved. Rebuild or re-copy the index."
-                    )
-
-        try:
-            cpu_index = faiss.read_index(str(directory / INDEX_FILE))
-        except RuntimeError as err:
-            raise CorruptIndexError(f"faiss cannot read {directory / INDEX_FILE}: {err}") from err
-        documents = _read_documents(directory / DOCUMENTS_FILE)
-        if cpu_index.ntotal != config["num_documents"] or len(documents) != config["num_documents"]:
-            raise CorruptIndexError(
-                f"{directory} is inconsistent: {CONFIG_FILE} says {config['num_documents']} documents, "
-                f"{INDEX_FILE} has {cpu_index.ntotal} vectors and {DOCUMENTS_FILE} has {len(documents)} rows."
-            )
-        if cpu_index.d != config["dim"]:
-            raise CorruptIndexError(f"{directory / INDEX_FILE} has dimension {cpu_index.d}, not {config['dim']}.")
-        stored_kind = "hnsw" if hasattr(cpu_index, "hnsw") else "ivf" if hasattr(cpu_index, "nlist") else "flat"
-        if stored_kind != config["kind"] or (stored_kind == "ivf" and cpu_index.nlist != config.get("nlist")):
-            raise CorruptIndexError(
-                f"{directory} is inconsistent: {CONFIG_FILE} says kind={config['kind']!r}, nlist={config.get('nlist')!r}; "
-                f"{INDEX_FILE} holds an index of kind {stored_kind!r}"
-                + (f" with nlist={cpu_index.nlist}." if stored_kind == "ivf" else ".")
-            )
-
-        kind = config["kind"]
-        nprobe = nprobe if nprobe is not None else config.get("nprobe")
-        ef_search = ef_search if ef_search is not None else config.get("ef_search")
-        if kind == "ivf" and nprobe is not None:
-            cpu_index.nprobe = min(nprobe, config["nlist"])
-            nprobe = cpu_index.nprobe
-        if kind == "hnsw" and ef_search is not None:
-            cpu_index.hnsw.efSearch = ef_search
-
+        cpu_index, config, kind = saved.faiss_index, saved.config, saved.config["kind"]
+        # The documents are wrapped as read, not copied into the HF datasets cache (as `Dataset.from_parquet` would).
+        documents = Dataset(InMemoryTable(saved.documents))
+        nprobe, ef_search = config.get("nprobe"), config.get("ef_search")
         index, resources, device = cpu_index, None, None
         if _resolve_use_gpu(faiss, use_gpu, kind):
             device = _default_gpu_device(faiss)
@@ -884,39 +774,9 @@ def load_index(
     Like `RagRetriever` loading its index beside the model, this is how a model finds the index its config records
     (`JMLRForCausalLM.load_index`); publishing one is `jmlr_hf.hub.push_index`.
     """
-    if not os.path.isdir(index):
-        from huggingface_hub import snapshot_download
-
-        _check_hub_index_id(str(index))
-        index = snapshot_download(
-            str(index),
-            repo_type=INDEX_REPO_TYPE,
-            revision=revision,
-            allow_patterns=[INDEX_FILE, DOCUMENTS_FILE, CONFIG_FILE],
-            token=token,
-            cache_dir=cache_dir,
-        )
-    return DocumentIndex.load(index, expected_fingerprint=expected_fingerprint, on_stale=on_stale, **load_kwargs)
-
-
-def _check_hub_index_id(index: str) -> None:
-    """Raise `FileNotFoundError` when `index`, which is not a folder, is not a Hub id either: a file, a local path
-    whose parent folder exists (a typo, or an index not built yet), or a string no Hub repository can be named."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if os.path.isfile(index):
-        raise FileNotFoundError(
-            f"index {index!r} is a file; expected an index folder ({INDEX_FILE}, {CONFIG_FILE}, ...)"
-        )
-    parent = os.path.dirname(os.path.expanduser(index))
-    if index.startswith((".", "/", "~")) or (parent and os.path.isdir(parent)):
-        raise FileNotFoundError(f"index folder {index!r} does not exist")
-    try:
-        validate_repo_id(index)
-    except HFValidationError as error:
-        raise FileNotFoundError(
-            f"index {index!r} is neither an existing folder nor a Hub repository id ({error})"
-        ) from None
+    local_files_only = load_kwargs.pop("local_files_only", False)
+    folder = download_index(str(index), revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only)
+    return DocumentIndex.load(folder, expected_fingerprint=expected_fingerprint, on_stale=on_stale, **load_kwargs)
 
 
 def _text_columns(dataset: Dataset) -> list[str]:
@@ -1060,8 +920,8 @@ def _finish_index_directory(faiss: ModuleType, cpu_index: Any, folder: Path, con
     `folder` is the temporary directory `atomic_directory` renames into place, so plain writes are enough."""
     faiss.write_index(cpu_index, str(folder / INDEX_FILE))
     config = dict(config)
-    config["sha256"] = {name: _sha256(folder / name) for name in (INDEX_FILE, DOCUMENTS_FILE)}
-    config["config_sha256"] = _config_sha256(config)
+    config["sha256"] = {name: file_sha256(folder / name) for name in (INDEX_FILE, DOCUMENTS_FILE)}
+    config["config_sha256"] = index_config_sha256(config)
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
