@@ -62,3 +62,5 @@ def test_the_readme_python_runs_as_written(tmp_path, monkeypatch):
     assert (tmp_path / "quickstart" / "final" / "retriever_tokenizer").is_dir()
     assert (tmp_path / "quickstart" / "index" / "index_config.json").is_file()
     assert namespace["trainer"].state.global_step == 2
+    # ... and answered from the index's documents.
+    assert namespace["reply"].documents and namespace["reply"].documents[0]["text"] in namespace["corpus"]
