@@ -225,3 +225,29 @@ def test_model_flags_reach_the_generator(monkeypatch):
     assert generator_kwargs["revision"] == "v2" and generator_kwargs["attn_implementation"] == "eager"
     assert generator_kwargs["trust_remote_code"] is True and calls["model"]["max_length"] == 300
     assert {"revision": "v2", "trust_remote_code": True} in calls["tokenizers"]  # the generator's tokenizer
+
+
+def test_corpus_streaming_indexes_without_loading_the_corpus(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    """`--corpus_streaming`: the corpus file is streamed into the index folder chunk by chunk (the in-memory build is
+    never called), and the run trains on candidates from it; the named corpora are refused with the flag."""
+    from jmlr_hf.retrieval import DocumentIndex
+
+    monkeypatch.setattr(DocumentIndex, "build", classmethod(lambda *a, **k: pytest.fail("in-memory build")))
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": i, "content": t}) + "\n" for i, t in enumerate(CORPUS)))
+    out = tmp_path / "run"
+    cli_main(
+        [
+            "--task", "medqa", "--train_file", str(MEDQA), "--eval_file", str(MEDQA), "--corpus", str(corpus),
+            "--corpus_streaming", "true", "--model_name_or_path", str(tiny_checkpoint), "--output_dir", str(out),
+            "--num_candidates", "4", "--num_sampled", "2", "--num_context_documents", "1",
+            "--max_document_length", "32", "--evaluate_before", "false", "--eval_answer_limit", "1",
+            "--max_steps", "1", "--save_strategy", "no", "--use_cpu", "true", "--bf16", "false",
+            "--report_to", "none", "--disable_tqdm", "true",
+        ]
+    )  # fmt: skip
+    index = DocumentIndex.load(out / "index")
+    assert index.documents["text"] == CORPUS and index.documents["id"] == [str(i) for i in range(len(CORPUS))]
+    assert (out / "final" / "config.json").exists()
+    capsys.readouterr()  # the run's progress bars
+    assert "--corpus_streaming" in refused(capsys, "--corpus_streaming", "true")  # demo.yaml's corpus: pubmedqa

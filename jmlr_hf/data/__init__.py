@@ -23,7 +23,14 @@ from ._loading import (
     default_data_dir,
     print_load_summaries,
 )
-from .corpus import MEDQUAD_FILE, chunk_text, load_corpus, load_medquad_corpus, load_pubmedqa_corpus
+from .corpus import (
+    MEDQUAD_FILE,
+    chunk_text,
+    load_corpus,
+    load_medquad_corpus,
+    load_pubmedqa_corpus,
+    stream_corpus,
+)
 from .medqa_reason import (
     REASON_FEATURES,
     build_from_medmcqa,
@@ -71,4 +78,5 @@ __all__ = [
     "normalize_whitespace",
     "save_reason_dataset",
     "split_by_hash",
+    "stream_corpus",
 ]

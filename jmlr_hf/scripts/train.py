@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass, field, fields
 
 import torch
-from datasets import Dataset, load_from_disk
+from datasets import Dataset, IterableDataset, load_from_disk
 from transformers import AutoTokenizer, TrainerCallback
 from trl import ModelConfig, TrlParser, get_peft_config
 
@@ -38,6 +38,7 @@ from ..data import (
     load_reason_split,
     load_task,
     print_load_summaries,
+    stream_corpus,
 )
 from ..evaluation import evaluate_model, format_comparison
 from ..hub import eval_results_from_metrics, push_model, render_model_card
@@ -86,6 +87,13 @@ class DataArguments:
         default="pubmedqa",
         metadata={
             "help": "'pubmedqa' (every abstract section), 'medquad', or a corpus file/Hub id (id, text, title)."
+        },
+    )
+    corpus_streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Stream --corpus (a corpus file or Hub id) into the index in chunks instead of loading it: for "
+            "corpora larger than memory (MedRAG's PubMed). Rows are checked as they arrive; no distractors."
         },
     )
     distractor_passages: int = field(
@@ -194,6 +202,16 @@ def check_arguments(
         raise RecipeError(
             "--dataset_name gives both splits (--dataset_train_split, --dataset_test_split): drop --train_file and "
             "--eval_file, or drop --dataset_name"
+        )
+    if data_args.corpus_streaming and (data_args.corpus in ("pubmedqa", "medquad") or data_args.distractor_passages):
+        raise RecipeError(
+            "--corpus_streaming reads one corpus file or Hub id as it comes: give --corpus <file or Hub id> and "
+            "--distractor_passages 0 (the named corpora 'pubmedqa' and 'medquad' fit in memory: drop the flag)"
+        )
+    if data_args.corpus_streaming and data_args.index_kind == "ivf":
+        raise RecipeError(
+            "--corpus_streaming builds a flat or HNSW index (--index_kind flat or hnsw): an IVF index needs its list "
+            "count before the stream's length is known (DocumentIndex.build_streaming(..., nlist=...) in Python)"
         )
     if model_args.load_in_8bit or model_args.load_in_4bit:
         raise RecipeError(
@@ -343,12 +361,18 @@ def build_or_load_index(model, retriever_tokenizer, corpus_fn, args: DataArgumen
             return DocumentIndex.load(index_dir, expected_fingerprint=fingerprint)
         except StaleIndexError:
             logger.info("The index in %s was built by other retriever weights: rebuilding it", index_dir)
+    corpus = corpus_fn()
+    if isinstance(corpus, IterableDataset):  # --corpus_streaming: written into index_dir as it is encoded
+        return DocumentIndex.from_retriever(
+            corpus,
+            model.retriever,
+            retriever_tokenizer,
+            max_length=model.config.max_document_length,
+            kind=args.index_kind,
+            directory=index_dir,
+        )
     index = DocumentIndex.from_retriever(
-        corpus_fn(),
-        model.retriever,
-        retriever_tokenizer,
-        max_length=model.config.max_document_length,
-        kind=args.index_kind,
+        corpus, model.retriever, retriever_tokenizer, max_length=model.config.max_document_length, kind=args.index_kind
     )
     index.save(index_dir)
     return index
@@ -427,8 +451,10 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
 
     corpus_loads = 0
 
-    def corpus():
+    def corpus() -> Dataset | IterableDataset:
         nonlocal corpus_loads
+        if data_args.corpus_streaming:
+            return stream_corpus(data_args.corpus)
         reports: list[LoadReport] = []
         loaded = load_named_corpus(
             data_args.corpus,

@@ -159,3 +159,21 @@ def test_from_retriever_streams_into_the_folder(tmp_path, make_tiny_model, retri
     reference = DocumentIndex.from_retriever(rows, model.retriever, retriever_tokenizer, max_length=32)
     assert built.fingerprint == model.retriever.weights_fingerprint()
     assert np.allclose(vectors(built), vectors(reference), atol=1e-5)
+
+
+def test_stream_corpus_reads_a_corpus_file_lazily_into_an_index(tmp_path):
+    """`jmlr_hf.data.stream_corpus`: a corpus file (MedRAG's `content` column, numeric ids) as an IterableDataset
+    of `id`, `title`, `text`, indexed chunk by chunk; a bad row is named when the stream reaches it."""
+    from jmlr_hf.data import DataFormatError, stream_corpus
+
+    path = tmp_path / "corpus.jsonl"
+    rows = [{"id": i, "title": f"T{i}" if i % 2 else None, "content": f"passage {i} about the {WORDS[i % 8]}"} for i in range(23)]  # fmt: skip
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    stream = stream_corpus(str(path))
+    assert isinstance(stream, IterableDataset)
+    built = DocumentIndex.build_streaming(stream, encode, "bow", tmp_path / "index", chunk_size=5, show_progress=False)
+    expected = [{"id": str(r["id"]), "title": r["title"] or "", "text": r["content"]} for r in rows]
+    assert built.documents.to_list() == expected
+    path.write_text(path.read_text() + json.dumps({"id": 99, "content": "   "}) + "\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"row 24: field 'content': empty"):
+        list(stream_corpus(str(path)))
