@@ -58,6 +58,7 @@ _LAZY = {
     "load_corpus": "data",
     "load_named_corpus": "data",
     "load_task": "data",
+    "stream_corpus": "data",
     # evaluation
     "EvaluationModel": "evaluation",
     "evaluate_dataset": "evaluation",
@@ -71,7 +72,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from .data import DataFormatError, load_corpus, load_named_corpus, load_task
+    from .data import DataFormatError, load_corpus, load_named_corpus, load_task, stream_corpus
     from .evaluation import EvaluationModel, evaluate_dataset, evaluate_model, rank_candidates, retrieval_metrics
     from .hub import pull, push_index, push_model
     from .models import load_jmlr_checkpoint, merge_generator_adapter, save_model
@@ -139,4 +140,5 @@ __all__ = [
     "rank_candidates",
     "retrieval_metrics",
     "save_model",
+    "stream_corpus",
 ]

@@ -17,7 +17,7 @@ WORKFLOW = [
     # index a corpus and pre-retrieve candidates
     "DocumentIndex", "BM25Index", "add_candidates", "encode_queries_with", "encode_documents_with", "load_index",
     # data
-    "load_task", "load_corpus", "load_named_corpus",
+    "load_task", "load_corpus", "load_named_corpus", "stream_corpus",
     # train and watch the retriever
     "JointRetrievalConfig", "JointRetrievalTrainer", "RetrievalRecallCallback", "CandidateRefreshCallback",
     # evaluate, publish
