@@ -12,29 +12,27 @@ Layout (imports go one way: models ← retrieval, data, evaluation ← trainer, 
 * `utils`: crash-safe writes, the offline demo models, plots;
 * `cli`, `scripts`: the `jmlr` command and the training script behind `recipes/train.py`.
 
-The model classes are imported eagerly (they register the `jmlr` model type with the Auto classes); the rest of the
-public API loads on first use, so `import jmlr_hf` stays as light as the model.
+Every public name loads on first use, so `import jmlr_hf` imports neither torch nor transformers (the `jmlr` command
+answers `--help` in a fraction of a second). Importing `jmlr_hf.models` — which any model class, loader or trainer
+does — registers the `jmlr` model type with the transformers Auto classes; a saved model also loads without this
+package through its remote code (`trust_remote_code=True`).
 """
 
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
-
-from .models import JMLRConfig, JMLRForCausalLM, JMLRRetriever
-
 __version__ = "0.1.0"
-
-# With jmlr_hf installed, the Auto classes know the model type without remote code.
-AutoConfig.register("jmlr", JMLRConfig, exist_ok=True)
-AutoModel.register(JMLRConfig, JMLRForCausalLM, exist_ok=True)
-AutoModelForCausalLM.register(JMLRConfig, JMLRForCausalLM, exist_ok=True)
 
 # Public names that live in heavier subpackages (TRL, faiss, datasets), imported when first used. What a user needs
 # for the whole workflow, from the top: load or build a model, index a corpus, pre-retrieve candidates, train,
 # watch the retriever, evaluate, save and publish (the README's quickstart imports only from here).
 _LAZY = {
-    # models: saving and loading a trained model with both tokenizers
+    # models: the model (importing it registers the Auto classes), saving and loading with both tokenizers
+    "JMLRConfig": "models",
+    "JMLRForCausalLM": "models",
+    "JMLRRetriever": "models",
+    "JMLRAnswer": "models",
+    "JMLRIndex": "models",
     "save_model": "models",
     "load_jmlr_checkpoint": "models",
     "merge_generator_adapter": "models",
@@ -75,7 +73,16 @@ if TYPE_CHECKING:
     from .data import DataFormatError, load_corpus, load_named_corpus, load_task, stream_corpus
     from .evaluation import EvaluationModel, evaluate_dataset, evaluate_model, rank_candidates, retrieval_metrics
     from .hub import pull, push_index, push_model
-    from .models import load_jmlr_checkpoint, merge_generator_adapter, save_model
+    from .models import (
+        JMLRAnswer,
+        JMLRConfig,
+        JMLRForCausalLM,
+        JMLRIndex,
+        JMLRRetriever,
+        load_jmlr_checkpoint,
+        merge_generator_adapter,
+        save_model,
+    )
     from .retrieval import (
         BM25Index,
         DocumentIndex,
@@ -113,8 +120,10 @@ __all__ = [
     "DataFormatError",
     "DocumentIndex",
     "EvaluationModel",
+    "JMLRAnswer",
     "JMLRConfig",
     "JMLRForCausalLM",
+    "JMLRIndex",
     "JMLRRetriever",
     "JointRetrievalCollator",
     "JointRetrievalConfig",

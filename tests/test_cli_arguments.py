@@ -128,12 +128,8 @@ def test_version(capsys):
 
 
 HELP_PROBE = """
-import json, sys, types
-# Load jmlr_hf.cli without running jmlr_hf/__init__.py (which imports the model classes): what is measured is what
-# the command line itself imports.
-package = types.ModuleType("jmlr_hf")
-package.__path__ = [{package!r}]
-sys.modules["jmlr_hf"] = package
+import json, sys
+# The real entry point: `jmlr` imports the package (jmlr_hf/__init__.py) and then its command line.
 from jmlr_hf.cli import main
 try:
     main({argv!r})

@@ -43,6 +43,22 @@ def test_all_lists_every_public_name_and_star_import_works():
 
 
 def test_import_jmlr_hf_stays_light():
-    code = "import sys, jmlr_hf; print(sorted(m for m in ('trl', 'faiss', 'peft') if m in sys.modules))"
+    """`import jmlr_hf` (which the `jmlr` command does first) loads no ML library: every public name is lazy."""
+    heavy = ("torch", "transformers", "trl", "faiss", "peft", "datasets")
+    code = f"import sys, jmlr_hf; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_first_model_import_registers_the_auto_classes():
+    """A JMLR checkpoint loads through the Auto classes without remote code once a model class is imported."""
+    code = (
+        "import jmlr_hf\n"
+        "from transformers import CONFIG_MAPPING, AutoModelForCausalLM\n"
+        "before = 'jmlr' in CONFIG_MAPPING\n"
+        "model_class = jmlr_hf.JMLRForCausalLM\n"
+        "from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING\n"
+        "print(before, MODEL_FOR_CAUSAL_LM_MAPPING[jmlr_hf.JMLRConfig] is model_class)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == "False True"

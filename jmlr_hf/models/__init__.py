@@ -5,6 +5,8 @@ checkpoint: they import only `torch`, `transformers` and each other. `utils.py` 
 and loading whole checkpoints with their tokenizers).
 """
 
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
 from .configuration_jmlr import COLBERT_TOKEN_KEYS, OPTION_LETTERS, JMLRConfig
 from .modeling_jmlr import (
     RETRIEVER_TOKENIZER_DIR,
@@ -40,6 +42,12 @@ from .utils import (
     merge_generator_adapter,
     save_model,
 )
+
+# With jmlr_hf installed, the Auto classes know the model type without remote code, from the first import of a model
+# class (`jmlr_hf` itself imports nothing heavy, see its docstring).
+AutoConfig.register("jmlr", JMLRConfig, exist_ok=True)
+AutoModel.register(JMLRConfig, JMLRForCausalLM, exist_ok=True)
+AutoModelForCausalLM.register(JMLRConfig, JMLRForCausalLM, exist_ok=True)
 
 __all__ = [
     "COLBERT_TOKEN_KEYS",
