@@ -65,6 +65,7 @@ def test_max_length_is_the_sequence_cap_and_max_prompt_length_its_old_name():
         (["--max_length", "300", "--max_prompt_length", "200"], "give --max_length only"),
         (["--dataset_name", "org/questions", "--train_file", "x.jsonl"], "drop --train_file"),
         (["--load_in_4bit", "true"], "--dtype bfloat16"),
+        (["--dataset_streaming", "true"], "--corpus_streaming true"),
     ],
 )
 def test_flags_that_cannot_work_are_refused_at_parse_time(capsys, monkeypatch, flags, named):

@@ -80,6 +80,13 @@ class DataArguments:
     dataset_config: str | None = field(default=None, metadata={"help": "The data set's configuration (name=...)."})
     dataset_train_split: str = field(default="train", metadata={"help": "The split of --dataset_name to train on."})
     dataset_test_split: str = field(default="test", metadata={"help": "The split of --dataset_name to evaluate on."})
+    dataset_streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "TRL's flag, refused when true: the questions are pre-retrieved and trained from memory (a "
+            "training set is small); a corpus larger than memory streams with --corpus_streaming."
+        },
+    )
     eval_fraction: float = field(
         default=0.2, metadata={"help": "For tasks without a test split (MedMCQA, MedQA): held-out share, by id hash."}
     )
@@ -198,6 +205,11 @@ def check_arguments(
             )
         training_args.max_length = retrieval_args.max_prompt_length
         retrieval_args.max_prompt_length = None
+    if data_args.dataset_streaming:
+        raise RecipeError(
+            "--dataset_streaming is not supported: the training questions are pre-retrieved and held in memory; to "
+            "index a corpus larger than memory use --corpus <file or Hub id> --corpus_streaming true"
+        )
     if data_args.dataset_name is not None and (data_args.train_file or data_args.eval_file):
         raise RecipeError(
             "--dataset_name gives both splits (--dataset_train_split, --dataset_test_split): drop --train_file and "
