@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from datasets import load_from_disk
 
@@ -54,3 +55,21 @@ def test_index_then_retrieve(tmp_path, capsys):
     # The off-the-shelf retriever finds the passage that answers each of these questions.
     assert top["Which drug is first-line treatment for anaphylaxis?"] == "d1"
     assert top["Which electrolyte abnormality produces peaked T waves on ECG?"] == "d3"
+
+
+def test_index_streaming_equals_the_in_memory_build(tmp_path, capsys):
+    """`jmlr index --streaming` indexes a corpus file chunk by chunk into the output folder: the same documents and
+    vectors as the in-memory build; the named corpora (which fit in memory) are refused with the reason."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in CORPUS))
+    common = ["index", "--corpus", str(corpus), "--retriever", "all-minilm-l6-v2"]
+    main([*common, "--output", str(tmp_path / "memory")])
+    main([*common, "--output", str(tmp_path / "streamed"), "--streaming", "true"])
+    assert "Indexed 5 streamed documents" in capsys.readouterr().out
+    memory, streamed = DocumentIndex.load(tmp_path / "memory"), DocumentIndex.load(tmp_path / "streamed")
+    assert streamed.documents["id"] == memory.documents["id"] and streamed.fingerprint == memory.fingerprint
+    vectors = np.random.default_rng(0).standard_normal((3, memory.dim)).astype("float32")
+    for got, want in zip(streamed.search(vectors, k=5), memory.search(vectors, k=5)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="--corpus <file or Hub id>"):
+        main(["index", "--corpus", "pubmedqa", "--streaming", "--output", str(tmp_path / "x")])

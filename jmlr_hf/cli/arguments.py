@@ -85,6 +85,11 @@ class IndexArguments:
     distractor_passages: int = option(0, "MedQuAD passages to add as distractors")
     data_dir: str | None = option(None, DATA_DIR_HELP)
     skip_invalid: bool = option(True, SKIP_INVALID_HELP)
+    streaming: bool = option(
+        False,
+        "Stream --corpus (a corpus file or Hub id) into --output chunk by chunk instead of loading it: corpora larger "
+        "than memory (MedRAG's PubMed); invalid rows stop the build, naming the row; flat or hnsw",
+    )
 
 
 @dataclass(kw_only=True)

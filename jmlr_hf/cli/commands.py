@@ -92,6 +92,25 @@ def run_index(args: IndexArguments) -> None:
     from ..data import load_named_corpus, print_load_summaries
     from ..retrieval import DocumentIndex
 
+    if args.streaming:
+        if args.corpus in ("pubmedqa", "medquad") or args.distractor_passages or args.kind == "ivf":
+            raise ValueError(
+                "--streaming reads one corpus file or Hub id as it comes: give --corpus <file or Hub id>, no "
+                "--distractor_passages, and --kind flat or hnsw (an IVF index needs its training points first)"
+            )
+        from ..data import stream_corpus
+
+        retriever, tokenizer, config = load_retriever(args.retriever)
+        index = DocumentIndex.from_retriever(
+            stream_corpus(args.corpus),
+            retriever,
+            tokenizer,
+            max_length=config.max_document_length,
+            kind=args.kind,
+            directory=args.output,
+        )
+        print(f"Indexed {len(index)} streamed documents ({index.kind}, dim {index.dim}) into {args.output}")
+        return
     retriever, tokenizer, config = load_retriever(args.retriever)
     reports: list[LoadReport] = []
     corpus = load_named_corpus(
