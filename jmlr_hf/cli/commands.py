@@ -154,11 +154,11 @@ def run_train(argv: list[str]) -> None:
 
 
 def run_answer(args: AnswerArguments) -> None:
-    """`jmlr answer`: retrieve, re-rank and answer one question with a trained model and its index."""
-    import torch
-
-    from ..models import build_prompt, load_jmlr_checkpoint
-    from ..retrieval import document_text, encode_queries_with, load_index
+    """`jmlr answer`: retrieve, re-rank and answer one question with a trained model and its index, through
+    `JMLRForCausalLM.answer` (the prompt written as in training: documents cut to `max_document_length` tokens, the
+    whole fitted to `max_length`), the same path as the remote code's answer from a Hub id."""
+    from ..models import load_jmlr_checkpoint
+    from ..retrieval import load_index
     from ..utils.demo_models import resolve_model_path
 
     model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(resolve_model_path(args.model))
@@ -171,27 +171,18 @@ def run_answer(args: AnswerArguments) -> None:
     index = (
         load_index(args.index, expected_fingerprint=fingerprint, on_stale="warn") if args.index else model.load_index()
     )
-    cfg = model.config
-
-    hits = index.retrieve(
-        [args.question],
-        encode_queries_with(model.retriever, retriever_tokenizer, cfg.max_query_length),
-        cfg.num_candidates,
-        show_progress=False,
-    )[0]
-    texts = [document_text(hit) for hit in hits]
-    with torch.no_grad():
-        scores = model.score_documents([args.question], [texts], retriever_tokenizer)[0]
-    order = scores.argsort(descending=True)[: cfg.num_context_documents].tolist()
-    documents = [texts[i] for i in order]
-    prompt = build_prompt(cfg, args.question, documents, args.options)
-    inputs = tokenizer(prompt, return_tensors="pt")
-    with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
-    answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-    print(f"Answer: {answer}\n\nDocuments used:")
-    for rank, i in enumerate(order, start=1):
-        print(f"  [{rank}] {hits[i]['id']} (retriever score {float(scores[i]):.3f}): {texts[i][:200]}")
+    reply = model.answer(
+        args.question,
+        tokenizer,
+        retriever_tokenizer,
+        options=args.options,
+        index=index,
+        max_new_tokens=args.max_new_tokens,
+    )
+    print(f"Answer: {reply.answer}\n\nDocuments used:")
+    for rank, document in enumerate(reply.documents, start=1):
+        text = document.get("text", "")
+        print(f"  [{rank}] {document['id']} (retriever score {document['retriever_score']:.3f}): {text[:200]}")
 
 
 def resolve_evaluation_split(task: str, split: str | None, questions: str | None) -> str:

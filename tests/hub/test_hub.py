@@ -253,7 +253,11 @@ def test_answer_checks_the_index_fingerprint(tmp_path, trained_dir, make_tiny_mo
     with warnings.catch_warnings():
         warnings.simplefilter("error", StaleIndexWarning)  # its own index: a warning would fail here
         jmlr(["answer", "--model", str(trained_dir), "--index", str(tmp_path / "index"), "Which organ makes insulin?"])
-    assert capsys.readouterr().out.startswith("Answer:")
+    # The command answers through JMLRForCausalLM.answer: the prompt as in training, the same as the remote code's.
+    model = JMLRForCausalLM.from_pretrained(trained_dir).eval()
+    reply = model.answer("Which organ makes insulin?", index=str(tmp_path / "index"))
+    out = capsys.readouterr().out
+    assert out.startswith(f"Answer: {reply.answer}\n") and f"[1] {reply.documents[0]['id']} " in out
     build_index(make_tiny_model(seed=4), retriever_tokenizer, tmp_path / "other-index")
     with pytest.warns(StaleIndexWarning, match="Rebuild the index"):
         jmlr(["answer", "--model", str(trained_dir), "--index", str(tmp_path / "other-index"), "Which organ?"])
