@@ -205,6 +205,13 @@ class ExperimentArguments:
             "every step; the retriever learns exactly the same (tests/trainer/test_freeze_generator.py)."
         },
     )
+    summary_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Train nothing: the summary table, JSON and plots of the planned runs already recorded (each "
+            "missing run is named), e.g. to tabulate arms recorded by separate calls."
+        },
+    )
     save_models: bool = field(
         default=False,
         metadata={
@@ -260,6 +267,7 @@ NON_OUTCOME_FIELDS = (
     "eval_retrieval_split",
     "cached_nlls",
     "save_models",
+    "summary_only",
     "variant",
     "variants",
 )
@@ -795,7 +803,7 @@ def run_experiment(args: ExperimentArguments) -> dict:
         evaluation = prepared_validation(args)
     elif args.eval_split != "test":
         raise ValueError(f"eval_split must be 'test' or 'validation', got {args.eval_split!r}")
-    records = []
+    records, missing = [], []
     for arm, loss, seed in planned_runs(args):
         name = run_name(arm, loss, seed)
         expected = run_settings(asdict(args), arm, loss)
@@ -813,10 +821,17 @@ def run_experiment(args: ExperimentArguments) -> dict:
             record = _load_record(base, expected, legacy[args.output_dir])
             if record is not None:
                 logger.info("Reusing %s from the base experiment (its settings are unchanged)", name)
+        if record is None and args.summary_only:
+            missing.append(name)
+            continue
         if record is None:
             logger.info("Running %s", name)
             record = run_one(args, arm, loss, seed, train, evaluation)
         records.append(record)
+    if missing:
+        print(f"Not recorded (summary_only: not run): {', '.join(missing)}")
+    if not records:
+        raise ValueError(f"summary_only: none of the planned runs is recorded in {directory}")
     metrics = reported_metrics(records)
     summary = summarize(records, metrics)
     table = summary_table(summary, metrics)

@@ -246,7 +246,7 @@ def test_medmcqa_experiment_with_generative_accuracy(tmp_path, tiny_checkpoints,
 
 
 @pytest.mark.integration
-def test_retriever_arm_validation_split_and_retriever_metrics(tmp_path, tiny_checkpoints):
+def test_retriever_arm_validation_split_and_retriever_metrics(tmp_path, tiny_checkpoints, capsys):
     """The answer-quality setting: a validation split carved from the training questions, a hybrid first stage, the
     retriever-only arm (LLM frozen), curves on the validation split against the base LLM's reference NLLs, and the
     end-of-run LLM-preference and whole-corpus metrics."""
@@ -318,6 +318,11 @@ def test_retriever_arm_validation_split_and_retriever_metrics(tmp_path, tiny_che
     start = [next(e for e in r["log_history"] if "eval_llm_top1_agreement" in e) for r in (rag, frozen)]
     assert start[0]["eval_llm_top1_agreement"] == start[1]["eval_llm_top1_agreement"]
     assert "llm_top1_agreement" in (out / "summary.md").read_text()
+    # Tabulating arms recorded by separate calls: summary_only trains nothing and names what is not recorded.
+    runs_before = sorted(p.name for p in (out / "runs").iterdir())
+    tabulated = run_experiment(dataclasses.replace(args, seeds=[0, 1], summary_only=True))
+    assert tabulated == summary and sorted(p.name for p in (out / "runs").iterdir()) == runs_before
+    assert "Not recorded (summary_only: not run): rag-seed1, retriever-lsr-seed1" in capsys.readouterr().out
     # Choosing settings on the validation split: a variant evaluated there never reads a test question.
     test_nlls = (out / "prepared" / "reference_nlls-eval.json").read_text()
     sweep = run_experiment(dataclasses.replace(args, variants=["val eval_split=validation save_models=false"]))
