@@ -703,6 +703,9 @@ PANELS = (
     "lm_loss",
     "retrieval_loss",
     "retrieval_agreement",
+    # The training batches' top-1 agreement beside the held-out one: the two apart = the preference memorised, not
+    # learned (a question seen again in a later pass counts as agreed once the retriever fits it).
+    "lm_best_is_retriever_top1",
     LOG_PREFIX + "recall@1",
     LOG_PREFIX + "evidence@1",
     LOG_PREFIX + "llm_top1_agreement",

@@ -35,6 +35,7 @@ def test_recipe_under_accelerate_then_answer(tmp_path):
     run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     assert "| evidence@1 |" in run.stdout  # the before/after table
+    assert "faiss.loader" not in run.stderr  # the script's INFO lines, not faiss's
 
     results = json.loads((out / "results.json").read_text())
     for phase in ("before", "after"):

@@ -451,6 +451,8 @@ class LogAtTrainBegin(TrainerCallback):
 
 def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_args: ModelConfig, retrieval_args):
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
+    # The script's own INFO lines, not faiss's loader probing its builds ("Could not load library with AVX512...").
+    logging.getLogger("faiss").setLevel(logging.WARNING)
     check_arguments(data_args, training_args, model_args, retrieval_args)
     check_sharding(training_args)
     if training_args.push_to_hub:
