@@ -14,6 +14,7 @@ from huggingface_hub import ModelCard
 from jmlr_hf import JMLRForCausalLM
 from jmlr_hf.data import default_data_dir
 from jmlr_hf.retrieval import DocumentIndex
+from tests.testing_utils.models import RECIPE_CORPUS as CORPUS
 
 pytestmark = pytest.mark.integration
 
@@ -69,16 +70,6 @@ def test_recipe_under_accelerate_then_answer(tmp_path):
     assert "StaleIndexWarning" not in answer.stderr
     assert answer.stdout.startswith("Answer:") and "Documents used:" in answer.stdout
     assert answer.stdout.count("  [") == 2  # K = 2 documents, as demo.yaml sets
-
-
-CORPUS = [
-    "Intramuscular epinephrine is the first-line treatment of anaphylaxis.",
-    "Iron deficiency causes a microcytic anemia with a low ferritin.",
-    "Hyperkalemia produces peaked T waves on the ECG.",
-    "A midshaft humerus fracture can injure the radial nerve.",
-    "The kidney filters the blood and makes urine.",
-    "The pancreas secretes insulin from its beta cells.",
-]
 
 
 def small_recipe_command(tmp_path: Path, *launcher: str) -> tuple[list[str], Path, str]:

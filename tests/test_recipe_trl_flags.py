@@ -15,20 +15,13 @@ import jmlr_hf.scripts.train as train_script
 from jmlr_hf.models import save_model
 from jmlr_hf.scripts.train import check_arguments, check_hub_access, cli_main, make_parser
 from jmlr_hf.trainer import JointRetrievalTrainer
+from tests.testing_utils.models import RECIPE_CORPUS as CORPUS
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "recipes" / "demo.yaml")
 MEDQA = ROOT / "tests" / "fixtures" / "medqa_tiny.jsonl"
-CORPUS = [
-    "Intramuscular epinephrine is the first-line treatment of anaphylaxis.",
-    "Iron deficiency causes a microcytic anemia with a low ferritin.",
-    "Hyperkalemia produces peaked T waves on the ECG.",
-    "A midshaft humerus fracture can injure the radial nerve.",
-    "The kidney filters the blood and makes urine.",
-    "The pancreas secretes insulin from its beta cells.",
-]
 
 
 def parse(*flags: str, config: str | None = DEMO):

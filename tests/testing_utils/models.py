@@ -42,6 +42,16 @@ def tiny_config(generator_tokenizer, retriever_tokenizer, **retrieval_kwargs) ->
     return JMLRConfig(generator=generator, retriever=retriever, **defaults)
 
 
+#: Six one-sentence medical passages: the corpus file of the recipe tests.
+RECIPE_CORPUS = [
+    "Intramuscular epinephrine is the first-line treatment of anaphylaxis.",
+    "Iron deficiency causes a microcytic anemia with a low ferritin.",
+    "Hyperkalemia produces peaked T waves on the ECG.",
+    "A midshaft humerus fracture can injure the radial nerve.",
+    "The kidney filters the blood and makes urine.",
+    "The pancreas secretes insulin from its beta cells.",
+]
+
 TOY_ROWS = [
     {
         "id": "q1",
