@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import statistics
 import time
 import typing
@@ -219,6 +220,14 @@ class ExperimentArguments:
             "<run dir>/models/<run name>, for `jmlr index` / `jmlr evaluate` as a user would run them."
         },
     )
+    save_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Checkpoint each run every N optimizer steps (the last kept, in <run dir>/checkpoints/<run name>) "
+            "so that a run interrupted mid-way resumes from its last checkpoint, exactly, instead of starting over; "
+            "the folder is removed once the run is recorded. 0: no checkpoints (an interrupted run restarts)."
+        },
+    )
     corpus_evidence: bool = field(
         default=False,
         metadata={
@@ -267,6 +276,7 @@ NON_OUTCOME_FIELDS = (
     "eval_retrieval_split",
     "cached_nlls",
     "save_models",
+    "save_steps",
     "summary_only",
     "variant",
     "variants",
@@ -486,13 +496,17 @@ def train_arm(
     retriever_tokenizer,
     train: Dataset,
     evaluation: Dataset,
-) -> list[dict]:
+    settings: dict[str, Any],
+) -> tuple[list[dict], int]:
     """Train `model` as `arm` does (LoRA on the generator unless the arm freezes it), merge the adapter, save it if
-    asked; returns the trainer's log history."""
+    asked; returns the trainer's log history and the step it resumed from (0: a fresh start; see `save_steps` and
+    [`resume_checkpoint`])."""
     from peft import LoraConfig
 
+    checkpoint_dir = os.path.join(run_dir(args), "checkpoints", name)
+    resume = resume_checkpoint(checkpoint_dir, settings) if args.save_steps > 0 else None
     training_args = JointRetrievalConfig(
-        output_dir=os.path.join(run_dir(args), "checkpoints", name),
+        output_dir=checkpoint_dir,
         max_steps=args.max_steps,
         per_device_train_batch_size=args.batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -502,7 +516,9 @@ def train_arm(
         lr_scheduler_type="constant",
         weight_decay=0.0,
         logging_steps=args.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if args.save_steps > 0 else "no",
+        save_steps=max(args.save_steps, 1),
+        save_total_limit=1,
         report_to=[],
         bf16=False,
         gradient_checkpointing=False,
@@ -530,11 +546,43 @@ def train_arm(
         peft_config=None if arm == "retriever" else lora,
         callbacks=callbacks,
     )
-    trainer.train()
+    if args.save_steps > 0:
+        write_json(os.path.join(checkpoint_dir, CHECKPOINT_SETTINGS), settings)
+    if resume is not None:
+        logger.info("Resuming %s from %s", name, resume)
+    trainer.train(resume_from_checkpoint=resume)
     merge_generator_adapter(model)
     if args.save_models:
         trainer.save_model(os.path.join(run_dir(args), "models", name))
-    return trainer.state.log_history
+    resumed_from = int(os.path.basename(resume).split("-")[1]) if resume else 0
+    return trainer.state.log_history, resumed_from
+
+
+#: The settings of the run whose checkpoints a `checkpoints/<run name>` folder holds.
+CHECKPOINT_SETTINGS = "run_settings.json"
+
+
+def resume_checkpoint(checkpoint_dir: str, settings: dict[str, Any]) -> str | None:
+    """The last complete checkpoint of an interrupted run with these `settings` in `checkpoint_dir`, or `None` (no
+    checkpoint yet: the run starts from step 0). Checkpoints written with other settings are an error, as a
+    finished run's record would be: resuming them would mix two runs into one."""
+    from jmlr_hf.trainer.joint_retrieval_trainer import last_complete_checkpoint
+
+    if not os.path.isdir(checkpoint_dir) or not any(
+        entry.startswith("checkpoint-") for entry in os.listdir(checkpoint_dir)
+    ):
+        return None
+    recorded = _read_json(os.path.join(checkpoint_dir, CHECKPOINT_SETTINGS))
+    if recorded != settings:
+        raise ValueError(
+            f"{checkpoint_dir} holds checkpoints of a run with other settings (or none recorded); delete the folder "
+            "to start this run over"
+        )
+    try:
+        return last_complete_checkpoint(checkpoint_dir)
+    except ValueError:
+        logger.warning("%s has no complete checkpoint (a kill while saving): the run starts over", checkpoint_dir)
+        return None
 
 
 def run_one(
@@ -548,11 +596,15 @@ def run_one(
         tokenizer.pad_token = tokenizer.eos_token
     retriever_tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.retriever))
     name = run_name(arm, retrieval_loss, seed)
+    settings = run_settings(asdict(args), arm, retrieval_loss)
     log_history: list[dict] = []
     train_seconds = 0.0
+    resumed_from = 0
     if arm != "base":  # the base arm is the starting point of every other: evaluated untrained
         start = time.perf_counter()
-        log_history = train_arm(args, arm, name, seed, model, tokenizer, retriever_tokenizer, train, evaluation)
+        log_history, resumed_from = train_arm(
+            args, arm, name, seed, model, tokenizer, retriever_tokenizer, train, evaluation, settings
+        )
         train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     metrics = evaluate_model(
@@ -587,13 +639,16 @@ def run_one(
         "arm": arm,
         "retrieval_loss": retrieval_loss,
         "seed": seed,
-        "settings": run_settings(asdict(args), arm, retrieval_loss),
+        "settings": settings,
         "metrics": metrics,
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": round(train_seconds, 1),  # this process's share when resumed
+        "resumed_from_step": resumed_from,
         "eval_seconds": round(time.perf_counter() - start, 1),
         "log_history": log_history,
     }
     write_json(os.path.join(run_dir(args), "runs", f"{name}.json"), record)
+    # Recorded: the checkpoints are no longer needed to resume (a kill before this line resumes from the last one).
+    shutil.rmtree(os.path.join(run_dir(args), "checkpoints", name), ignore_errors=True)
     return record
 
 
@@ -784,7 +839,11 @@ def _load_record(path: str, expected: dict[str, Any], legacy_settings: dict[str,
 
 
 def _read_settings(directory: str) -> dict[str, Any] | None:
-    path = os.path.join(directory, "settings.json")
+    return _read_json(os.path.join(directory, "settings.json"))
+
+
+def _read_json(path: str) -> Any:
+    """The JSON at `path`, or `None` when there is no such file."""
     if not os.path.exists(path):
         return None
     with open(path, encoding="utf-8") as f:

@@ -334,3 +334,66 @@ def test_retriever_arm_validation_split_and_retriever_metrics(tmp_path, tiny_che
     saved = JMLRForCausalLM.from_pretrained(str(out / "models" / "retriever-lsr-seed0"))
     assert not any("lora" in name for name, _ in saved.named_parameters())
     assert (out / "models" / "rag-seed0" / "retriever_tokenizer").is_dir()
+
+
+@pytest.mark.integration
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, tiny_checkpoints, monkeypatch):
+    """`save_steps`: a JMLR run killed after its step-2 checkpoint resumes there and records what the uninterrupted
+    run records; checkpoints of other settings are refused; the folder goes once the run is recorded."""
+    base = ExperimentArguments(
+        generator=tiny_checkpoints[0],
+        retriever=tiny_checkpoints[1],
+        arms=["jmlr"],
+        retrieval_losses=["lsr"],
+        seeds=[0],
+        train_limit=6,
+        eval_limit=2,
+        max_steps=3,
+        batch_size=2,
+        num_candidates=4,
+        num_sampled=2,
+        num_context_documents=1,
+        max_document_length=32,
+        max_length=256,
+        logging_steps=1,
+        eval_retrieval_steps=1,
+        save_steps=1,
+    )
+    uninterrupted = dataclasses.replace(base, output_dir=str(tmp_path / "whole"))
+    run_experiment(uninterrupted)
+    expected = json.loads((tmp_path / "whole" / "runs" / "jmlr-lsr-seed0.json").read_text())
+    assert expected["resumed_from_step"] == 0
+    assert not (tmp_path / "whole" / "checkpoints" / "jmlr-lsr-seed0").exists()  # recorded: checkpoints removed
+
+    class Killed(RuntimeError):
+        pass
+
+    class KilledAtStep3(experiment_module.JointRetrievalTrainer):
+        def training_step(self, *args, **kwargs):
+            if self.state.global_step == 2:
+                raise Killed
+            return super().training_step(*args, **kwargs)
+
+    interrupted = dataclasses.replace(base, output_dir=str(tmp_path / "cut"))
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment_module, "JointRetrievalTrainer", KilledAtStep3)
+        with pytest.raises(Killed):
+            run_experiment(interrupted)
+    checkpoints = tmp_path / "cut" / "checkpoints" / "jmlr-lsr-seed0"
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-2"]  # the last one kept
+    assert not (tmp_path / "cut" / "runs" / "jmlr-lsr-seed0.json").exists()
+    # Checkpoints of a run with other settings are not resumed into this one.
+    with pytest.raises(ValueError, match="other settings"):
+        run_experiment(dataclasses.replace(interrupted, retriever_learning_rate=1e-3))
+
+    run_experiment(interrupted)
+    resumed = json.loads((tmp_path / "cut" / "runs" / "jmlr-lsr-seed0.json").read_text())
+    assert resumed["resumed_from_step"] == 2
+    assert not checkpoints.exists()
+    timing = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss"}
+
+    def curve(record):
+        return [{k: v for k, v in e.items() if k not in timing} for e in record["log_history"]]
+
+    assert curve(resumed) == curve(expected)  # every logged loss, agreement and held-out point, steps 0-3
+    assert resumed["metrics"] == expected["metrics"]
