@@ -7,9 +7,7 @@ import json
 import math
 
 import pytest
-import torch
 from datasets import load_from_disk
-from transformers import BertModel, LlamaForCausalLM
 
 from experiments import jmlr_vs_rag as experiment_module
 from experiments.jmlr_vs_rag import (
@@ -21,7 +19,6 @@ from experiments.jmlr_vs_rag import (
     summary_table,
 )
 from jmlr_hf.models import JMLRForCausalLM
-from tests.testing_utils.models import tiny_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -108,18 +105,6 @@ def test_query_side_only_training_is_a_retriever_setting(tiny_checkpoints):
     assert not any(p.requires_grad for p in frozen_docs.document_encoder.parameters())
     assert any(p.requires_grad for p in frozen_docs.encoder.parameters())
     assert experiment_module.build_arm_model(args, "rag", "none").retriever.document_encoder is None
-
-
-@pytest.fixture
-def tiny_checkpoints(tmp_path, generator_tokenizer, retriever_tokenizer):
-    """A tiny random Llama and BERT saved as the experiment's base models."""
-    config = tiny_config(generator_tokenizer, retriever_tokenizer)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config.generator).save_pretrained(tmp_path / "llama")
-    generator_tokenizer.save_pretrained(tmp_path / "llama")
-    BertModel(config.retriever).save_pretrained(tmp_path / "bert")
-    retriever_tokenizer.save_pretrained(tmp_path / "bert")
-    return str(tmp_path / "llama"), str(tmp_path / "bert")
 
 
 @pytest.mark.integration
