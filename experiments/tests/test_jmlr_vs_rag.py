@@ -322,30 +322,19 @@ def test_retriever_arm_validation_split_and_retriever_metrics(tmp_path, tiny_che
 
 
 @pytest.mark.integration
-def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, tiny_checkpoints, monkeypatch):
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, tiny_experiment, monkeypatch):
     """`save_steps`: a JMLR run killed after its step-2 checkpoint resumes there and records what the uninterrupted
     run records; checkpoints of other settings are refused; the folder goes once the run is recorded."""
-    base = ExperimentArguments(
-        generator=tiny_checkpoints[0],
-        retriever=tiny_checkpoints[1],
-        arms=["jmlr"],
-        retrieval_losses=["lsr"],
-        seeds=[0],
-        train_limit=6,
-        eval_limit=2,
-        max_steps=3,
-        batch_size=2,
-        num_candidates=4,
-        num_sampled=2,
-        num_context_documents=1,
-        max_document_length=32,
-        max_length=256,
-        logging_steps=1,
-        eval_retrieval_steps=1,
-        save_steps=1,
-    )
-    uninterrupted = dataclasses.replace(base, output_dir=str(tmp_path / "whole"))
-    run_experiment(uninterrupted)
+    settings = {
+        "arms": ["jmlr"],
+        "retrieval_losses": ["lsr"],
+        "train_limit": 6,
+        "max_steps": 3,
+        "logging_steps": 1,
+        "eval_retrieval_steps": 1,
+        "save_steps": 1,
+    }
+    run_experiment(tiny_experiment("whole", **settings))
     expected = json.loads((tmp_path / "whole" / "runs" / "jmlr-lsr-seed0.json").read_text())
     assert expected["resumed_from_step"] == 0
     assert not (tmp_path / "whole" / "checkpoints" / "jmlr-lsr-seed0").exists()  # recorded: checkpoints removed
@@ -359,7 +348,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, tiny_chec
                 raise Killed
             return super().training_step(*args, **kwargs)
 
-    interrupted = dataclasses.replace(base, output_dir=str(tmp_path / "cut"))
+    interrupted = tiny_experiment("cut", **settings)
     with monkeypatch.context() as patch:
         patch.setattr(experiment_module, "JointRetrievalTrainer", KilledAtStep3)
         with pytest.raises(Killed):

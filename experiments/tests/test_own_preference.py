@@ -16,26 +16,14 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.integration
-def test_each_retriever_is_measured_against_its_own_llm(tmp_path, tiny_checkpoints, monkeypatch, capsys):
-    args = ExperimentArguments(
-        output_dir=str(tmp_path / "exp"),
-        generator=tiny_checkpoints[0],
-        retriever=tiny_checkpoints[1],
+def test_each_retriever_is_measured_against_its_own_llm(tmp_path, tiny_experiment, monkeypatch, capsys):
+    args = tiny_experiment(
         arms=["base", "sft", "rag", "jmlr"],
         retrieval_losses=["lsr"],
-        seeds=[0],
-        train_limit=4,
         eval_limit=3,
-        eval_answer_limit=1,
-        max_steps=2,
-        batch_size=2,
         learning_rate=5e-2,  # a tiny LLM that moves in 2 steps, so its own NLLs differ from the base LLM's
         retriever_learning_rate=1e-2,
-        num_candidates=4,
         num_sampled=4,
-        num_context_documents=1,
-        max_document_length=32,
-        max_length=256,
         eval_preference_limit=3,
         save_models=True,
     )
@@ -91,23 +79,8 @@ def test_each_retriever_is_measured_against_its_own_llm(tmp_path, tiny_checkpoin
 
 
 @pytest.mark.integration
-def test_a_run_without_its_saved_model_says_how_to_get_it(tmp_path, tiny_checkpoints):
-    args = ExperimentArguments(
-        output_dir=str(tmp_path / "exp"),
-        generator=tiny_checkpoints[0],
-        retriever=tiny_checkpoints[1],
-        arms=["rag"],
-        seeds=[0],
-        train_limit=2,
-        eval_limit=2,
-        eval_answer_limit=1,
-        max_steps=1,
-        num_candidates=4,
-        num_context_documents=1,
-        max_document_length=32,
-        max_length=256,
-        eval_preference_limit=2,
-    )
+def test_a_run_without_its_saved_model_says_how_to_get_it(tiny_experiment):
+    args = tiny_experiment(arms=["rag"], train_limit=2, max_steps=1, eval_preference_limit=2)
     run_experiment(args)
     with pytest.raises(FileNotFoundError, match="--save_models true"):
         own_preference.measure(args)
