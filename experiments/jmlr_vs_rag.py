@@ -793,7 +793,12 @@ def plot_experiment(records: Sequence[dict], summary: dict, output_dir: str) -> 
         ax.set_title(f"{title} (mean over seeds)", fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    # One legend for every arm drawn in any panel (the first panel lacks the arms without an LM loss).
+    handles = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    axes[0][0].legend(list(handles.values()), list(handles), fontsize=7)
     fig.tight_layout()
     curves_path = os.path.join(output_dir, "training_curves.png")
     fig.savefig(curves_path, dpi=120)
