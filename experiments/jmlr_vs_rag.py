@@ -725,7 +725,8 @@ def summarize(records: Sequence[dict], metrics: Sequence[str] = REPORTED_METRICS
     return summary
 
 
-def _cell(stats: dict) -> str:
+def stats_cell(stats: dict) -> str:
+    """`mean ± std (n)` of one `summarize` entry; `n/a` when no run measured it."""
     if stats["n"] == 0:
         return "n/a"
     std = "–" if math.isnan(stats["std"]) else f"{stats['std']:.4f}"  # one run has no spread
@@ -738,7 +739,7 @@ def summary_table(
     """Markdown: one row per arm, `mean ± std (n)` per metric, `n/a` where no run could measure it."""
     lines = [f"| {first_column} | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for label, row in summary.items():
-        lines.append(f"| {label} | " + " | ".join(_cell(row[m]) for m in metrics) + " |")
+        lines.append(f"| {label} | " + " | ".join(stats_cell(row[m]) for m in metrics) + " |")
     return "\n".join(lines)
 
 

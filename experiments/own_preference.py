@@ -49,6 +49,7 @@ from .jmlr_vs_rag import (
     prepare_data,
     run_dir,
     run_name,
+    stats_cell,
 )
 
 #: Arms whose final LLM is the base LLM: their own-LLM reference is the base LLM's cached NLLs.
@@ -165,7 +166,9 @@ def own_preference_table(result: dict[str, Any]) -> str:
         "|---" * (len(OWN_METRICS) + 1) + "|",
     ]
     for label, group in groups.items():
-        lines.append(f"| {label} | " + " | ".join(_cell([r[m] for r in group]) for m in OWN_METRICS) + " |")
+        lines.append(
+            f"| {label} | " + " | ".join(stats_cell(_stats([r[m] for r in group])) for m in OWN_METRICS) + " |"
+        )
     if result["paired"]:
         lines += [
             "",
@@ -182,12 +185,13 @@ def own_preference_table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cell(values: Sequence[float]) -> str:
+def _stats(values: Sequence[float]) -> dict:
     values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return "n/a"
-    std = f"{statistics.stdev(values):.4f}" if len(values) > 1 else "–"
-    return f"{statistics.fmean(values):.4f} ± {std} ({len(values)})"
+    return {
+        "mean": statistics.fmean(values) if values else math.nan,
+        "std": statistics.stdev(values) if len(values) > 1 else math.nan,
+        "n": len(values),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
