@@ -680,22 +680,47 @@ def reference_nlls(args: ExperimentArguments, split: str, rows: Dataset) -> list
     """The base LLM's answer NLL with each candidate of each of `rows` alone in the prompt: the reference of
     `llm_top1_agreement`. Measured once per prepared split and kept in `prepared/reference_nlls-<split>.json`
     (keyed by row id; rows measured before are not measured again)."""
+
+    def base_llm() -> tuple[JMLRForCausalLM, Any]:
+        model = build_arm_model(args, "rag", "none")
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.generator))
+        return model, tokenizer
+
     path = os.path.join(args.output_dir, "prepared", f"reference_nlls-{split}.json")
+    return cached_document_nlls(path, rows, base_llm, args.eval_truncate_documents, f"Reference NLLs ({split})")
+
+
+def cached_document_nlls(
+    path: str,
+    rows: Dataset,
+    load: typing.Callable[[], tuple[JMLRForCausalLM, Any]],
+    truncate_documents: bool,
+    desc: str,
+    fingerprint: str | None = None,
+) -> list[list[float]]:
+    """`single_document_nlls` of each of `rows`, kept in the JSON file `path` keyed by row id: rows measured before
+    are not measured again, and `load()` (which returns the model and its generator tokenizer) is called only when
+    a row is missing. With a `fingerprint` (the hash of what the NLLs belong to, e.g. a run record), the file keeps
+    it beside the NLLs as `{"record_sha256": …, "nlls": {…}}` and NLLs written under another fingerprint are
+    measured again: a model trained again under the same name must not inherit its predecessor's figures."""
     cached: dict[str, list[float]] = {}
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
-            cached = json.load(f)
+            kept = json.load(f)
+        if fingerprint is None:
+            cached = kept
+        elif kept.get("record_sha256") == fingerprint:
+            cached = kept["nlls"]
     missing = [i for i, row_id in enumerate(rows["id"]) if row_id not in cached]
     if missing:
-        model = build_arm_model(args, "rag", "none")
+        model, tokenizer = load()
         model.eval()
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.generator))
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        for i in tqdm(missing, desc=f"Reference NLLs ({split})", unit="question"):
+        for i in tqdm(missing, desc=desc, unit="question"):
             row = rows[i]
-            cached[row["id"]] = single_document_nlls(model, tokenizer, row, args.eval_truncate_documents)
-        write_json(path, cached)
+            cached[row["id"]] = single_document_nlls(model, tokenizer, row, truncate_documents)
+        write_json(path, cached if fingerprint is None else {"record_sha256": fingerprint, "nlls": cached})
     return [cached[row_id] for row_id in rows["id"]]
 
 

@@ -33,10 +33,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from datasets import Dataset
-from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from jmlr_hf.evaluation import llm_preference_metrics, rank_candidates, single_document_nlls
+from jmlr_hf.evaluation import llm_preference_metrics, rank_candidates
 from jmlr_hf.models import JMLRForCausalLM
 from jmlr_hf.utils.atomic import write_json, write_text
 from jmlr_hf.utils.demo_models import resolve_model_path
@@ -45,6 +44,7 @@ from .jmlr_vs_rag import (
     ExperimentArguments,
     arm_label,
     build_arm_model,
+    cached_document_nlls,
     planned_runs,
     prepare_data,
     run_dir,
@@ -78,26 +78,19 @@ def own_nlls(args: ExperimentArguments, name: str, rows: Dataset) -> tuple[list[
             "--save_models true (the run is trained again only if its record is deleted)"
         )
     model = JMLRForCausalLM.from_pretrained(folder)
-    model.eval()
     path = os.path.join(run_dir(args), "own_nlls", f"{name}.json")
     # NLLs of an earlier model under the same name (the run was deleted and trained again) are not reused.
     record = _fingerprint(os.path.join(run_dir(args), "runs", f"{name}.json"))
-    cached: dict[str, list[float]] = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            kept = json.load(f)
-        if kept.get("record_sha256") == record:
-            cached = kept["nlls"]
-    missing = [i for i, row_id in enumerate(rows["id"]) if row_id not in cached]
-    if missing:
-        tokenizer, _ = model.load_tokenizers()
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        for i in tqdm(missing, desc=f"Own-LLM NLLs ({name})", unit="question"):
-            row = rows[i]
-            cached[row["id"]] = single_document_nlls(model, tokenizer, row, args.eval_truncate_documents)
-        write_json(path, {"record_sha256": record, "nlls": cached})
-    return [cached[row_id] for row_id in rows["id"]], model
+    nlls = cached_document_nlls(
+        path,
+        rows,
+        lambda: (model, model.load_tokenizers()[0]),
+        args.eval_truncate_documents,
+        f"Own-LLM NLLs ({name})",
+        fingerprint=record,
+    )
+    model.eval()
+    return nlls, model
 
 
 def _fingerprint(path: str) -> str:

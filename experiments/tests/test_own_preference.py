@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from experiments import own_preference
+from experiments import jmlr_vs_rag, own_preference
 from experiments.jmlr_vs_rag import ExperimentArguments, prepare_data, run_experiment
 from jmlr_hf.evaluation import llm_preference_metrics, rank_candidates, single_document_nlls
 from jmlr_hf.models import JMLRForCausalLM
@@ -70,7 +70,7 @@ def test_each_retriever_is_measured_against_its_own_llm(tmp_path, tiny_experimen
     assert json.loads((out / "own_preference.json").read_text()) == json.loads(json.dumps(result))
 
     # A second call reuses the NLLs measured for each run; a run trained again under the same name is measured again.
-    monkeypatch.setattr(own_preference, "single_document_nlls", lambda *a, **k: pytest.fail("measured again"))
+    monkeypatch.setattr(jmlr_vs_rag, "single_document_nlls", lambda *a, **k: pytest.fail("measured again"))
     assert own_preference.measure(args)["runs"] == result["runs"]
     record = out / "runs" / "rag-seed0.json"
     record.write_text(record.read_text().replace('"seed": 0', '"seed": 0 '))
