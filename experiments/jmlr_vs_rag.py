@@ -740,14 +740,19 @@ def summarize(records: Sequence[dict], metrics: Sequence[str] = REPORTED_METRICS
     for label, group in groups.items():
         summary[label] = {}
         for metric in metrics:
-            values = [r["metrics"][metric] for r in group if not math.isnan(r["metrics"].get(metric, math.nan))]
-            summary[label][metric] = {
-                "mean": statistics.fmean(values) if values else math.nan,
-                "std": statistics.stdev(values) if len(values) > 1 else math.nan,
-                "n": len(values),
-                "values": values,
-            }
+            summary[label][metric] = value_stats([r["metrics"].get(metric, math.nan) for r in group])
     return summary
+
+
+def value_stats(values: Sequence[float]) -> dict:
+    """`{"mean", "std", "n", "values"}` of the measured (non-NaN) `values`; std is the sample one (n - 1)."""
+    values = [v for v in values if not math.isnan(v)]
+    return {
+        "mean": statistics.fmean(values) if values else math.nan,
+        "std": statistics.stdev(values) if len(values) > 1 else math.nan,
+        "n": len(values),
+        "values": values,
+    }
 
 
 def stats_cell(stats: dict) -> str:

@@ -28,8 +28,6 @@ import hashlib
 import json
 import math
 import os
-import statistics
-from collections.abc import Sequence
 from typing import Any
 
 from datasets import Dataset
@@ -50,6 +48,7 @@ from .jmlr_vs_rag import (
     run_dir,
     run_name,
     stats_cell,
+    value_stats,
 )
 
 #: Arms whose final LLM is the base LLM: their own-LLM reference is the base LLM's cached NLLs.
@@ -160,7 +159,7 @@ def own_preference_table(result: dict[str, Any]) -> str:
     ]
     for label, group in groups.items():
         lines.append(
-            f"| {label} | " + " | ".join(stats_cell(_stats([r[m] for r in group])) for m in OWN_METRICS) + " |"
+            f"| {label} | " + " | ".join(stats_cell(value_stats([r[m] for r in group])) for m in OWN_METRICS) + " |"
         )
     if result["paired"]:
         lines += [
@@ -176,15 +175,6 @@ def own_preference_table(result: dict[str, Any]) -> str:
                 f"{pair['headroom_captured_vs_rag']:.3f} |"
             )
     return "\n".join(lines) + "\n"
-
-
-def _stats(values: Sequence[float]) -> dict:
-    values = [v for v in values if not math.isnan(v)]
-    return {
-        "mean": statistics.fmean(values) if values else math.nan,
-        "std": statistics.stdev(values) if len(values) > 1 else math.nan,
-        "n": len(values),
-    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
