@@ -37,7 +37,14 @@ from datasets import Dataset, load_from_disk
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, set_seed
 
-from jmlr_hf.data import MEDQUAD_FILE, default_data_dir, load_medquad_corpus, load_named_corpus, load_task
+from jmlr_hf.data import (
+    MEDQUAD_FILE,
+    TASKS_WITH_VALIDATION,
+    default_data_dir,
+    load_medquad_corpus,
+    load_named_corpus,
+    load_task,
+)
 from jmlr_hf.evaluation import (
     corpus_retrieval_metrics,
     evaluate_model,
@@ -76,7 +83,10 @@ class ExperimentArguments:
     """Settings shared by every arm (the step budget, data and prompt are the same for all)."""
 
     output_dir: str = field(default="outputs/experiment", metadata={"help": "Where runs, tables and plots go."})
-    task: str = field(default="pubmedqa", metadata={"help": "pubmedqa or medmcqa (held-out by id hash)."})
+    task: str = field(
+        default="pubmedqa",
+        metadata={"help": "pubmedqa, medmcqa (held out by id hash) or medquad (open-book QA, held out by topic)."},
+    )
     data_dir: str | None = field(default=None, metadata={"help": "Default $JMLR_DATA_DIR or ../shared/data."})
     corpus: str = field(default="pubmedqa", metadata={"help": "'pubmedqa', 'medquad' or a corpus file."})
     first_stage: str = field(
@@ -438,21 +448,43 @@ def first_stage_indexes(
         raise ValueError(f"first_stage must be one of {FIRST_STAGES}, got {first_stage!r}")
     indexes: list[DocumentIndex | BM25Index] = []
     if first_stage in ("dense", "hybrid"):
-        indexes.append(
-            DocumentIndex.from_retriever(
-                corpus, model.retriever, retriever_tokenizer, max_length=args.max_document_length
-            )
-        )
+        indexes.append(base_dense_index(args, corpus, model, retriever_tokenizer))
     if first_stage in ("bm25", "hybrid"):
         indexes.append(BM25Index(corpus))
     return indexes
 
 
+def base_dense_index(
+    args: ExperimentArguments, corpus: Dataset, model: JMLRForCausalLM, retriever_tokenizer
+) -> DocumentIndex:
+    """The base retriever's flat index of `corpus`, kept in `<output_dir>/prepared/index-dense` and reused while its
+    retriever fingerprint and passage ids match (encoding MedQuAD's 30k passages takes ~15 min on 2 cores; the
+    preparation and the headroom scan both need it)."""
+    directory = os.path.join(args.output_dir, "prepared", "index-dense")
+    fingerprint = model.retriever.weights_fingerprint()
+    if os.path.isdir(directory):
+        index = DocumentIndex.load(directory, expected_fingerprint=fingerprint, on_stale="warn")
+        if not index.is_stale(fingerprint) and index.documents["id"] == corpus["id"]:
+            return index
+        logger.warning("%s was built from another retriever or corpus: encoding the corpus again", directory)
+    index = DocumentIndex.from_retriever(
+        corpus, model.retriever, retriever_tokenizer, max_length=args.max_document_length
+    )
+    index.save(directory)
+    return index
+
+
 def split_validation(args: ExperimentArguments) -> tuple[Dataset, Dataset | None]:
-    """The task's training questions without the last `validation_size` of them, and those (None when 0)."""
+    """The task's training questions without the last `validation_size` of them, and those (None when 0).
+
+    A task with a validation split of its own (`TASKS_WITH_VALIDATION`: MedQuAD, held out by topic) keeps all its
+    training questions, and its validation questions are the first `validation_size` of that split."""
     questions = load_task(args.task, "train", data_dir=args.data_dir)
     if args.validation_size <= 0:
         return questions, None
+    if args.task in TASKS_WITH_VALIDATION:
+        validation = load_task(args.task, "validation", data_dir=args.data_dir)
+        return questions, validation.select(range(min(args.validation_size, len(validation))))
     if args.validation_size >= len(questions):
         raise ValueError(
             f"validation_size={args.validation_size} leaves no training question (the task has {len(questions)})"

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 # The names of `jmlr_hf.data.TASKS`, spelled out because importing `jmlr_hf.data` loads `datasets` (seconds), which
 # `--help` must not pay; tests/test_cli_arguments.py checks that the two stay equal.
-TaskName = Literal["pubmedqa", "medmcqa", "medqa", "mmlu", "medqa-reason"]
+TaskName = Literal["pubmedqa", "medmcqa", "medqa", "mmlu", "medqa-reason", "medquad"]
 
 DATA_DIR_HELP = "The shared data folder (default: $JMLR_DATA_DIR, else ../shared/data next to the source checkout)"
 SKIP_INVALID_HELP = (

@@ -1,6 +1,7 @@
 """Medical QA sets and retrieval corpora in the two schemas the JMLR trainer reads.
 
 * `qa`: MedQA, MedMCQA, MMLU-Med and PubMedQA-L as questions ([`QA_FEATURES`]);
+* `medquad`: MedQuAD as open-book QA (target = the answer's opening sentences, one gold passage, split by topic);
 * `corpus`: retrieval corpora ([`CORPUS_FEATURES`]) and their chunking;
 * `medqa_reason`: MedQA-Reason-style data sets (questions + rationales) in the Hub layout;
 * `splits`: deterministic hash splits;
@@ -39,9 +40,10 @@ from .medqa_reason import (
     normalize_whitespace,
     save_reason_dataset,
 )
+from .medquad import MEDQUAD_QA_FEATURES, load_medquad_qa, medquad_target
 from .qa import MEDMCQA_FILE, MMLU_DIR, PUBMEDQA_FILE, load_medmcqa, load_medqa, load_mmlu, load_pubmedqa
 from .splits import hash_split, split_by_hash
-from .tasks import TASK_FILES, TASKS, load_named_corpus, load_task
+from .tasks import TASK_FILES, TASKS, TASKS_WITH_VALIDATION, load_named_corpus, load_task
 
 __all__ = [
     "ANSWER_LETTERS",
@@ -50,12 +52,14 @@ __all__ = [
     "MAX_OPTIONS",
     "MEDMCQA_FILE",
     "MEDQUAD_FILE",
+    "MEDQUAD_QA_FEATURES",
     "MMLU_DIR",
     "PUBMEDQA_CORPUS_FEATURES",
     "PUBMEDQA_FILE",
     "QA_FEATURES",
     "REASON_FEATURES",
     "TASKS",
+    "TASKS_WITH_VALIDATION",
     "TASK_FILES",
     "DataFormatError",
     "LoadReport",
@@ -68,6 +72,7 @@ __all__ = [
     "load_medmcqa",
     "load_medqa",
     "load_medquad_corpus",
+    "load_medquad_qa",
     "load_mmlu",
     "load_named_corpus",
     "load_pubmedqa",
@@ -75,6 +80,7 @@ __all__ = [
     "load_reason_split",
     "load_task",
     "print_load_summaries",
+    "medquad_target",
     "normalize_whitespace",
     "save_reason_dataset",
     "split_by_hash",

@@ -75,7 +75,17 @@ _MAX_REASONS_SHOWN = 5
 # Cells that mean "missing" once a table has been through pandas or a spreadsheet (compared lower-cased).
 MISSING_MARKERS = ("nan", "none", "null", "n/a")
 # `LoadReport.counts` entries that count valid rows a loader left out on purpose (the others count rows kept).
-DROPPING_COUNTS = frozenset({"without_rationale", "duplicate_texts"})
+DROPPING_COUNTS = frozenset(
+    {
+        "without_rationale",
+        "duplicate_texts",
+        # MedQuAD QA (jmlr_hf.data.medquad)
+        "duplicate_questions",
+        "short_target",
+        "target_in_several_passages",
+        "target_not_found",
+    }
+)
 
 
 def shorten(text: str, limit: int = 160) -> str:

@@ -12,12 +12,15 @@ from datasets import Dataset, concatenate_datasets
 
 from ._loading import LoadReport, default_data_dir
 from .corpus import MEDQUAD_FILE, load_corpus, load_medquad_corpus, load_pubmedqa_corpus
+from .medquad import load_medquad_qa
 from .qa import MEDMCQA_FILE, MMLU_DIR, PUBMEDQA_FILE, load_medmcqa, load_medqa, load_mmlu, load_pubmedqa
 from .splits import split_by_hash
 
-TASKS = ("pubmedqa", "medmcqa", "medqa", "mmlu", "medqa-reason")
+TASKS = ("pubmedqa", "medmcqa", "medqa", "mmlu", "medqa-reason", "medquad")
 # Where each task's questions are in the data folder (relative paths).
-TASK_FILES = {"pubmedqa": PUBMEDQA_FILE, "medmcqa": MEDMCQA_FILE, "mmlu": MMLU_DIR}
+TASK_FILES = {"pubmedqa": PUBMEDQA_FILE, "medmcqa": MEDMCQA_FILE, "mmlu": MMLU_DIR, "medquad": MEDQUAD_FILE}
+#: Tasks with a validation split of their own (`load_task(task, "validation")`), held out like their test split.
+TASKS_WITH_VALIDATION = ("medqa-reason", "medquad")
 
 
 def _new_report(reports: list[LoadReport] | None) -> LoadReport | None:
@@ -39,11 +42,14 @@ def load_task(
     skip_invalid: bool = True,
     reports: list[LoadReport] | None = None,
 ) -> Dataset:
-    """The questions of `task` for `split` (`"train"`, `"test"` or `None` for all).
+    """The questions of `task` for `split` (`"train"`, `"test"` or `None` for all; `"validation"` for the
+    [`TASKS_WITH_VALIDATION`]).
 
     PubMedQA-L uses its official test ids; MMLU-Med is test-only; MedMCQA (rows with an explanation) and MedQA are
     split deterministically by a hash of the id, `eval_fraction` held out. A MedQA-Reason-style data set
     (`medqa-reason`: a Hub id or a folder written by `jmlr push dataset`) has its own splits (`None` reads `test`).
+    MedQuAD open-book QA (`medquad`, see [`load_medquad_qa`]) is split by topic into train / validation / test
+    (about 80 / 10 / 10%); the gold passage ids refer to `--corpus medquad`.
 
     Unlike the loaders, a task skips invalid rows by default (`skip_invalid=True`): tasks read upstream files as
     released, and those hold rows no one can train or evaluate on (the bundled MedMCQA dev file has 4 whose answer
@@ -55,6 +61,8 @@ def load_task(
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    if split == "validation" and task not in TASKS_WITH_VALIDATION:
+        raise ValueError(f"task {task!r} has no validation split (only {TASKS_WITH_VALIDATION} have one)")
     data_dir = data_dir or str(default_data_dir())
     if path is None:
         if task == "medqa":
@@ -71,6 +79,8 @@ def load_task(
     checks = {"skip_invalid": skip_invalid, "report": _new_report(reports)}
     if task == "pubmedqa":
         return load_pubmedqa(path, split=split, **checks)
+    if task == "medquad":
+        return load_medquad_qa(path, split=split, **checks)
     if task == "mmlu":
         return load_mmlu(path, **checks)
     full = load_medmcqa(path, require_rationale=True, **checks) if task == "medmcqa" else load_medqa(path, **checks)
@@ -112,4 +122,4 @@ def load_named_corpus(
     return corpus
 
 
-__all__ = ["TASKS", "TASK_FILES", "load_named_corpus", "load_task"]
+__all__ = ["TASKS", "TASKS_WITH_VALIDATION", "TASK_FILES", "load_named_corpus", "load_task"]
