@@ -99,7 +99,9 @@ class RetrieveArguments(QuestionArguments):
     index: str = required("The index folder (or Hub id) to retrieve from")
     output: str = required("A .jsonl file, or a folder for save_to_disk")
     retriever: str = option("all-minilm-l6-v2", "The encoder (or trained JMLR model) the index was built with")
-    split: Literal["train", "test"] | None = option(None, "Split of the task's questions (default: all questions)")
+    split: Literal["train", "validation", "test"] | None = option(
+        None, "Split of the task's questions (default: all questions; validation: medquad and medqa-reason only)"
+    )
     num_candidates: int = option(20, "Candidates per question")
 
 
@@ -125,11 +127,17 @@ class EvaluateArguments(QuestionArguments):
         None, "Index folder or Hub id to retrieve from (default: the index recorded in a JMLR model's config)"
     )
     closed_book: bool = option(False, "No documents in the prompt, even when the model records an index")
-    split: Literal["train", "test", "all"] | None = option(
-        None, "Default: test; all of an explicit --questions file for medqa and medmcqa"
+    split: Literal["train", "validation", "test", "all"] | None = option(
+        None,
+        "Default: test; all of an explicit --questions file for medqa and medmcqa; validation for the tasks that "
+        "have one (medquad, medqa-reason)",
     )
     mode: Literal["likelihood", "generative", "both"] = option("both", "How answers are read")
-    max_new_tokens: int = option(16, "Tokens generated per question (generative)")
+    max_new_tokens: int | None = option(
+        None,
+        "Tokens generated per question (generative). Default: 16 for choices, 64 for open answers (--task medquad, "
+        "whose targets run to 40 words)",
+    )
     num_candidates: int | None = option(None, "Candidates from the index (default: the model's config)")
     num_documents: int | None = option(None, "Documents in the prompt (default: the model's config)")
     batch_size: int = option(16, "Questions per forward (retriever, likelihood scoring)")

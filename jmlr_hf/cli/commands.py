@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 
     from ..data import LoadReport
 
+#: `jmlr evaluate`'s generated tokens per question by default: a letter or yes/no/maybe with a few words around it,
+#: or an open answer (MedQuAD's targets run to 40 words, about 55 SmolLM2 tokens).
+CHOICE_TOKENS = 16
+OPEN_ANSWER_TOKENS = 64
+
 
 def data_dir_of(data_dir: str | None) -> str:
     """`--data_dir`, or the shared data folder ([`jmlr_hf.data.default_data_dir`]), resolved only when used."""
@@ -231,7 +236,7 @@ def run_evaluate(args: EvaluateArguments) -> None:
         index=index,
         num_candidates=args.num_candidates,
         num_documents=(args.num_documents if index is not None else 0),
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=args.max_new_tokens or (OPEN_ANSWER_TOKENS if args.task == "medquad" else CHOICE_TOKENS),
         batch_size=args.batch_size,
     )
     result.settings.update(

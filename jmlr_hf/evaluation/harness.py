@@ -7,13 +7,15 @@ separate retriever encoder, or a causal LM alone. It answers each question
     * generatively: greedy decoding of a few tokens, then [`jmlr_hf.evaluation.answer_parsing.extract_answer`];
       replies that name no single answer count as wrong and are counted (`num_unparseable`);
 
+(open questions, whose answer is a text — MedQuAD — are scored instead: by likelihood, the answer NLL per target token;
+generatively, the reply's ROUGE-L against the reference answer, `jmlr_rouge_l`)
 with no documents (closed book), or with the top-K of N candidates that the model's retriever re-ranks (candidates
 from a `DocumentIndex`, or already in the dataset's `candidates` column). It reports accuracy (and macro-F1 for
 PubMedQA's decisions), retrieval recall@k / hit@k / nDCG@k / MRR where the questions have `gold_doc_ids`, a
 per-subject breakdown, and every prediction ([`EvaluationResult`], saved as JSON plus a Markdown table).
 
 The metrics are computed through the package's `evaluate` modules ([`jmlr_hf.evaluation.load_metric`]:
-`jmlr_accuracy`, `jmlr_macro_f1`, `jmlr_ranking`), loaded from their folder inside the package, so they work offline;
+`jmlr_accuracy`, `jmlr_macro_f1`, `jmlr_ranking`, `jmlr_rouge_l`), loaded from their folder inside the package, so they work offline;
 those modules call the functions of `metrics` and `retrieval`, the one definition of each formula.
 """
 
@@ -31,15 +33,18 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from ..data import DECISIONS
-from ..models import OPTION_LETTERS, build_prompt, truncate_to_tokens
+from ..models import OPTION_LETTERS, build_prompt, build_target, truncate_to_tokens
 from ..retrieval import DocumentIndex, add_candidates
 from .answer_parsing import extract_answer
 from .metric_loading import load_metric
-from .qa import EvaluationModel, batched_choice_nll
+from .metrics import mean
+from .qa import EvaluationModel, batched_choice_nll, is_open_question, prompt_target_nlls
 from .retrieval import rank_candidates
 
 MODES = ("likelihood", "generative")
 NO_SUBJECT = "(no subject)"
+#: What each mode reports per question and per subject on open questions (MedQuAD): a score, not an accuracy.
+OPEN_SCORES = {"likelihood": "answer_nll", "generative": "rouge_l"}
 
 
 @dataclass
@@ -49,10 +54,12 @@ class EvaluationResult:
     Args:
         settings: how it was run (setup, modes, documents per prompt, ...; the CLI adds task, split and model).
         metrics: `"likelihood"` and/or `"generative"`: `accuracy`, `num_correct`, `num_questions` (generative:
-            `num_unparseable`; decision tasks: `macro_f1`); `"retrieval"` when gold passages are known:
+            `num_unparseable`; decision tasks: `macro_f1`); on open questions instead `answer_nll` (likelihood) or
+            `rouge_l`, `rouge_l_precision`, `rouge_l_recall` (generative); `"retrieval"` when gold passages are known:
             `num_questions`, `mrr` and `recall@k`, `hit@k`, `ndcg@k` for each k.
         per_subject: per subject (MMLU subject, MedMCQA subject, MedQA step), `num_questions` and
-            `<mode>_accuracy`; empty when the questions have no subject.
+            `<mode>_accuracy` (open questions: `likelihood_answer_nll`, `generative_rouge_l`); empty when the
+            questions have no subject.
         predictions: one record per question (id, subject, answer, documents, choice NLLs, generated text, the
             predictions of each mode).
     """
@@ -81,14 +88,25 @@ class EvaluationResult:
         if s.get("model"):
             lines += [f"Model: {s['model']}" + (f" with retriever {s['retriever']}" if s.get("retriever") else ""), ""]
         modes = [mode for mode in MODES if mode in self.metrics]
-        with_f1 = any("macro_f1" in self.metrics[mode] for mode in modes)
-        header = ["mode", "accuracy"] + (["macro-F1"] if with_f1 else []) + ["correct", "unparseable", "questions"]
-        lines += [_row(header), _row(["---"] * len(header))]
-        for mode in modes:
-            m = self.metrics[mode]
-            cells = [mode, _fmt(m["accuracy"])] + ([_fmt(m.get("macro_f1"))] if with_f1 else [])
-            cells += [str(m["num_correct"]), str(m.get("num_unparseable", "–")), str(m["num_questions"])]
-            lines.append(_row(cells))
+        is_open = bool(s.get("open_questions"))
+        if is_open:
+            header = ["mode", "answer NLL (nats/token)", "ROUGE-L F", "ROUGE-L P", "ROUGE-L R", "questions"]
+            lines += [_row(header), _row(["---"] * len(header))]
+            for mode in modes:
+                m = self.metrics[mode]
+                cells = [mode, _fmt(m.get("answer_nll"))]
+                cells += [_fmt(m.get(key)) for key in ("rouge_l", "rouge_l_precision", "rouge_l_recall")]
+                lines.append(_row(cells + [str(m["num_questions"])]))
+        else:
+            with_f1 = any("macro_f1" in self.metrics[mode] for mode in modes)
+            header = ["mode", "accuracy"] + (["macro-F1"] if with_f1 else [])
+            header += ["correct", "unparseable", "questions"]
+            lines += [_row(header), _row(["---"] * len(header))]
+            for mode in modes:
+                m = self.metrics[mode]
+                cells = [mode, _fmt(m["accuracy"])] + ([_fmt(m.get("macro_f1"))] if with_f1 else [])
+                cells += [str(m["num_correct"]), str(m.get("num_unparseable", "–")), str(m["num_questions"])]
+                lines.append(_row(cells))
         retrieval = self.metrics.get("retrieval")
         if retrieval:
             ks = sorted(int(key.split("@")[1]) for key in retrieval if key.startswith("recall@"))
@@ -102,10 +120,11 @@ class EvaluationResult:
             for k in ks:
                 lines.append(_row([str(k)] + [_fmt(retrieval[f"{name}@{k}"]) for name in ("recall", "hit", "ndcg")]))
         if self.per_subject:
-            header = ["subject", "questions"] + [f"{mode} accuracy" for mode in modes]
+            columns = [f"{mode}_{OPEN_SCORES[mode] if is_open else 'accuracy'}" for mode in modes]
+            header = ["subject", "questions"] + [column.replace("_", " ") for column in columns]
             lines += ["", _row(header), _row(["---"] * len(header))]
             for subject, m in self.per_subject.items():
-                cells = [subject, str(m["num_questions"])] + [_fmt(m[f"{mode}_accuracy"]) for mode in modes]
+                cells = [subject, str(m["num_questions"])] + [_fmt(m[column]) for column in columns]
                 lines.append(_row(cells))
         return "\n".join(lines)
 
@@ -191,6 +210,14 @@ def evaluate_dataset(
     else:
         num_documents, num_candidates = 0, None
 
+    open_flags = [is_open_question(dataset[i]) for i in range(len(dataset))]
+    is_open = any(open_flags)
+    if is_open and not all(open_flags):
+        first = dataset[open_flags.index(False)]["id"]
+        raise ValueError(
+            f"the questions mix open answers (texts, as MedQuAD's) with choices (question {first!r}): evaluate them "
+            "separately, since their metrics differ (answer NLL / ROUGE-L against accuracy)"
+        )
     predictions, prompts, choice_lists, option_lists = [], [], [], []
     for i in range(len(dataset)):
         row = dataset[i]
@@ -204,7 +231,9 @@ def evaluate_dataset(
         if "candidate_ids" in row and top:
             record["document_ids"] = [row["candidate_ids"][j] for j in top]
         predictions.append(record)
-    if "likelihood" in modes:
+    if is_open:
+        _score_open_answers(model, dataset, modes, prompts, predictions, max_new_tokens, batch_size, show_progress)
+    elif "likelihood" in modes:
         # All questions' prompts, `batch_size` per forward: the same NLLs as one question at a time, several times
         # faster (benchmarks/evaluation.py).
         nlls = batched_choice_nll(
@@ -219,7 +248,7 @@ def evaluate_dataset(
         for record, choices, nll in zip(predictions, choice_lists, nlls, strict=True):
             record["likelihood_prediction"] = choices[min(range(len(choices)), key=nll.__getitem__)]
             record["choice_nll"] = {choice: round(value, 4) for choice, value in zip(choices, nll, strict=True)}
-    if "generative" in modes:
+    if "generative" in modes and not is_open:
         for i in tqdm(range(len(dataset)), desc="Generating", unit="question", disable=not show_progress):
             reply = model.generate_answer(prompts[i], max_new_tokens)
             predictions[i]["generation"] = reply
@@ -233,8 +262,12 @@ def evaluate_dataset(
         "num_candidates": num_candidates,
         "max_new_tokens": max_new_tokens if "generative" in modes else None,
     }
-    is_decision_task = len(dataset) > 0 and not any(dataset["options"])
-    metrics = {name: _answer_metrics(predictions, name, is_decision_task) for name in modes}
+    if is_open:
+        settings["open_questions"] = True
+        metrics = {name: _open_answer_metrics(predictions, name) for name in modes}
+    else:
+        is_decision_task = len(dataset) > 0 and not any(dataset["options"])
+        metrics = {name: _answer_metrics(predictions, name, is_decision_task) for name in modes}
     if rankings is not None and "candidate_ids" in dataset.column_names and "gold_doc_ids" in dataset.column_names:
         ks = k_values or sorted({1, max(num_documents, 1), num_candidates})
         ranked = [[ids[j] for j in ranking] for ids, ranking in zip(dataset["candidate_ids"], rankings)]
@@ -243,7 +276,45 @@ def evaluate_dataset(
         )
         if retrieval["num_questions"]:
             metrics["retrieval"] = retrieval
-    return EvaluationResult(settings, metrics, _per_subject(predictions, modes), predictions)
+    return EvaluationResult(settings, metrics, _per_subject(predictions, modes, is_open), predictions)
+
+
+def _score_open_answers(
+    model: EvaluationModel,
+    dataset: Dataset,
+    modes: Sequence[str],
+    prompts: Sequence[str],
+    predictions: list[dict[str, Any]],
+    max_new_tokens: int,
+    batch_size: int,
+    show_progress: bool,
+) -> None:
+    """Open questions: each record gets `answer_nll` (likelihood: nats per target token) and/or `generation` with its
+    `rouge_l` against the reference answer (generative)."""
+    if "likelihood" in modes:
+        targets = [build_target(model.config, row["answer"], row.get("rationale"), []) for row in dataset]
+        nlls = prompt_target_nlls(model, model.tokenizer, prompts, targets, batch_size, show_progress)
+        for record, nll in zip(predictions, nlls, strict=True):
+            record["answer_nll"] = round(nll, 4)
+    if "generative" in modes:
+        rouge = load_metric("jmlr_rouge_l")
+        for i in tqdm(range(len(dataset)), desc="Generating", unit="question", disable=not show_progress):
+            reply = model.generate_answer(prompts[i], max_new_tokens)
+            predictions[i]["generation"] = reply
+            predictions[i]["rouge_l"] = round(
+                rouge.compute(predictions=[reply], references=[predictions[i]["answer"]])["rouge_l"], 4
+            )
+
+
+def _open_answer_metrics(predictions: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
+    """The mean answer NLL (likelihood) or ROUGE-L F / precision / recall (generative) of open answers."""
+    if mode == "likelihood":
+        return {"answer_nll": mean(record["answer_nll"] for record in predictions), "num_questions": len(predictions)}
+    scores = load_metric("jmlr_rouge_l").compute(
+        predictions=[record["generation"] for record in predictions],
+        references=[record["answer"] for record in predictions],
+    )
+    return {**scores, "num_questions": len(predictions)}
 
 
 def _answer_metrics(predictions: Sequence[dict[str, Any]], mode: str, is_decision_task: bool) -> dict[str, Any]:
@@ -265,14 +336,23 @@ def _answer_metrics(predictions: Sequence[dict[str, Any]], mode: str, is_decisio
     return result
 
 
-def _per_subject(predictions: Sequence[dict[str, Any]], modes: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Accuracy per subject; when only some questions have one, the others form the group `NO_SUBJECT`."""
+def _per_subject(
+    predictions: Sequence[dict[str, Any]], modes: Sequence[str], is_open: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Accuracy per subject (open questions: the mean answer NLL / ROUGE-L per question type); when only some
+    questions have one, the others form the group `NO_SUBJECT`."""
     if not any(record["subject"] for record in predictions):
         return {}
     groups: dict[str, list[dict[str, Any]]] = {}
     for record in predictions:
         groups.setdefault(record["subject"] or NO_SUBJECT, []).append(record)
     breakdown = {}
+    if is_open:
+        for subject, records in sorted(groups.items()):
+            breakdown[subject] = {"num_questions": len(records)} | {
+                f"{mode}_{OPEN_SCORES[mode]}": mean(record[OPEN_SCORES[mode]] for record in records) for mode in modes
+            }
+        return breakdown
     metric = load_metric("jmlr_accuracy")
     for subject, records in sorted(groups.items()):
         answers = [record["answer"] for record in records]

@@ -8,7 +8,8 @@ module folder can also be published as an `evaluate` Space; loading it there nee
 
 * `jmlr_accuracy`: answer accuracy (`None` predictions are wrong);
 * `jmlr_macro_f1`: macro-averaged F1 (PubMedQA's decisions);
-* `jmlr_ranking`: recall@k, hit@k, nDCG@k and MRR of retrieved ids against gold ids.
+* `jmlr_ranking`: recall@k, hit@k, nDCG@k and MRR of retrieved ids against gold ids;
+* `jmlr_rouge_l`: ROUGE-L of generated open answers (MedQuAD) against their reference.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import evaluate
 
-METRIC_MODULES = ("jmlr_accuracy", "jmlr_macro_f1", "jmlr_ranking")
+METRIC_MODULES = ("jmlr_accuracy", "jmlr_macro_f1", "jmlr_ranking", "jmlr_rouge_l")
 MODULES_DIR = Path(__file__).resolve().parent / "metric_modules"
 
 

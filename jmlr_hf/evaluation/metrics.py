@@ -9,7 +9,11 @@ that a prediction may be `None` (an unparseable reply), which is counted as wron
 
 Answer metrics:
     * [`accuracy`]: the fraction of predictions equal to their reference;
-    * [`macro_f1`]: the unweighted mean over labels of the per-label F1 = 2·TP / (2·TP + FP + FN).
+    * [`macro_f1`]: the unweighted mean over labels of the per-label F1 = 2·TP / (2·TP + FP + FN);
+    * [`rouge_l`]: for open answers (MedQuAD), ROUGE-L (Lin 2004) between a generated reply and the reference:
+      with LCS the longest common subsequence of their tokens, P = LCS / |reply|, R = LCS / |reference| and
+      F = 2PR / (P + R), averaged over the questions. Tokens are lower-cased alphanumeric words, Porter-stemmed, as
+      in Google's `rouge-score` package (the implementation behind `evaluate`'s `rouge`), which computes it here.
 
 Retrieval metrics, for one query with a ranked list of document ids and a set R of relevant (gold) ids, binary
 relevance rel_i = 1 if the i-th ranked document is in R, else 0 (i is 1-based):
@@ -36,6 +40,7 @@ __all__ = [
     "ndcg_at_k",
     "reciprocal_rank",
     "recall_at_k",
+    "rouge_l",
 ]
 
 
@@ -52,6 +57,23 @@ def accuracy(predictions: Sequence[Hashable | None], references: Sequence[Hashab
     """
     _check_lengths(predictions, references)
     return mean(float(p is not None and p == r) for p, r in zip(predictions, references))
+
+
+def rouge_l(predictions: Sequence[str | None], references: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-L F, precision and recall of `predictions` against `references` (see the module docstring); a `None`
+    or empty prediction scores 0. NaN for no predictions."""
+    from rouge_score import rouge_scorer
+
+    _check_lengths(predictions, references)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    scores = [
+        scorer.score(reference, prediction or "")["rougeL"] for prediction, reference in zip(predictions, references)
+    ]
+    return {
+        "rouge_l": mean(score.fmeasure for score in scores),
+        "rouge_l_precision": mean(score.precision for score in scores),
+        "rouge_l_recall": mean(score.recall for score in scores),
+    }
 
 
 def f1_per_label(

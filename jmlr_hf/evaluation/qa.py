@@ -36,12 +36,14 @@ from ..models import (
     build_target,
     is_jmlr_checkpoint,
     kept_logits,
+    left_truncate,
     load_jmlr_checkpoint,
     tokenize_for_lm,
     truncate_to_tokens,
 )
 from ..utils.demo_models import resolve_model_path
 from .answer_parsing import extract_answer
+from .metric_loading import load_metric
 from .retrieval import rank_candidates, retrieval_metrics
 
 logger = logging.getLogger(__name__)
@@ -58,12 +60,13 @@ def choice_nll(
     """Summed NLL of each choice word right after the prompt (one batched forward; a single forward of the prompt
     when every choice is one token).
 
-    With `max_length`, the prompt loses tokens from the left so that prompt and longest choice fit.
+    With `max_length`, the prompt loses tokens from the left so that prompt and longest choice fit, as in training
+    (`left_truncate`: BOS kept).
     """
     prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     choice_ids = [tokenizer(" " + choice, add_special_tokens=False)["input_ids"] for choice in choices]
     if max_length is not None:
-        prompt_ids = prompt_ids[max(0, len(prompt_ids) + max(len(ids) for ids in choice_ids) - max_length) :]
+        prompt_ids = left_truncate(tokenizer, prompt_ids, max_length - max(len(ids) for ids in choice_ids))
     device = next(model.parameters()).device
     if all(len(ids) == 1 for ids in choice_ids):
         # Every choice is one token (option letters, yes/no/maybe): the next-token distribution after the prompt
@@ -113,7 +116,7 @@ def batched_choice_nll(
         if all(len(c) == 1 for c in choice_ids):
             prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
             if max_length is not None:  # as `choice_nll`: the prompt loses tokens from the left
-                prompt_ids = prompt_ids[max(0, len(prompt_ids) + 1 - max_length) :]
+                prompt_ids = left_truncate(tokenizer, prompt_ids, max_length - 1)
             ids[i] = (prompt_ids, [c[0] for c in choice_ids])
             single.append(i)
         else:
@@ -196,11 +199,33 @@ def target_nlls(
                 cut.setdefault(doc, truncate_to_tokens(tokenizer, doc, cfg.max_document_length)) for doc in documents
             ]
         prompts.append(build_prompt(cfg, row["question"], list(documents), options))
+    return prompt_target_nlls(model, tokenizer, prompts, [target] * len(prompts), batch_size)
+
+
+@torch.no_grad()
+def prompt_target_nlls(
+    model: JMLRForCausalLM | EvaluationModel,
+    tokenizer,
+    prompts: Sequence[str],
+    targets: Sequence[str],
+    batch_size: int = 16,
+    show_progress: bool = False,
+) -> list[float]:
+    """Mean per-token NLL of each target after its prompt (built prompts), `batch_size` pairs per forward."""
+    if len(prompts) != len(targets):
+        raise ValueError(f"{len(prompts)} prompts for {len(targets)} targets")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
     device = next(model.parameters()).device
     nlls: list[float] = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        batch = tokenize_for_lm(tokenizer, chunk, [target] * len(chunk), cfg.max_length)
+    starts = range(0, len(prompts), batch_size)
+    for start in tqdm(starts, desc="Answer NLL", unit="batch", disable=not show_progress):
+        batch = tokenize_for_lm(
+            tokenizer,
+            prompts[start : start + batch_size],
+            targets[start : start + batch_size],
+            model.config.max_length,
+        )
         nlls += model.answer_nll(*(batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))).tolist()
     return nlls
 
@@ -226,6 +251,9 @@ def answer_metrics(
 ) -> dict[str, float]:
     """`accuracy` (lowest-NLL choice) and `answer_nll` with the top `num_documents` candidates in the prompt.
 
+    Open questions ([`is_open_question`]: MedQuAD, whose answer is a text to write) have no choices: they count in
+    `answer_nll` only, and `accuracy` is left out when every question is open.
+
     With `rankings=None` or `num_documents=0` the prompt has no documents (the closed-book baseline). With
     `truncate_documents`, each document is cut to the config's `max_document_length` generator tokens, as the
     trainer's collator and `jmlr evaluate` do, so the model is measured on prompts shaped like its training prompts
@@ -233,20 +261,28 @@ def answer_metrics(
     """
     model.eval()
     cfg = model.config
-    correct, nlls = 0, []
+    correct = closed = 0
+    nlls = []
     for i, row in enumerate(tqdm(dataset, desc="Answering", disable=not show_progress)):
         ranking = None if rankings is None else rankings[i]
         docs = context_documents(cfg, tokenizer, row, ranking, num_documents, truncate_documents)
         options = list(row.get("options") or [])
         prompt = build_prompt(cfg, row["question"], docs, options)
-        choices = list(OPTION_LETTERS[: len(options)]) if options else list(DECISIONS)
-        nll = choice_nll(model, tokenizer, prompt, choices)
-        correct += choices[min(range(len(choices)), key=nll.__getitem__)] == row["answer"]
+        if not is_open_question(row):
+            choices = list(OPTION_LETTERS[: len(options)]) if options else list(DECISIONS)
+            nll = choice_nll(model, tokenizer, prompt, choices)
+            correct += choices[min(range(len(choices)), key=nll.__getitem__)] == row["answer"]
+            closed += 1
         nlls.append(target_nll(model, tokenizer, row, docs, prompt=prompt))
-    return {
-        "accuracy": correct / len(dataset) if len(dataset) else float("nan"),
-        "answer_nll": sum(nlls) / len(nlls) if nlls else float("nan"),
-    }
+    metrics = {"answer_nll": sum(nlls) / len(nlls) if nlls else float("nan")}
+    if closed or not len(dataset):
+        metrics["accuracy"] = correct / closed if closed else float("nan")
+    return metrics
+
+
+def is_open_question(row: dict[str, Any]) -> bool:
+    """A question whose answer is a text to write (MedQuAD), not a choice: no options and no yes/no/maybe answer."""
+    return not row.get("options") and row["answer"] not in DECISIONS
 
 
 @torch.no_grad()
@@ -263,28 +299,40 @@ def generative_metrics(
     show_progress: bool = True,
 ) -> dict[str, float]:
     """Generative accuracy: greedy decoding after the same prompt as [`answer_metrics`], then the harness's answer
-    extraction ([`jmlr_hf.answer_parsing.extract_answer`]).
+    extraction ([`jmlr_hf.answer_parsing.extract_answer`]); for open questions ([`is_open_question`]) the reply's
+    ROUGE-L against the reference answer ([`jmlr_hf.evaluation.metrics.rouge_l`]) instead.
 
     The decoding is [`EvaluationModel.generate_answer`], the one `jmlr evaluate` uses, so the two report the same
     thing. A reply that names no single answer counts as wrong and is counted in `generative_unparseable`.
-    Returns `generative_accuracy`, `generative_unparseable` and `num_generated`.
+    Returns `generative_accuracy` and `generative_unparseable` (over the closed questions, left out when all are
+    open), `generative_rouge_l` (over the open ones, left out when none is) and `num_generated`.
     """
     harness = EvaluationModel.from_jmlr(model, tokenizer, retriever_tokenizer).eval()
     cfg = model.config
-    correct = unparseable = 0
+    correct = unparseable = closed = 0
+    replies, references = [], []
     for i, row in enumerate(tqdm(dataset, desc="Generating", disable=not show_progress)):
         ranking = None if rankings is None else rankings[i]
         docs = context_documents(cfg, tokenizer, row, ranking, num_documents, truncate_documents)
         options = list(row.get("options") or [])
         reply = harness.generate_answer(build_prompt(cfg, row["question"], docs, options), max_new_tokens)
+        if is_open_question(row):
+            replies.append(reply)
+            references.append(row["answer"])
+            continue
         predicted = extract_answer(reply, options)
         unparseable += predicted is None
         correct += predicted == row["answer"]
-    return {
-        "generative_accuracy": correct / len(dataset) if len(dataset) else float("nan"),
-        "generative_unparseable": unparseable,
-        "num_generated": len(dataset),
-    }
+        closed += 1
+    metrics: dict[str, float] = {"num_generated": len(dataset)}
+    if closed or not len(dataset):
+        metrics["generative_accuracy"] = correct / closed if closed else float("nan")
+        metrics["generative_unparseable"] = unparseable
+    if replies:
+        metrics["generative_rouge_l"] = load_metric("jmlr_rouge_l").compute(
+            predictions=replies, references=references
+        )["rouge_l"]
+    return metrics
 
 
 def evaluate_model(
@@ -465,7 +513,7 @@ class EvaluationModel:
     def generate_answer(self, prompt: str, max_new_tokens: int) -> str:
         """Greedy decoding of at most `max_new_tokens` after `prompt`; the reply only, special tokens dropped."""
         ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        ids = ids[max(0, len(ids) + max_new_tokens - self.config.max_length) :]
+        ids = left_truncate(self.tokenizer, ids, self.config.max_length - max_new_tokens)
         device = next(self.parameters()).device
         input_ids = torch.tensor([ids], device=device)
         generation_config = GenerationConfig(

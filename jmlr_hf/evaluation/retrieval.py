@@ -139,10 +139,13 @@ def corpus_retrieval_metrics(
     max_document_length: int = 256,
     max_query_length: int = 64,
     show_progress: bool = True,
+    k_values: Sequence[int] = (1,),
 ) -> dict[str, float]:
-    """`corpus_recall@1` and `corpus_evidence@1`: the top document of a search of the whole `corpus` with
-    `retriever` (a flat index of its own document embeddings, built here) is of the gold article / a gold evidence
-    passage, over the rows of `dataset` with gold / evidence ids (NaN when none has)."""
+    """`corpus_recall@k` (for each of `k_values`) and `corpus_evidence@1`: a gold passage is among the top k of a
+    search of the whole `corpus` with `retriever` (a flat index of its own document embeddings, built here) / the top
+    document is a gold evidence passage, over the rows of `dataset` with gold / evidence ids (NaN when none has)."""
+    if not k_values or any(k < 1 for k in k_values):
+        raise ValueError(f"k_values must be positive cut-offs, got {list(k_values)}")
     from ..retrieval import DocumentIndex, encode_queries_with
 
     was_training = retriever.training
@@ -154,23 +157,24 @@ def corpus_retrieval_metrics(
         hits = index.retrieve(
             list(dataset["question"]),
             encode_queries_with(retriever, retriever_tokenizer, max_length=max_query_length),
-            1,
+            max(k_values),
             show_progress=show_progress,
         )
     finally:
         retriever.train(was_training)
-    gold_hits, evidence_hits = [], []
+    gold_hits: dict[int, list[float]] = {k: [] for k in k_values}
+    evidence_hits: list[float] = []
     for row, top in zip(dataset, hits, strict=True):
         gold, evidence = set(row.get("gold_doc_ids") or []), set(row.get("evidence_doc_ids") or [])
         if gold:
-            gold_hits.append(float(top[0]["id"] in gold))
+            for k in k_values:
+                gold_hits[k].append(float(any(hit["id"] in gold for hit in top[:k])))
         if evidence:
             evidence_hits.append(float(top[0]["id"] in evidence))
     nan = float("nan")
-    return {
-        "corpus_recall@1": mean(gold_hits) if gold_hits else nan,
-        "corpus_evidence@1": mean(evidence_hits) if evidence_hits else nan,
-    }
+    metrics = {f"corpus_recall@{k}": mean(hits) if hits else nan for k, hits in gold_hits.items()}
+    metrics["corpus_evidence@1"] = mean(evidence_hits) if evidence_hits else nan
+    return metrics
 
 
 __all__ = [

@@ -30,6 +30,7 @@ TASK_DATASETS: dict[str, tuple[str, str, str]] = {
     "medmcqa": ("openlifescienceai/medmcqa", "MedMCQA", "multiple-choice"),
     "mmlu": ("cais/mmlu", "MMLU-Med", "multiple-choice"),
     "medqa": ("GBaker/MedQA-USMLE-4-options", "MedQA (USMLE)", "multiple-choice"),
+    "medquad": ("lavita/MedQuAD", "MedQuAD open-book QA", "question-answering"),
 }
 MODEL_TAGS = ["jmlr", "medical", "retrieval-augmented-generation", "trl", "custom_code"]
 
@@ -60,6 +61,11 @@ def eval_results_from_evaluation(result: Mapping[str, Any] | str | os.PathLike[s
     entries: list[tuple[str, str, Any]] = []
     for mode in ("likelihood", "generative"):
         if mode in metrics:
+            if "accuracy" not in metrics[mode]:  # open answers (MedQuAD): answer NLL or ROUGE-L instead
+                for key in ("answer_nll", "rouge_l"):
+                    if key in metrics[mode]:
+                        entries.append((key, f"{key} ({mode})", metrics[mode][key]))
+                continue
             entries.append(("accuracy", f"accuracy ({mode})", metrics[mode]["accuracy"]))
             if metrics[mode].get("macro_f1") is not None:
                 entries.append(("f1", f"macro-F1 ({mode})", metrics[mode]["macro_f1"]))

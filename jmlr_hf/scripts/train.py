@@ -288,6 +288,11 @@ def load_dataset_questions(args: DataArguments, split: str, reports: list[LoadRe
     checks = {"skip_invalid": args.skip_invalid, "report": report}
     if args.task == "pubmedqa":
         return load_pubmedqa(args.dataset_name, split=None, hub_split=hub_split, **checks, **load_kwargs)
+    if args.task == "medquad":
+        raise RecipeError(
+            "--task medquad reads the MedQuAD answers file (its questions, targets and gold passages are derived from "
+            "it, split by topic): give --train_file <medquad_answers.jsonl.gz> or the data folder, not --dataset_name"
+        )
     loader = {"medqa": load_medqa, "medmcqa": load_medmcqa, "mmlu": load_mmlu}[args.task]
     if args.task == "medmcqa":
         load_kwargs["require_rationale"] = True
