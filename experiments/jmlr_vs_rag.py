@@ -60,12 +60,22 @@ from jmlr_hf.utils.demo_models import resolve_model_path
 
 logger = logging.getLogger(__name__)
 
-ARMS = ("base", "sft", "rag", "jmlr", "retriever")
-#: The arms that train the retriever (one run per retrieval loss); `retriever` keeps the LLM frozen.
+ARMS = ("base", "sft", "rag", "jmlr", "retriever", "supervised")
+#: The arms that train the retriever from the LLM (one run per retrieval loss); `retriever` keeps the LLM frozen.
 RETRIEVAL_ARMS = ("jmlr", "retriever")
+#: The arms whose LLM stays frozen while the retriever trains (no LoRA): from the LLM's cached NLLs (`retriever`) or
+#: from the gold passages (`supervised`).
+FROZEN_LLM_ARMS = ("retriever", "supervised")
+#: The arms that train the retriever at all: they use the retriever settings (`RETRIEVER_ONLY_FIELDS`).
+RETRIEVER_TRAINING_ARMS = RETRIEVAL_ARMS + ("supervised",)
+#: The supervised upper reference: the retriever learns the gold passage by cross-entropy over the candidates,
+#: `ppl_distill` with a target that is one-hot on the gold (NLL 0 for gold, 1 for the others, β = 0.01: the target
+#: puts 1 - 7e-43 on the gold), i.e. -log P_R(gold) + const, the contrastive (InfoNCE) loss of dense retrievers.
+SUPERVISED_LOSS = "ppl_distill"
+SUPERVISED_TEMPERATURE = 0.01
 REPORTED_METRICS = ("accuracy", "answer_nll", "recall@1", "evidence@1")
 #: Reported when the runs measured them (`generative_limit > 0`).
-GENERATIVE_METRICS = ("generative_accuracy", "generative_unparseable")
+GENERATIVE_METRICS = ("generative_accuracy", "generative_unparseable", "generative_rouge_l")
 #: Reported when the runs measured them (`eval_preference_limit > 0`, `corpus_evidence`).
 RETRIEVER_METRICS = (
     "llm_top1_agreement",
@@ -74,8 +84,11 @@ RETRIEVER_METRICS = (
     "llm_best_nll",
     "headroom_captured",
     "corpus_recall@1",
+    "corpus_recall@8",
     "corpus_evidence@1",
 )
+#: The cut-offs of the whole-corpus search (`corpus_evidence`).
+CORPUS_K_VALUES = (1, 8)
 
 
 @dataclass
@@ -110,7 +123,8 @@ class ExperimentArguments:
         default_factory=lambda: ["sft", "rag", "jmlr"],
         metadata={
             "help": "Arms to run: sft, rag, jmlr, retriever (the retriever trained alone from the frozen base "
-            "LLM's answer NLLs, RePlug-style: isolates what the retriever learns, costs no LM backward pass), and "
+            "LLM's answer NLLs, RePlug-style: isolates what the retriever learns, costs no LM backward pass), "
+            "supervised (the retriever trained on the gold passages, LLM frozen: an upper reference), and "
             "base (the base models with the frozen retriever's top K, untrained: every arm's starting point; "
             "deterministic, so run for the first seed only)."
         },
@@ -319,7 +333,7 @@ LEGACY_DEFAULTS = {
 
 def run_settings(settings: dict[str, Any], arm: str, retrieval_loss: str) -> dict[str, Any]:
     """The settings one run's outcome depends on (what must match for a recorded run to be reused)."""
-    skip = set(NON_OUTCOME_FIELDS) | (set(RETRIEVER_ONLY_FIELDS) if arm not in RETRIEVAL_ARMS else set())
+    skip = set(NON_OUTCOME_FIELDS) | (set(RETRIEVER_ONLY_FIELDS) if arm not in RETRIEVER_TRAINING_ARMS else set())
     relevant = {key: value for key, value in (LEGACY_DEFAULTS | settings).items() if key not in skip}
     relevant.update(arm=arm, retrieval_loss=retrieval_loss)
     return relevant
@@ -337,6 +351,8 @@ def run_name(arm: str, retrieval_loss: str, seed: int) -> str:
 def arm_label(arm: str, retrieval_loss: str) -> str:
     if arm == "retriever":
         return f"retriever only, LLM frozen ({retrieval_loss})"
+    if arm == "supervised":
+        return "supervised retriever (gold passages), LLM frozen"
     if arm == "base":
         return "base models (untrained)"
     return f"jmlr ({retrieval_loss})" if arm == "jmlr" else {"sft": "SFT (no docs)", "rag": "RAG-SFT"}[arm]
@@ -369,13 +385,15 @@ def build_arm_model(args: ExperimentArguments, arm: str, retrieval_loss: str) ->
         "num_context_documents": 0 if arm == "sft" else args.num_context_documents,
         "retrieval_temperature": args.retrieval_temperature,
         "lm_temperature": args.lm_temperature,
-        "train_document_encoder": args.train_document_encoder or arm not in RETRIEVAL_ARMS,
-        "retrieval_loss_weight": 1.0 if arm in RETRIEVAL_ARMS else 0.0,
+        "train_document_encoder": args.train_document_encoder or arm not in RETRIEVER_TRAINING_ARMS,
+        "retrieval_loss_weight": 1.0 if arm in RETRIEVER_TRAINING_ARMS else 0.0,
         "max_document_length": args.max_document_length,
         "max_length": args.max_length,
     }
     if arm in RETRIEVAL_ARMS:
         overrides["retrieval_loss"] = retrieval_loss
+    if arm == "supervised":
+        overrides.update(retrieval_loss=SUPERVISED_LOSS, lm_temperature=SUPERVISED_TEMPERATURE)
     return JMLRForCausalLM.from_components(
         resolve_model_path(args.generator), resolve_model_path(args.retriever), **overrides
     )
@@ -543,8 +561,8 @@ def train_arm(
         per_device_train_batch_size=args.batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         learning_rate=args.learning_rate,
-        retriever_learning_rate=args.retriever_learning_rate if arm in RETRIEVAL_ARMS else 0.0,
-        freeze_generator=arm == "retriever",
+        retriever_learning_rate=args.retriever_learning_rate if arm in RETRIEVER_TRAINING_ARMS else 0.0,
+        freeze_generator=arm in FROZEN_LLM_ARMS,
         lr_scheduler_type="constant",
         weight_decay=0.0,
         logging_steps=args.logging_steps,
@@ -566,6 +584,8 @@ def train_arm(
     )
     if arm == "retriever" and args.cached_nlls:
         train = train.add_column("candidate_nlls", reference_nlls(args, "train", train))
+    if arm == "supervised":
+        train = gold_supervision(train, experiment_corpus(args))
     callbacks = []
     if args.eval_retrieval_steps > 0:
         callbacks += held_out_callback(args, evaluation, retriever_tokenizer)
@@ -575,7 +595,7 @@ def train_arm(
         train_dataset=train,
         processing_class=tokenizer,
         retriever_tokenizer=retriever_tokenizer,
-        peft_config=None if arm == "retriever" else lora,
+        peft_config=None if arm in FROZEN_LLM_ARMS else lora,
         callbacks=callbacks,
     )
     if args.save_steps > 0:
@@ -588,6 +608,31 @@ def train_arm(
         trainer.save_model(os.path.join(run_dir(args), "models", name))
     resumed_from = int(os.path.basename(resume).split("-")[1]) if resume else 0
     return trainer.state.log_history, resumed_from
+
+
+def gold_supervision(train: Dataset, corpus: Dataset) -> Dataset:
+    """The supervised arm's training rows: `candidate_nlls` 0 for the gold passages and 1 for the others (see
+    `SUPERVISED_LOSS`), with a gold passage put in place of the last candidate where the first stage missed every
+    one (as dense retrievers train: the positive and the first stage's hard negatives). Rows without gold passages
+    are an error: this arm needs them (MedQuAD and PubMedQA have them)."""
+    texts = dict(zip(corpus["id"], corpus["text"]))
+    rows = []
+    for row in train:
+        gold = [doc_id for doc_id in row["gold_doc_ids"] if doc_id in texts]
+        if not gold:
+            raise ValueError(
+                f"training question {row['id']!r} has no gold passage in the corpus: the supervised arm needs one"
+            )
+        ids, candidates = list(row["candidate_ids"]), list(row["candidates"])
+        if not set(ids) & set(gold):
+            ids[-1], candidates[-1] = gold[0], texts[gold[0]]
+        labels = [0.0 if doc_id in gold else 1.0 for doc_id in ids]
+        rows.append({"candidate_ids": ids, "candidates": candidates, "candidate_nlls": labels})
+    columns = {name: [row[name] for row in rows] for name in ("candidate_ids", "candidates", "candidate_nlls")}
+    train = train.remove_columns([name for name in ("candidate_ids", "candidates") if name in train.column_names])
+    for name, values in columns.items():
+        train = train.add_column(name, values)
+    return train
 
 
 #: The settings of the run whose checkpoints a `checkpoints/<run name>` folder holds.
@@ -665,6 +710,7 @@ def run_one(
                 evaluation,
                 max_document_length=args.max_document_length,
                 show_progress=False,
+                k_values=CORPUS_K_VALUES,
             )
         )
     record = {
