@@ -26,6 +26,7 @@ from .metrics import hit_at_k, mean, ndcg_at_k, recall_at_k, reciprocal_rank
 
 if TYPE_CHECKING:
     from ..models import JMLRForCausalLM
+    from ..retrieval import DocumentIndex
 
 
 @torch.no_grad()
@@ -140,20 +141,28 @@ def corpus_retrieval_metrics(
     max_query_length: int = 64,
     show_progress: bool = True,
     k_values: Sequence[int] = (1,),
+    index: DocumentIndex | None = None,
 ) -> dict[str, float]:
     """`corpus_recall@k` (for each of `k_values`) and `corpus_evidence@1`: a gold passage is among the top k of a
     search of the whole `corpus` with `retriever` (a flat index of its own document embeddings, built here) / the top
-    document is a gold evidence passage, over the rows of `dataset` with gold / evidence ids (NaN when none has)."""
+    document is a gold evidence passage, over the rows of `dataset` with gold / evidence ids (NaN when none has).
+
+    `index`: a flat index of `corpus` whose vectors are this retriever's document embeddings, to search instead of
+    encoding the corpus again (the base index, for a retriever whose document tower did not train: query-side
+    training, or an arm that trains only the LLM). Its passages must be `corpus`'s, in order."""
     if not k_values or any(k < 1 for k in k_values):
         raise ValueError(f"k_values must be positive cut-offs, got {list(k_values)}")
     from ..retrieval import DocumentIndex, encode_queries_with
 
+    if index is not None and index.documents["id"] != corpus["id"]:
+        raise ValueError("index: its passages are not the corpus's (ids or order differ)")
     was_training = retriever.training
     retriever.eval()
     try:
-        index = DocumentIndex.from_retriever(
-            corpus, retriever, retriever_tokenizer, max_length=max_document_length, show_progress=show_progress
-        )
+        if index is None:
+            index = DocumentIndex.from_retriever(
+                corpus, retriever, retriever_tokenizer, max_length=max_document_length, show_progress=show_progress
+            )
         hits = index.retrieve(
             list(dataset["question"]),
             encode_queries_with(retriever, retriever_tokenizer, max_length=max_query_length),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from datasets import Dataset
 
 from jmlr_hf.evaluation import corpus_retrieval_metrics, llm_preference_metrics
@@ -54,3 +55,39 @@ def test_corpus_retrieval_finds_a_passage_identical_to_the_question(make_tiny_mo
     )
     # The same text encodes to the same vector: each question finds its copy first, which is no evidence passage.
     assert metrics == {"corpus_recall@1": 1.0, "corpus_evidence@1": 0.0}
+
+
+def test_corpus_search_at_several_cut_offs_and_on_a_given_base_index(make_tiny_model, retriever_tokenizer):
+    """recall@k for each cut-off; a query-side-only retriever searches the base index (its frozen document tower
+    encodes as the base did) with the same result as encoding the corpus again."""
+    from jmlr_hf.retrieval import DocumentIndex
+
+    corpus = Dataset.from_list([{"id": f"d{j}", "text": f"passage {j} about organ {j % 3}"} for j in range(12)])
+    questions = Dataset.from_list(
+        [
+            {"question": f"which organ is number {i}?", "gold_doc_ids": [f"d{i}"], "evidence_doc_ids": []}
+            for i in range(6)
+        ]
+    )
+    model = make_tiny_model(0, train_document_encoder=False)
+    base = DocumentIndex.from_retriever(
+        corpus, model.retriever, retriever_tokenizer, max_length=32, show_progress=False
+    )
+    with torch.no_grad():  # the query side trains: its weights move, the document tower's do not
+        for parameter in model.retriever.encoder.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    kwargs = {"max_document_length": 32, "show_progress": False, "k_values": (1, 4, 12)}
+    encoded = corpus_retrieval_metrics(model.retriever, retriever_tokenizer, corpus, questions, **kwargs)
+    reused = corpus_retrieval_metrics(model.retriever, retriever_tokenizer, corpus, questions, index=base, **kwargs)
+    assert {k: v for k, v in reused.items() if k != "corpus_evidence@1"} == {
+        k: v for k, v in encoded.items() if k != "corpus_evidence@1"
+    }
+    assert set(encoded) == {"corpus_recall@1", "corpus_recall@4", "corpus_recall@12", "corpus_evidence@1"}
+    assert encoded["corpus_recall@1"] <= encoded["corpus_recall@4"] <= encoded["corpus_recall@12"] == 1.0
+    assert math.isnan(encoded["corpus_evidence@1"])
+    with pytest.raises(ValueError, match="not the corpus's"):
+        corpus_retrieval_metrics(
+            model.retriever, retriever_tokenizer, corpus.select(range(11)), questions, index=base, **kwargs
+        )
+    with pytest.raises(ValueError, match="k_values"):
+        corpus_retrieval_metrics(model.retriever, retriever_tokenizer, corpus, questions, k_values=(0,))
