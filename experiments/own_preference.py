@@ -39,6 +39,7 @@ from jmlr_hf.utils.atomic import write_json, write_text
 from jmlr_hf.utils.demo_models import resolve_model_path
 
 from .jmlr_vs_rag import (
+    FROZEN_LLM_ARMS,
     ExperimentArguments,
     arm_label,
     build_arm_model,
@@ -52,7 +53,7 @@ from .jmlr_vs_rag import (
 )
 
 #: Arms whose final LLM is the base LLM: their own-LLM reference is the base LLM's cached NLLs.
-FROZEN_LLM_ARMS = ("base", "retriever")
+BASE_LLM_ARMS = ("base",) + FROZEN_LLM_ARMS
 #: Arms whose LLM trains with documents in the prompt: their own-LLM NLLs come from the saved model.
 TRAINED_LLM_ARMS = ("rag", "jmlr")
 #: What `llm_preference_metrics` returns (with base rankings), reported here with an `own_` prefix.
@@ -108,13 +109,13 @@ def measure(args: ExperimentArguments) -> dict[str, Any]:
     base_rankings = None
     runs: dict[str, dict[str, Any]] = {}
     for arm, loss, seed in planned_runs(args):
-        if arm not in FROZEN_LLM_ARMS + TRAINED_LLM_ARMS:
+        if arm not in BASE_LLM_ARMS + TRAINED_LLM_ARMS:
             continue
         name = run_name(arm, loss, seed)
         path = os.path.join(run_dir(args), "runs", f"{name}.json")
         if not os.path.exists(path):
             continue  # not recorded yet: nothing to measure
-        if arm in FROZEN_LLM_ARMS:
+        if arm in BASE_LLM_ARMS:
             # The LLM is the base one: the run's record measured exactly this (its retriever against the base LLM's
             # NLLs, on the same questions).
             with open(path, encoding="utf-8") as f:
