@@ -23,6 +23,7 @@ def test_the_configs_are_there():
         "experiment-medmcqa.yaml",
         "experiment-pubmedqa.yaml",
         "joint-medmcqa.yaml",
+        "joint-medquad.yaml",
         "joint-pubmedqa.yaml",
     ]
 
@@ -37,7 +38,7 @@ def test_each_config_loads(config):
     assert headroom.headroom_limit == 7
 
 
-@pytest.mark.parametrize("module", ["experiments.jmlr_vs_rag", "experiments.headroom"])
+@pytest.mark.parametrize("module", ["experiments.jmlr_vs_rag", "experiments.headroom", "experiments.precision"])
 def test_python_dash_m_from_the_repository_root(module):
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     run = subprocess.run(
