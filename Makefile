@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast benchmark lint format clean
+.PHONY: install demo test test-fast benchmark check-floors lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,13 +37,18 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/index_encoding.py
 	$(BIN)/python benchmarks/index_search.py
 
+# Every dependency at its floor in pyproject.toml, from PyPI, in a separate venv (.venv-floors), then a short training
+# (tools/check_floors.sh; downloads a few GB: torch's CUDA build, as pip takes it on Linux).
+check-floors:
+	tools/check_floors.sh .venv-floors
+
 lint: $(STAMP)
-	$(BIN)/ruff check jmlr_hf recipes experiments tests docs benchmarks conftest.py
-	$(BIN)/ruff format --check jmlr_hf recipes experiments tests docs benchmarks conftest.py
+	$(BIN)/ruff check jmlr_hf recipes experiments tests docs benchmarks tools conftest.py
+	$(BIN)/ruff format --check jmlr_hf recipes experiments tests docs benchmarks tools conftest.py
 
 format: $(STAMP)
-	$(BIN)/ruff format jmlr_hf recipes experiments tests docs benchmarks conftest.py
-	$(BIN)/ruff check --fix jmlr_hf recipes experiments tests docs benchmarks conftest.py
+	$(BIN)/ruff format jmlr_hf recipes experiments tests docs benchmarks tools conftest.py
+	$(BIN)/ruff check --fix jmlr_hf recipes experiments tests docs benchmarks tools conftest.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -1,7 +1,11 @@
 """The joint step and its parts, side by side in one process: scoring passes, JMLR, RAG-SFT and SFT steps.
 
     python benchmarks/joint_step.py [--repeats 5] [--batch-size 1] [--device cpu|cuda] [--dtype float32|bfloat16]
-                                    [--generator smollm2-135m-instruct | llama-1b-random | PATH]
+                                    [--generator smollm2-135m-instruct | llama-1b-random | tiny-random | PATH]
+                                    [--num-sampled 4] [--num-candidates 8] [--max-document-length 128]
+
+The paper's S: `--num-sampled 10 --num-candidates 16 --max-document-length 256`. `--generator tiny-random` (a
+2-layer random Llama) is the smoke-test setting: it runs in seconds and its figures mean nothing.
 
 The demo's settings by default (SmolLM2-135M-Instruct + all-MiniLM-L6-v2, N = 8 candidates, S = 4 sampled, K = 2
 in the prompt, documents cut at 128 tokens, LoRA r = 16 on every linear layer (`--lora-r 0`: full fine-tuning), PubMedQA-L questions with their long
@@ -9,7 +13,8 @@ answer as the target). Five variants, interleaved round by round:
 
 1. reference scoring: the S·B single-document sequences in S·B separate forwards with full-vocabulary logits and a
    float32 log-softmax over them (what the authors' code does);
-2. this project's scoring pass (`answer_nll`, as the trainer calls it);
+2. this project's scoring pass (`answer_nll`, as the trainer calls it), and both of its paths: packed (the S·B
+   sequences end to end in one row, block-diagonal attention) and padded (one right-padded batch);
 3. a JMLR step: choice, scoring pass, retrieval loss, LM loss with the top K documents, backward;
 4. a RAG-SFT step: the same K documents (a frozen retriever's top K), LM loss, backward;
 5. an SFT step: no documents.
@@ -65,6 +70,17 @@ LLAMA_1B = {
     "max_position_embeddings": 4096,
     "tie_word_embeddings": True,
 }
+# A 2-layer random Llama for smoke tests of this script (seconds, not figures).
+TINY_RANDOM = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+    "tie_word_embeddings": True,
+}
+RANDOM_GENERATORS = {"llama-1b-random": LLAMA_1B, "tiny-random": TINY_RANDOM}
 
 
 def benchmark_rows(batch_size: int, num_candidates: int, split: str = "train") -> list[dict[str, Any]]:
@@ -85,19 +101,22 @@ def benchmark_rows(batch_size: int, num_candidates: int, split: str = "train") -
 def build_model(args, generator: str, retriever: str, **settings) -> JMLRForCausalLM:
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     common = {
-        "num_candidates": 8,
+        "num_candidates": args.num_candidates,
         "num_sampled": args.num_sampled,
-        "max_document_length": 128,
+        "max_document_length": args.max_document_length,
         "max_length": 1024,
         "retrieval_temperature": 0.05,
         "retrieval_loss": "llm_rank",
     }
     common.update(settings)
-    if generator == "llama-1b-random":
+    if generator in RANDOM_GENERATORS:
         from transformers import AutoModelForCausalLM
 
         torch.manual_seed(0)
-        causal_lm = AutoModelForCausalLM.from_config(LlamaConfig(**LLAMA_1B), dtype=dtype)
+        shape = {"vocab_size": LLAMA_1B["vocab_size"], **RANDOM_GENERATORS[generator]}
+        if generator == "tiny-random":  # the SmolLM2 tokenizer's vocabulary
+            shape["vocab_size"] = len(AutoTokenizer.from_pretrained(resolve_model_path("smollm2-135m-instruct")))
+        causal_lm = AutoModelForCausalLM.from_config(LlamaConfig(**shape), dtype=dtype)
         model = JMLRForCausalLM.from_components(
             resolve_model_path("smollm2-135m-instruct"), retriever, dtype=dtype, **common
         )
@@ -229,6 +248,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-sampled", type=int, default=4)
+    parser.add_argument("--num-candidates", type=int, default=8, help="N (at least --num-sampled)")
+    parser.add_argument("--max-document-length", type=int, default=128, help="generator tokens per document")
     parser.add_argument("--num-context-documents", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
@@ -245,13 +266,13 @@ def main() -> None:
 
     retriever = resolve_model_path(args.retriever)
     tokenizer_path = resolve_model_path(
-        "smollm2-135m-instruct" if args.generator == "llama-1b-random" else args.generator
+        "smollm2-135m-instruct" if args.generator in RANDOM_GENERATORS else args.generator
     )
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
     retriever_tokenizer = AutoTokenizer.from_pretrained(retriever)
-    rows = benchmark_rows(args.batch_size, 8)
+    rows = benchmark_rows(args.batch_size, args.num_candidates)
     k = args.num_context_documents
-    generator = resolve_model_path(args.generator) if args.generator != "llama-1b-random" else args.generator
+    generator = resolve_model_path(args.generator) if args.generator not in RANDOM_GENERATORS else args.generator
 
     out_dir = tempfile.mkdtemp(prefix="jmlr-bench-")
     trainers = {
@@ -329,6 +350,19 @@ def main() -> None:
     variants = {
         "reference scoring": scoring(lambda: reference_scoring(jmlr.generator, nll_batch)),
         "scoring pass": scoring(lambda: jmlr_trainer._answer_nll(jmlr, jmlr, nll_batch, device)),
+        **{
+            f"scoring pass, {path}": scoring(
+                lambda packed=packed: answer_nll(
+                    jmlr,
+                    nll_batch["input_ids"],
+                    nll_batch["attention_mask"],
+                    nll_batch["labels"],
+                    micro_batch_size=jmlr_trainer.args.nll_micro_batch_size,
+                    packed=packed,
+                )
+            )
+            for path, packed in (("packed", True), ("padded", False))
+        },
         "scoring pass, 1/forward": scoring(
             lambda: answer_nll(
                 jmlr,
@@ -353,7 +387,8 @@ def main() -> None:
 
     print(f"machine: {machine()}; generator {args.generator} ({args.dtype}), retriever {args.retriever}")
     print(
-        f"settings: batch {args.batch_size}, N = 8, S = {args.num_sampled}, K = {k}, "
+        f"settings: batch {args.batch_size}, N = {args.num_candidates}, S = {args.num_sampled}, K = {k}, "
+        f"documents <= {args.max_document_length} tokens, "
         f"{f'LoRA r = {args.lora_r}' if args.lora_r else 'full fine-tuning'}, "
         f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}, {args.repeats} rounds"
     )
@@ -373,7 +408,12 @@ def main() -> None:
             "padding": padded - tokens,
             "peak_extra_mib": peaks[name] / 2**20,
         }
-    for name in ("scoring pass", "scoring pass, 1/forward"):
+    print(f"{'default NLL pass':>18}: {'packed' if jmlr_trainer._padding_free(jmlr, device) else 'padded'} here")
+    figures["default_nll_pass"] = "packed" if jmlr_trainer._padding_free(jmlr, device) else "padded"
+    packed_over_padded = paired_ratios(timings["scoring pass, packed"], timings["scoring pass, padded"])
+    print(f"{'paired ratio':>18}: scoring pass, packed / scoring pass, padded {describe_ratios(packed_over_padded)}")
+    figures["packed_over_padded"] = packed_over_padded
+    for name in ("scoring pass", "scoring pass, packed", "scoring pass, padded", "scoring pass, 1/forward"):
         speedup = paired_ratios(timings["reference scoring"], timings[name])
         memory = peaks[name] / max(peaks["reference scoring"], 1)
         difference = (timings["reference scoring"].result - timings[name].result).abs().max().item()
@@ -385,8 +425,10 @@ def main() -> None:
     generator = jmlr_trainer.accelerator.unwrap_model(jmlr).generator
     counts = parameter_counts(generator.get_base_model() if args.lora_r else generator)
     reference_flops = sum(forward_flops(recorded["reference scoring"], counts))
-    scoring_flops = sum(forward_flops(recorded["scoring pass"], counts))
-    print(f"{'FLOP ceiling':>18}: reference / scoring pass forward FLOPs {reference_flops / scoring_flops:.2f}")
+    scoring_flops = sum(forward_flops(recorded["scoring pass, padded"], counts))
+    print(
+        f"{'FLOP ceiling':>18}: reference / scoring pass (padded) forward FLOPs {reference_flops / scoring_flops:.2f}"
+    )
     figures["scoring_flop_ceiling"] = reference_flops / scoring_flops
     step_ratio = paired_ratios(timings["JMLR step"], timings["RAG-SFT step"])
     print(f"{'paired ratio':>18}: JMLR step / RAG-SFT step {describe_ratios(step_ratio)}")

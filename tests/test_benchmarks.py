@@ -24,22 +24,30 @@ def run_benchmark(script: str, *args: str, paired: bool = True) -> str:
 
 @pytest.mark.integration
 def test_joint_step_benchmark_runs_and_the_scoring_passes_agree(tmp_path):
-    run_benchmark("joint_step.py", "--repeats", "1", "--json", str(tmp_path / "figures.json"))
-    figures = json.loads((tmp_path / "figures.json").read_text())
-    assert (
-        figures["scoring pass"]["nll_difference"] < 1e-4
-        and figures["scoring pass, 1/forward"]["nll_difference"] < 1e-4
+    # Tiny settings (a 2-layer random generator, short documents, one round): seconds, not the real figures, which
+    # come from the benchmark itself. S = 10 > N's default: the paper's S needs --num-candidates.
+    run_benchmark(
+        "joint_step.py",
+        *("--generator", "tiny-random", "--lora-r", "4", "--num-sampled", "10", "--num-candidates", "12"),
+        *("--max-document-length", "32", "--repeats", "1", "--json", str(tmp_path / "figures.json")),
     )
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    for name in ("scoring pass", "scoring pass, packed", "scoring pass, padded", "scoring pass, 1/forward"):
+        assert figures[name]["nll_difference"] < 1e-4, name
+    assert figures["args"]["num_sampled"] == 10 and len(figures["packed_over_padded"]) == 1
     assert set(figures["variants"]) == {
         "reference scoring",
         "scoring pass",
+        "scoring pass, packed",
+        "scoring pass, padded",
         "scoring pass, 1/forward",
         "JMLR step",
         "RAG-SFT step",
         "SFT step",
     }
     assert figures["scoring_flop_ceiling"] > 1  # the reference computes logits the scoring pass does not
-    assert figures["variants"]["scoring pass"]["padding"] == 0  # padding-free on a CPU
+    assert figures["variants"]["scoring pass, packed"]["padding"] == 0
+    assert figures["variants"]["scoring pass, padded"]["padding"] > 0
     # The JMLR step does what the RAG-SFT step does plus S single-document forwards: the bound exceeds 1.
     assert figures["simple_bound"] > 1 and figures["L_K"] > figures["L1"] > 0
 

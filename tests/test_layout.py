@@ -37,6 +37,7 @@ REMOTE_CODE = ("jmlr_hf.models.configuration_jmlr", "jmlr_hf.models.modeling_jml
 REMOTE_CODE_ROOTS = {
     "__future__",
     "collections",
+    "contextlib",
     "copy",
     "dataclasses",
     "glob",

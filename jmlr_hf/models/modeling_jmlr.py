@@ -26,7 +26,8 @@ retrieval-augmented answers).
 import copy
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +52,23 @@ from .retrieval_jmlr import (
 _HUB_KWARGS = ("revision", "token", "cache_dir", "force_download", "local_files_only", "proxies")
 # A saved JMLR model keeps the generator's tokenizer at its root and the retriever's in this subfolder.
 RETRIEVER_TOKENIZER_DIR = "retriever_tokenizer"
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """`module` in eval mode (dropout off) inside the block, then every submodule back in the mode it was in.
+
+    The one save-and-restore of train mode (the trainer, its callbacks, candidate re-retrieval and
+    `JMLRRetriever.encode_dense_texts` use it). Each submodule's own mode is restored, not the top module's mode
+    pushed down: `module.train(was_training)` would also switch on a submodule that was in eval mode on purpose.
+    """
+    modes = [(submodule, submodule.training) for submodule in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for submodule, training in modes:
+            submodule.training = training
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -109,25 +127,19 @@ def tokenize_for_lm(
     """Tokenise `prompt + " " + target + eos` with the loss on the target tokens only (and the EOS).
 
     Prompt and target are tokenised separately, so the label boundary is exact. Sequences longer than `max_length`
-    lose prompt tokens from the left: the answer is what is scored, so it is always kept whole. Right padding keeps
-    every real token at the position it would have unpadded, so a padded batch scores exactly like single sequences.
+    lose prompt tokens from the left ([`left_truncate`], which keeps BOS): the answer is what is scored, so it is
+    always kept whole. Right padding keeps every real token at the position it would have unpadded, so a padded batch
+    scores exactly like single sequences.
     """
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     rows = []
     for prompt, target in zip(prompts, targets, strict=True):
-        prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        target_ids = _target_ids(tokenizer, target)
+        target_ids = target_token_ids(tokenizer, target)
         if len(target_ids) >= max_length:
             raise ValueError(f"The target alone has {len(target_ids)} tokens, more than max_length={max_length}")
-        cut = max(0, len(prompt_ids) + len(target_ids) - max_length)
-        if cut:
-            # Keep the BOS token: a causal LM has never seen a sequence start without it.
-            bos = (
-                prompt_ids[:1]
-                if tokenizer.bos_token_id is not None and prompt_ids[:1] == [tokenizer.bos_token_id]
-                else []
-            )
-            prompt_ids = bos + prompt_ids[len(bos) + cut :]
+        prompt_ids = left_truncate(
+            tokenizer, tokenizer(prompt, add_special_tokens=True)["input_ids"], max_length - len(target_ids)
+        )
         rows.append((prompt_ids + target_ids, len(prompt_ids)))
     length = max(len(ids) for ids, _ in rows)
     if pad_to_multiple_of:
@@ -143,8 +155,26 @@ def tokenize_for_lm(
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def _target_ids(tokenizer, target: str) -> list[int]:
-    """The token ids of a target as `tokenize_for_lm` appends it: `" " + target`, then EOS."""
+def left_truncate(tokenizer, prompt_ids: list[int], room: int) -> list[int]:
+    """`prompt_ids` cut from the left to at most `room` tokens, keeping a leading BOS token.
+
+    The one left cut of a prompt: training (`tokenize_for_lm`) and evaluation (`jmlr_hf.evaluation`'s choice scoring
+    and decoding) use it, so that a prompt too long for `max_length` is scored as it was trained. The BOS stays
+    because a causal LM has never seen a sequence start without it; the tokens right after it are the ones dropped.
+    """
+    if room <= 0:
+        return []
+    cut = max(0, len(prompt_ids) - room)
+    if not cut:
+        return list(prompt_ids)
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    bos = prompt_ids[:1] if bos_id is not None and prompt_ids[:1] == [bos_id] else []
+    return bos + list(prompt_ids[len(bos) + cut :])
+
+
+def target_token_ids(tokenizer, target: str) -> list[int]:
+    """The token ids of a target as `tokenize_for_lm` appends it: `" " + target`, then EOS. What a target costs
+    of `max_length` (the trainer's collator checks a row's target with it)."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     return tokenizer(" " + target, add_special_tokens=False)["input_ids"] + eos
 
@@ -165,7 +195,7 @@ def fit_prompt(
     even without documents is left to `tokenize_for_lm`'s left cut.
     """
     documents = list(documents)
-    budget = config.max_length - len(_target_ids(tokenizer, target))
+    budget = config.max_length - len(target_token_ids(tokenizer, target))
     # Each round cuts or drops a document, so it ends; the bound only guards against a tokenizer whose decode and
     # encode do not round-trip.
     for _ in range(4 * len(documents) + 8):
@@ -197,11 +227,24 @@ def answer_positions(labels: torch.Tensor) -> torch.Tensor:
     return keep
 
 
-def kept_logits(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """`[n_kept, V]` logits of a forward given `logits_to_keep=keep`.
+def answer_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(keep, targets)` of right-padded `labels` `[n, L]`: the [`answer_positions`] mask and, in the same order as
+    the kept logits, the answer token each kept position predicts `[n_kept]`.
 
-    transformers 5's causal LMs flatten the kept positions themselves; a model that ignores a boolean
-    `logits_to_keep` returns `[n, L, V]`, which is indexed here, so the result is the same either way.
+    The one definition of "which logits score which answer token", shared by the NLL pass (`answer_nll`, packed or
+    padded) and the trainer's LM loss (`lm_forward`), so that the two cannot drift apart.
+    """
+    keep = answer_positions(labels)
+    return keep, labels[:, 1:][keep[:, :-1]]
+
+
+def kept_logits(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """`[n_kept, V]` logits of a forward given a boolean `logits_to_keep=keep` `[n, L]`.
+
+    transformers' causal LMs flatten the kept positions themselves from 5.21 on (`slice_logits_to_keep` returns
+    `[n_kept, V]`; before 5.21 Llama raises IndexError on a boolean mask, hence the `transformers>=5.21` floor). A
+    custom model whose forward accepts `logits_to_keep` but ignores it returns every position's logits, `[n, L, V]`,
+    which are indexed here, so the result is the same either way.
     """
     return logits if logits.dim() == 2 else logits[keep]
 
@@ -232,8 +275,9 @@ def pack_sequences(
     ids = torch.cat([input_ids[i, : lengths[i]] for i in rows])
     positions = torch.cat([torch.arange(lengths[i], device=input_ids.device) for i in rows])
     sequence = torch.cat([torch.full((lengths[i],), i, device=input_ids.device) for i in rows])
-    keep = torch.cat([answer_positions(labels[i : i + 1, : lengths[i]])[0] for i in rows])
-    targets = torch.cat([labels[i, 1 : lengths[i]][labels[i, 1 : lengths[i]] != -100] for i in rows])
+    per_row = [answer_targets(labels[i : i + 1, : lengths[i]]) for i in rows]
+    keep = torch.cat([row_keep[0] for row_keep, _ in per_row])
+    targets = torch.cat([row_targets for _, row_targets in per_row])
     return {
         "input_ids": ids[None],
         "position_ids": positions[None],
@@ -278,9 +322,8 @@ def answer_nll(
             keep, sequence, targets = pack["keep"], pack["sequence"][pack["keep"][0]], pack["targets"]
             inputs = {"input_ids": pack["input_ids"], "position_ids": pack["position_ids"], "attention_mask": None}
         else:
-            keep = answer_positions(lab)
+            keep, targets = answer_targets(lab)
             sequence = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(keep)[keep]
-            targets = lab[:, 1:][keep[:, :-1]]
             inputs = {"input_ids": ids, "attention_mask": mask}
         logits = kept_logits(causal_lm(**inputs, use_cache=False, logits_to_keep=keep).logits, keep)
         token_nll = chunked_token_nll(logits, targets)
@@ -492,10 +535,8 @@ class JMLRRetriever(nn.Module):
         noisy vectors), and the module's mode is restored afterwards.
         """
         device = next(self.parameters()).device
-        was_training = self.training
-        self.eval()
         out = []
-        try:
+        with eval_mode(self):
             for start in range(0, len(texts), batch_size):
                 batch = _retriever_batch(
                     tokenizer,
@@ -506,8 +547,6 @@ class JMLRRetriever(nn.Module):
                 )
                 input_ids, attention_mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
                 out.append(self.encode_dense(input_ids, attention_mask, is_query).float().cpu())
-        finally:
-            self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, 0)
 
     def weights_fingerprint(self) -> str:
@@ -607,6 +646,12 @@ class JMLRPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = True
+    # The retriever loads in float32 whatever dtype the generator loads in. A model trained in bf16 is saved with a
+    # bf16 generator, a float32 retriever (see `prepare_retriever_for_training`) and `dtype: bfloat16` in its config;
+    # transformers 5 loads with `dtype="auto"` by default, which would cast the retriever to bf16: its scores would
+    # lose precision and its `weights_fingerprint` would no longer match the index built with it. (The non-strict
+    # `_keep_in_fp32_modules` applies to fp16 only.)
+    _keep_in_fp32_modules_strict = ["retriever"]
 
     def _init_weights(self, module):
         # The sub-models initialise themselves; only the retriever's projection belongs to this class.
@@ -870,7 +915,8 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         generator = AutoModelForCausalLM.from_pretrained(
             config.generator_base_model, revision=config.generator_base_revision, **base_kwargs, **dtype_kwargs
         )
-        encoder = AutoModel.from_config(config.retriever, **dtype_kwargs)
+        # In float32 whatever `dtype` says, as `_keep_in_fp32_modules_strict` keeps it for a full checkpoint.
+        encoder = AutoModel.from_config(config.retriever, dtype=torch.float32)
         model = cls(config, generator=generator, retriever_encoder=encoder)
         model.set_generator(
             PeftModel.from_pretrained(generator, path, subfolder=config.generator_adapter, **hub_kwargs)
@@ -1147,7 +1193,9 @@ __all__ = [
     "JMLRPreTrainedModel",
     "JMLRRetriever",
     "answer_positions",
+    "answer_targets",
     "chunked_token_nll",
+    "eval_mode",
     "encode_by_length",
     "kept_logits",
     "length_groups",
@@ -1156,5 +1204,7 @@ __all__ = [
     "build_target",
     "colbert_token_ids",
     "fit_prompt",
+    "left_truncate",
+    "target_token_ids",
     "tokenize_for_retriever",
 ]

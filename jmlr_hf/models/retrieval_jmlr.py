@@ -90,18 +90,27 @@ def index_config_sha256(config: dict) -> str:
 
 
 def is_local_path(name: str | os.PathLike) -> bool:
-    """Whether `name` names a local file or folder rather than a Hub repository: it exists, or it is spelled as a
-    path (absolute, `./`, `../`, `~`), which no Hub id is."""
+    """Whether `name` names a local file or folder rather than a Hub repository id: the package's one rule (saving an
+    index location, loading a model or an index, telling a checkpoint folder from a Hub id all use it).
+
+    Local: it exists; or it is spelled as a path, which no Hub id is (absolute, starting with `.` or `~`, a
+    backslash, or more than one `/`: a Hub id has one at most); or its parent folder exists (`outputs/finall` where
+    `outputs/` exists: a typo, or a folder not built yet).
+    """
     name = os.fspath(name)
-    return os.path.exists(name) or name.startswith((".", "/", "~")) or os.path.isabs(name)
+    if os.path.exists(name) or name.startswith((".", "~")) or os.path.isabs(name):
+        return True
+    if name.count("/") > 1 or "\\" in name:
+        return True
+    parent = os.path.dirname(os.path.expanduser(name))
+    return bool(parent) and os.path.isdir(parent)
 
 
 def check_path_or_hub_id(name: str | os.PathLike, what: str) -> None:
     """Raise `FileNotFoundError` when `name`, which is not an existing folder, is not a Hub id either.
 
-    A string spelled as a path (`./x`, `/x`, `~/x`), or one whose parent folder exists (`outputs/finall` where
-    `outputs/` exists: a typo, or something not built yet), is a missing folder, and saying so beats the Hub
-    client's "Repo id must be in the form ..." or a network error about a repository nobody meant.
+    A local path ([`is_local_path`]) that is not a folder is a missing folder, and saying so beats the Hub client's
+    "Repo id must be in the form ..." or a network error about a repository nobody meant.
     """
     name = os.fspath(name)
     if os.path.isdir(name):
@@ -109,17 +118,13 @@ def check_path_or_hub_id(name: str | os.PathLike, what: str) -> None:
     if os.path.isfile(name):
         article = "an" if what[:1] in "aeiou" else "a"
         raise FileNotFoundError(f"{what} {name!r} is a file; expected {article} {what} folder")
+    if is_local_path(name):
+        raise FileNotFoundError(f"{what} folder {name!r} does not exist (it is not a Hub repository id either)")
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    missing = FileNotFoundError(f"{what} folder {name!r} does not exist (it is not a Hub repository id either)")
-    parent = os.path.dirname(os.path.expanduser(name))
-    if name.startswith((".", "/", "~")) or os.path.isabs(name) or (parent and os.path.isdir(parent)):
-        raise missing
     try:
         validate_repo_id(name)
     except HFValidationError as error:
-        if "/" in name or os.sep in name:  # `a/b/c`: a path, since a Hub id has one `/` at most
-            raise missing from None
         raise FileNotFoundError(
             f"{what} {name!r} is neither an existing folder nor a Hub repository id ({error})"
         ) from None
@@ -293,7 +298,7 @@ def read_index_folder(
                 )
 
     faiss = import_faiss()
-    import pyarrow.parquet as pq
+    pq = import_parquet()
 
     try:
         cpu_index = faiss.read_index(paths[INDEX_FILE])
@@ -337,6 +342,21 @@ def import_faiss():
             "the same `faiss` module: install only one)."
         ) from err
     return faiss
+
+
+def import_parquet():
+    """`pyarrow.parquet`, imported on first use, inside a `try`: transformers' `check_imports`, which runs before a
+    model is loaded by Hub id with `trust_remote_code`, counts every import of the remote code, function-level ones
+    included, except those in a `try` block. A plain `import pyarrow.parquet` here would make pyarrow a requirement of
+    *loading* the model, which needs only torch and transformers; retrieval alone needs pyarrow."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as err:
+        raise ImportError(
+            "Reading a document index needs pyarrow (its documents are a parquet file), which is not installed: "
+            "`pip install pyarrow`."
+        ) from err
+    return pq
 
 
 class JMLRIndex:
@@ -434,6 +454,7 @@ __all__ = [
     "download_index",
     "file_sha256",
     "import_faiss",
+    "import_parquet",
     "index_config_sha256",
     "is_local_path",
     "read_index_folder",

@@ -12,16 +12,19 @@ names its base model (see `JMLRConfig.generator_base_model`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 from ..utils.atomic import atomic_directory
 from .modeling_jmlr import RETRIEVER_TOKENIZER_DIR, JMLRForCausalLM, check_path_or_hub_id
+from .retrieval_jmlr import is_local_path
 
 # A saved JMLR model keeps the generator's tokenizer at its root, the retriever's in `RETRIEVER_TOKENIZER_DIR`
 # (defined with the remote code, which loads it), and, when its generator is stored as a LoRA adapter, the adapter in this one.
 GENERATOR_ADAPTER_DIR = "generator_adapter"
+logger = logging.getLogger(__name__)
 GeneratorWeights = Literal["merged", "adapter"]
 
 
@@ -58,6 +61,37 @@ def adapter_base_model(model: JMLRForCausalLM, base_model: str | None = None) ->
     return base_model or next(iter(model.generator.peft_config.values())).base_model_name_or_path
 
 
+def adapter_base_revision(model: JMLRForCausalLM, base_model: str, base_revision: str | None = None) -> str | None:
+    """The revision of `base_model` to record with an adapter: `base_revision` if given; for a Hub id, the commit the
+    generator was downloaded at when it was loaded from that id (the Hub cache's), else the repository's current
+    commit; `None` for a local folder (nothing to pin).
+
+    Unpinned, a checkpoint would load its adapter onto whatever the base repository holds at load time: a later
+    commit to the base (new weights, another tokenizer) would silently change the model.
+    """
+    if base_revision is not None or not base_model or is_local_path(base_model):
+        return base_revision
+    from huggingface_hub import HfApi, try_to_load_from_cache
+
+    inner = model.generator.get_base_model() if hasattr(model.generator, "get_base_model") else model.generator
+    if getattr(inner.config, "name_or_path", None) == base_model:
+        # transformers 5 keeps no commit on the model; the cache's snapshot of the revision it resolved does.
+        cached = try_to_load_from_cache(base_model, "config.json")
+        if isinstance(cached, str):
+            return Path(cached).parent.name
+
+    try:
+        return HfApi().model_info(base_model).sha
+    except Exception as err:  # offline, or no such repository: save unpinned rather than not at all
+        logger.warning(
+            "Could not pin the adapter's base model %s to a commit (%s): the checkpoint will load the base's "
+            "latest revision; pass base_revision to pin it",
+            base_model,
+            err,
+        )
+        return None
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Saving and loading checkpoints
 # --------------------------------------------------------------------------------------------------------------------
@@ -78,7 +112,8 @@ def save_model(
     `generator_weights="merged"` writes full generator weights (a PEFT adapter is merged first). `"adapter"` keeps
     the generator's LoRA adapter in `generator_adapter/` and writes only the retriever to `model.safetensors`; the
     config then names the base model the adapter applies to (`base_model`, default: the adapter's own record of it),
-    and `from_pretrained` loads base + adapter.
+    and `from_pretrained` loads base + adapter; a Hub base is pinned to a commit (`base_revision`, default:
+    [`adapter_base_revision`]).
     """
     if generator_weights not in ("merged", "adapter"):
         raise ValueError(f"generator_weights must be 'merged' or 'adapter', got {generator_weights!r}")
@@ -95,8 +130,9 @@ def save_model(
                     "plain (merged) weights: save it with generator_weights='merged'"
                 )
             base = adapter_base_model(model, base_model)
+            revision = adapter_base_revision(model, base, base_revision)
             previous = (config.generator_base_model, config.generator_base_revision, config.generator_adapter)
-            config.generator_base_model, config.generator_base_revision = base, base_revision
+            config.generator_base_model, config.generator_base_revision = base, revision
             config.generator_adapter = GENERATOR_ADAPTER_DIR
             try:
                 retriever_state = {f"retriever.{k}": v.contiguous() for k, v in model.retriever.state_dict().items()}
@@ -109,16 +145,12 @@ def save_model(
     return Path(directory)
 
 
-def _looks_like_hub_id(name: str) -> bool:
-    return not os.path.exists(name) and name.count("/") <= 1 and not name.startswith((".", "/", "~"))
-
-
 def is_jmlr_checkpoint(path: str | os.PathLike[str]) -> bool:
     """Whether `path` — a local folder or a Hub model id — holds a saved JMLR model (a `config.json` with model type
     `"jmlr"`)."""
     config_file = os.path.join(path, "config.json")
     if not os.path.isfile(config_file):
-        if not _looks_like_hub_id(str(path)):
+        if is_local_path(path):  # a missing folder: not a Hub id to ask about
             return False
         from transformers.utils import cached_file
 
@@ -189,6 +221,7 @@ __all__ = [
     "RETRIEVER_TOKENIZER_DIR",
     "GeneratorWeights",
     "adapter_base_model",
+    "adapter_base_revision",
     "apply_peft_to_generator",
     "check_jmlr_checkpoint",
     "has_generator_adapter",

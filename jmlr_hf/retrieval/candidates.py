@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset
 
+from ..models import eval_mode
 from ._corpus import document_text
 from .index import DocumentIndex, encode_queries_with
 from .lexical import BM25Index, reciprocal_rank_fusion
@@ -96,9 +97,7 @@ def _first_stage_hits(
         raise TypeError(f"index must be a DocumentIndex or a BM25Index, got {type(index).__name__}")
     if retriever is None or retriever_tokenizer is None:
         raise ValueError("a dense DocumentIndex needs the retriever and its tokenizer to encode the questions")
-    was_training = retriever.training
-    retriever.eval()
-    try:
+    with eval_mode(retriever):
         return index.retrieve(
             questions,
             encode_queries_with(retriever, retriever_tokenizer, max_length=max_query_length),
@@ -106,8 +105,6 @@ def _first_stage_hits(
             batch_size=batch_size,
             show_progress=show_progress,
         )
-    finally:
-        retriever.train(was_training)
 
 
 __all__ = ["add_candidates"]

@@ -196,6 +196,15 @@ def _default_gpu_device(faiss: ModuleType) -> int:
     return int(os.environ.get("LOCAL_RANK", 0)) % max(1, faiss.get_num_gpus())
 
 
+def _to_gpu(faiss: ModuleType, cpu_index: Any) -> tuple[Any, Any, int]:
+    """`cpu_index` copied to this process's GPU: `(gpu index, its GPU resources, device)`. The one place an index
+    goes to a GPU (building and loading both do), so that the device choice and the resources are set up once. The
+    resources are returned to be kept alive as long as the index: faiss does not own them."""
+    device = _default_gpu_device(faiss)
+    resources = faiss.StandardGpuResources()
+    return faiss.index_cpu_to_gpu(resources, device, cpu_index), resources, device
+
+
 def _write_documents(documents: Dataset, path: Path) -> None:
     """Write the document store as parquet, keeping the ``datasets`` features in the schema metadata."""
     import pyarrow.parquet as pq
@@ -741,9 +750,7 @@ class DocumentIndex:
         nprobe, ef_search = config.get("nprobe"), config.get("ef_search")
         index, resources, device = cpu_index, None, None
         if _resolve_use_gpu(faiss, use_gpu, kind):
-            device = _default_gpu_device(faiss)
-            resources = faiss.StandardGpuResources()
-            index = faiss.index_cpu_to_gpu(resources, device, cpu_index)
+            index, resources, device = _to_gpu(faiss, cpu_index)
 
         return cls(
             index,
@@ -863,9 +870,7 @@ def _new_faiss_index(
     if not on_gpu:
         return cpu_index, None, None
     # The GPU copies nprobe, and IVF trains (k-means) on the GPU too, which is where it is slow on CPU.
-    device = _default_gpu_device(faiss)
-    resources = faiss.StandardGpuResources()
-    return faiss.index_cpu_to_gpu(resources, device, cpu_index), resources, device
+    return _to_gpu(faiss, cpu_index)
 
 
 def _train_and_add(index: Any, parts: list[np.ndarray], nlist: int, per_list: int) -> None:

@@ -23,6 +23,7 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ..evaluation.retrieval import llm_preference_metrics, rank_candidates, retrieval_metrics
+from ..models import eval_mode
 from ..utils.atomic import write_json
 
 #: Prefix of the keys this callback adds to the log history (`eval_recall@1`, `eval_evidence@1`).
@@ -88,13 +89,10 @@ class RetrievalRecallCallback(TrainerCallback):
         """`recall@1` and `evidence@1` of `model`'s retriever on the held-out rows (NaN where unmeasurable), and the
         LLM-preference agreements when there are reference NLLs."""
         model = getattr(model, "module", model)  # a DDP/accelerate wrapper holds the JMLR model as `.module`
-        was_training = model.training
-        try:
+        with eval_mode(model):  # every submodule back in its own mode afterwards
             rankings = rank_candidates(
                 model, self.retriever_tokenizer, self.dataset, self.batch_size, show_progress=False
             )
-        finally:
-            model.train(was_training)
         measured: dict[str, float] = {}
         if "gold_doc_ids" in self.dataset.column_names:
             metrics = retrieval_metrics(self.dataset, rankings, k=1)
@@ -142,9 +140,12 @@ class CandidateRefreshCallback(TrainerCallback):
     The joint trainer re-scores a fixed list of N pre-retrieved candidates per question; as the retriever trains, the
     documents it would retrieve from the whole corpus drift away from that list. This callback calls `refresh_fn`
     (the main process only: typically re-encode the corpus, rebuild the index, re-retrieve), saves what it returns to
-    `<output_dir>/refreshed_candidates/step-<N>.json`, and every process then trains on those candidates (the
-    collator's `candidate_overrides`, by row id). A run resumed from a checkpoint reloads the latest refresh made
-    before it, so it continues with the candidates the uninterrupted run had.
+    `<output_dir>/refreshed_candidates/step-<N>.json` (on the main process), sends it to every other process over
+    `torch.distributed` (nodes need not share a filesystem), and every process trains on those candidates from the
+    next micro-batch on (the collator's `set_candidate_overrides`, by row id, integer ids included), also one the
+    dataloader had already collated. A run resumed from a checkpoint reloads, on the main process, the latest refresh
+    made at or before its step and sends it to the others the same way, so it continues with the candidates the
+    uninterrupted run had, from the same micro-batch on.
 
     Args:
         refresh_fn: `model -> {row id: [candidate texts]}` for the training rows (at least `num_candidates` each).
@@ -156,7 +157,7 @@ class CandidateRefreshCallback(TrainerCallback):
     questions 3.6 s on 2 CPU cores.
     """
 
-    def __init__(self, refresh_fn: Callable[[Any], dict[str, list[str]]], every_steps: int):
+    def __init__(self, refresh_fn: Callable[[Any], dict[Any, list[str]]], every_steps: int):
         if every_steps <= 0:
             raise ValueError(f"every_steps must be positive, got {every_steps}")
         self.refresh_fn = refresh_fn
@@ -169,9 +170,22 @@ class CandidateRefreshCallback(TrainerCallback):
     @staticmethod
     def _collator(train_dataloader: Any):
         collator = getattr(train_dataloader, "collate_fn", None)
-        if not hasattr(collator, "candidate_overrides"):
+        if not hasattr(collator, "set_candidate_overrides"):
             raise TypeError("CandidateRefreshCallback needs the JointRetrievalTrainer's JointRetrievalCollator")
         return collator
+
+    @staticmethod
+    def _from_main_process(overrides: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        """The main process's `overrides`, on every process: sent over `torch.distributed` rather than read from
+        `output_dir`, which the nodes of a multi-node run need not share. The others wait here for the main
+        process's refresh."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return overrides
+        message = [overrides]
+        dist.broadcast_object_list(message, src=0)
+        return message[0]
 
     def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs) -> None:
         if args.dataloader_num_workers:
@@ -179,26 +193,27 @@ class CandidateRefreshCallback(TrainerCallback):
                 "CandidateRefreshCallback needs dataloader_num_workers=0: worker processes keep their own copy of the "
                 "collator and would never train on refreshed candidates"
             )
-        # Resuming: the latest refresh made at or before the step the run continues from.
+        # Resuming: the latest refresh made at or before the step the run continues from, which only the main
+        # process wrote.
+        overrides = None
         folder = self._folder(args)
-        steps = []
-        if os.path.isdir(folder):
+        if state.is_world_process_zero and os.path.isdir(folder):
             steps = [int(m.group(1)) for f in os.listdir(folder) if (m := re.fullmatch(r"step-(\d+)\.json", f))]
-        earlier = [step for step in steps if step <= state.global_step]
-        if earlier:
-            with open(os.path.join(folder, f"step-{max(earlier)}.json"), encoding="utf-8") as handle:
-                self._collator(train_dataloader).candidate_overrides = json.load(handle)
+            earlier = [step for step in steps if step <= state.global_step]
+            if earlier:
+                with open(os.path.join(folder, f"step-{max(earlier)}.json"), encoding="utf-8") as handle:
+                    overrides = json.load(handle)
+        overrides = self._from_main_process(overrides)
+        if overrides is not None:
+            self._collator(train_dataloader).set_candidate_overrides(overrides)
 
     def on_step_end(self, args, state, control, model=None, train_dataloader=None, **kwargs) -> None:
         if state.global_step % self.every_steps or state.global_step >= state.max_steps:
             return
-        import torch.distributed as dist
-
-        path = os.path.join(self._folder(args), f"step-{state.global_step}.json")
+        overrides = None
         if state.is_world_process_zero:
             model = getattr(model, "module", model)
-            write_json(path, {str(key): list(value) for key, value in self.refresh_fn(model).items()})
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()  # the others wait for the main process's refresh
-        with open(path, encoding="utf-8") as handle:
-            self._collator(train_dataloader).candidate_overrides = json.load(handle)
+            # String keys: what the JSON file keeps, and what the collator looks rows up by.
+            overrides = {str(key): list(value) for key, value in self.refresh_fn(model).items()}
+            write_json(os.path.join(self._folder(args), f"step-{state.global_step}.json"), overrides)
+        self._collator(train_dataloader).set_candidate_overrides(self._from_main_process(overrides))

@@ -56,10 +56,12 @@ class JointRetrievalConfig(SFTConfig):
         nonfinite_loss (`str`, *optional*, defaults to `"error"`):
             What a NaN or infinite training loss does. `"error"` stops the run with a `NonFiniteLossError` that names
             the step, the batch's row ids, the loss's parts and the rows whose NLLs or retriever scores are not
-            finite. `"skip_step"` drops that micro-batch's gradient instead (an optimizer step whose micro-batches are
-            all skipped changes no weight), logs a warning naming the same, and counts the skipped micro-batches in
-            the training logs (`nonfinite_steps_skipped`). Either way no NaN reaches the weights: transformers' own
-            `logging_nan_inf_filter` only hides such a loss from the logs, while its NaN gradient is applied.
+            finite. `"skip_step"` instead skips the whole optimizer step that micro-batch belongs to, on every
+            process (with gradient accumulation, the step's other micro-batches are dropped too: under DDP only the
+            last one all-reduces, so applying the others alone would let the replicas diverge), logs a warning naming
+            the same, and counts the skipped optimizer steps in the training logs (`nonfinite_steps_skipped`).
+            Either way no NaN reaches the weights: transformers' own `logging_nan_inf_filter` only hides such a loss
+            from the logs, while its NaN gradient is applied.
 
         > Parameters of [`~trl.SFTConfig`] whose meaning or defaults differ
 
@@ -141,7 +143,8 @@ class JointRetrievalConfig(SFTConfig):
         default="error",
         metadata={
             "help": "What a NaN or infinite training loss does: 'error' stops the run naming the step and the batch's "
-            "rows; 'skip_step' drops that micro-batch's gradient, warns and counts it (nonfinite_steps_skipped).",
+            "rows; 'skip_step' skips that optimizer step on every process, warns and counts it "
+            "(nonfinite_steps_skipped).",
             "choices": ["error", "skip_step"],
         },
     )

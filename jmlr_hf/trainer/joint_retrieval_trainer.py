@@ -19,9 +19,9 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,16 +37,18 @@ from ..models import (
     JMLRConfig,
     JMLRForCausalLM,
     answer_nll,
-    answer_positions,
+    answer_targets,
     apply_peft_to_generator,
     build_target,
+    eval_mode,
     fit_prompt,
     kept_logits,
+    target_token_ids,
     tokenize_for_lm,
     tokenize_for_retriever,
     truncate_to_tokens,
 )
-from ..utils.atomic import atomic_directory
+from ..utils.atomic import atomic_directory, recover_interrupted_swap
 from .joint_retrieval_config import JointRetrievalConfig
 
 logger = logging.getLogger(__name__)
@@ -80,9 +82,23 @@ class JointRetrievalCollator:
     config: JMLRConfig
     retriever_tokenizer: PreTrainedTokenizerBase
     generator_tokenizer: PreTrainedTokenizerBase
-    # Candidates that replace a row's own, by row id: set by `CandidateRefreshCallback` when it re-retrieves them
+    # Candidates that replace a row's own, by row id as a string (`str(row["id"])`: an integer id and its JSON key
+    # are one row): set through `set_candidate_overrides` by `CandidateRefreshCallback` when it re-retrieves them
     # with the retriever being trained.
     candidate_overrides: dict[str, list[str]] = field(default_factory=dict)
+    # Incremented by each `set_candidate_overrides`; every batch carries the version it was collated with.
+    candidates_version: int = 0
+
+    def set_candidate_overrides(self, overrides: dict[Any, Sequence[str]]) -> None:
+        """Train on `overrides` (`{row id: [candidate texts]}`) from the next micro-batch on.
+
+        Keys are stored as strings, so that integer ids match, also after a JSON round trip. Batches collated
+        before this call (the dataloader collates one ahead) carry an older `candidates_version`, and
+        [`JointRetrievalTrainer.training_step`] collates them again from their `rows`: the micro-batch after a
+        refresh trains on the refreshed candidates, as it does in a run resumed from that step.
+        """
+        self.candidate_overrides = {str(key): list(value) for key, value in overrides.items()}
+        self.candidates_version += 1
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
         cfg = self.config
@@ -98,13 +114,13 @@ class JointRetrievalCollator:
         for row in features:
             check_training_row(row, num)
             if row.get("candidate_nlls") is not None:
-                if row.get("id") in self.candidate_overrides:
+                if str(row.get("id")) in self.candidate_overrides:
                     raise ValueError(
                         f"row {row.get('id')!r}: cached 'candidate_nlls' belong to the row's own candidates, not to "
                         "refreshed ones; do not combine them with CandidateRefreshCallback"
                     )
                 candidate_nlls.append(check_candidate_nlls(row, num))
-            candidates = list(self.candidate_overrides.get(row.get("id"), row["candidates"]))
+            candidates = list(self.candidate_overrides.get(str(row.get("id")), row["candidates"]))
             if len(candidates) < num:
                 raise ValueError(
                     f"row {row.get('id', '?')!r}: field 'candidates' has {len(candidates)} documents, fewer than "
@@ -119,7 +135,8 @@ class JointRetrievalCollator:
                 target = build_target(cfg, row["answer"], row.get("rationale"), row_options)
             except ValueError as err:
                 raise ValueError(f"row {row_id!r}: field 'answer': {err}") from None
-            target_tokens = len(self.generator_tokenizer(target, add_special_tokens=False)["input_ids"])
+            # Counted as `tokenize_for_lm` appends it (leading space and EOS included), which raises without the row.
+            target_tokens = len(target_token_ids(self.generator_tokenizer, target))
             if target_tokens >= cfg.max_length:
                 raise ValueError(
                     f"row {row_id!r}: fields 'answer' + 'rationale': the target is {target_tokens} tokens, which leaves "
@@ -146,6 +163,9 @@ class JointRetrievalCollator:
             "targets": targets,
             "documents": documents,
             "row_ids": row_ids,  # named by errors raised in compute_loss (e.g. a non-finite loss)
+            # To collate the batch again if the candidates are refreshed before it trains (`set_candidate_overrides`).
+            "rows": list(features),
+            "candidates_version": self.candidates_version,
             **({"candidate_nlls": torch.tensor(candidate_nlls, dtype=torch.float32)} if candidate_nlls else {}),
         }
 
@@ -299,6 +319,10 @@ class JointRetrievalTrainer(SFTTrainer):
             if args.gradient_checkpointing:
                 model.generator.enable_input_require_grads()
         prepare_retriever_for_training(model)
+        if args.should_save:
+            # Before the Trainer makes `output_dir`: a final save killed between the two renames of the swap's
+            # fallback (macOS, NFS) left it missing, its previous contents (checkpoints included) renamed aside.
+            recover_interrupted_swap(Path(os.path.realpath(args.output_dir)))
         if processing_class.pad_token_id is None:
             processing_class.pad_token = processing_class.eos_token
         self.retriever_tokenizer = retriever_tokenizer
@@ -527,18 +551,43 @@ class JointRetrievalTrainer(SFTTrainer):
         raise _SkippedMicroBatch(message)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        """[`~transformers.Trainer.training_step`], except that a micro-batch whose loss is not finite (with
-        `nonfinite_loss="skip_step"`) contributes no gradient: it is counted, a warning names it, and the returned
-        loss is NaN, which transformers' `logging_nan_inf_filter` (on by default) leaves out of the logged loss."""
+        """[`~transformers.Trainer.training_step`], except that with `nonfinite_loss="skip_step"` a micro-batch whose
+        loss is not finite on any process makes its whole optimizer step change no weight, on every process: the
+        micro-batch runs no backward, a warning names it, its returned loss is NaN (which transformers'
+        `logging_nan_inf_filter`, on by default, leaves out of the logged loss), and at the step's last micro-batch
+        every gradient is dropped; the skipped step is counted.
+
+        Why the whole step and not only the micro-batch: under DDP (or FSDP) with gradient accumulation the earlier
+        micro-batches run under `no_sync` and only the last one all-reduces. Were that one skipped and the step taken,
+        each process would apply its own unreduced gradients and the replicas would diverge. The skip is decided by a
+        collective (`_check_finite_loss`), so every process drops the same step.
+
+        A batch collated before the last `CandidateRefreshCallback` refresh is collated again first (see
+        [`JointRetrievalCollator.set_candidate_overrides`]).
+        """
+        version = getattr(self.data_collator, "candidates_version", None)
+        if version is not None and inputs.get("candidates_version", version) != version:
+            # Collated before the last candidate refresh (the dataloader collates one batch ahead): again, with the
+            # refreshed candidates, so that what trains does not depend on how far ahead batches are fetched.
+            inputs = self.data_collator(inputs["rows"])
         try:
-            return super().training_step(model, inputs, num_items_in_batch)
+            loss = super().training_step(model, inputs, num_items_in_batch)
         except _SkippedMicroBatch as skipped:
+            self._nonfinite_in_step = True
+            logger.warning(
+                "Skipped a micro-batch (nonfinite_loss='skip_step'; its optimizer step changes no weight): %s", skipped
+            )
+            loss = torch.tensor(float("nan"), device=self.args.device)
+        if self.accelerator.sync_gradients and getattr(self, "_nonfinite_in_step", False):
+            # The step's last micro-batch: the optimizer step that follows finds no gradient, and torch's optimizers
+            # leave a parameter without one alone (its moments included).
+            model.zero_grad(set_to_none=True)
+            self._nonfinite_in_step = False
             self._nonfinite_skipped = getattr(self, "_nonfinite_skipped", 0) + 1
-            logger.warning("Skipped a micro-batch (nonfinite_loss='skip_step'): %s", skipped)
-            return torch.tensor(float("nan"), device=self.args.device)
+        return loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        # Training logs carry the number of micro-batches skipped for a non-finite loss, once there is one.
+        # Training logs carry the number of optimizer steps skipped for a non-finite loss, once there is one.
         if getattr(self, "_nonfinite_skipped", 0) and "loss" in logs:
             logs["nonfinite_steps_skipped"] = float(self._nonfinite_skipped)
         super().log(logs, start_time)
@@ -613,19 +662,19 @@ class JointRetrievalTrainer(SFTTrainer):
         return self._nll_padding_free
 
     def _check_padding_free(self, packed: torch.Tensor, padded: torch.Tensor, jmlr: JMLRForCausalLM) -> None:
-        """Packed NLLs must equal padded ones: a model whose attention ignores packed `position_ids` lets each
-        sequence see the ones before it, and its NLLs would rank documents by their neighbours."""
+        """Packed NLLs must equal padded ones, to the generator's precision ([`packing_tolerance`]): a model whose
+        attention ignores packed `position_ids` lets each sequence see the ones before it, and its NLLs would rank
+        documents by their neighbours."""
         self._padding_free_checked = True
-        tolerance = (
-            1e-3 if packed.dtype == torch.float32 and not torch.is_autocast_enabled(packed.device.type) else 5e-2
-        )
+        tolerance = packing_tolerance(jmlr.generator, packed.device)
         # Every rank decides the same way: one rank packing while another pads would still train, but differently.
         difference = self.accelerator.gather((packed - padded).abs().max().float().reshape(1)).max().item()
         if difference <= tolerance:
             return
         message = (
             f"the generator ({type(jmlr.generator).__name__}, attention {jmlr.generator.config._attn_implementation!r}) "
-            f"does not follow packed sequences: padding-free NLLs differ from padded ones by {difference:.3g}"
+            f"does not follow packed sequences: padding-free NLLs differ from padded ones by {difference:.3g} "
+            f"(more than the {tolerance:.3g} its precision explains)"
         )
         if self.args.nll_padding_free:
             raise ValueError(f"{message}; set nll_padding_free=False")
@@ -717,6 +766,10 @@ class JointRetrievalTrainer(SFTTrainer):
         are dropped ([`is_saved_model_file`]: weights of another format or sharding, a PEFT adapter), since
         `from_pretrained` could load them instead of, or with, the new weights.
 
+        Where `output_dir` cannot be swapped — a mount point (a container or Kubernetes volume), a parent folder the
+        process cannot write — the model is saved in place instead, with a warning: written whole in a staging folder
+        inside `output_dir`, then renamed file by file over the previous save, the checkpoints left where they are.
+
         Only the main process writes (`args.should_save`). Checkpoints (`_save_checkpoint`) are written in place as
         before. Not atomic, and unchanged from the Trainer's: FSDP, DeepSpeed, TPU (XLA), SageMaker model parallel
         and models sharded at load time, whose saves gather weights with collectives on every rank or write sharded
@@ -749,49 +802,103 @@ class JointRetrievalTrainer(SFTTrainer):
         )
 
 
-# Files a save of a model writes at the top of its folder that `from_pretrained` (transformers or PEFT) may read:
-# weights in any format, sharded or not, with their index, and a PEFT adapter with its config. A new save drops the
-# previous save's ones that it does not rewrite.
+# Files a save of a model writes at the top of its folder that `from_pretrained` (transformers or PEFT, of the model,
+# its tokenizer or its generation config) may read: weights in any format, sharded or not, with their index, a PEFT
+# adapter with its config, the tokenizer's files (a fast or slow tokenizer's vocabulary, its config, its chat
+# templates) and the generation config. A new save drops the previous save's ones that it does not rewrite: a chat
+# template or a vocabulary file the new tokenizer no longer has would otherwise be loaded with it.
 _SAVED_MODEL_FILE = re.compile(
     r"(?:(?:model|pytorch_model|adapter_model|tf_model|flax_model)(?:-\d{5}-of-\d{5})?"
-    r"\.(?:safetensors|bin|h5|msgpack|ckpt\.index)(?:\.index\.json)?|adapter_config\.json)"
+    r"\.(?:safetensors|bin|h5|msgpack|ckpt\.index)(?:\.index\.json)?|adapter_config\.json"
+    r"|tokenizer(?:_config)?\.json|tokenizer\.model|special_tokens_map\.json|added_tokens\.json"
+    r"|vocab\.(?:json|txt)|merges\.txt|(?:spiece|sentencepiece\.bpe)\.model|chat_template\.(?:jinja|json)"
+    r"|additional_chat_templates|generation_config\.json)"
 )
 
 
 def is_saved_model_file(name: str) -> bool:
-    """Whether a top-level entry of a model folder belongs to a saved model's weights (see `save_model`): such files
-    of an earlier save are not carried over, where anything else in the folder is."""
+    """Whether a top-level entry of a model folder belongs to a saved model (weights, tokenizer, generation config;
+    see `save_model`): such files of an earlier save are not carried over, where anything else in the folder is."""
     return name == GENERATOR_ADAPTER_DIR or _SAVED_MODEL_FILE.fullmatch(name) is not None
 
 
-# What a checkpoint folder holds once `Trainer._save_checkpoint` has finished: the weights (one of these), the
-# optimizer unless `save_only_model`, and `trainer_state.json`, which it writes last.
+# What a checkpoint folder holds once `Trainer._save_checkpoint` has finished: the weights, the optimizer state unless
+# `save_only_model`, and `trainer_state.json`, which it writes last (after every other file, on every backend). The
+# weights and the optimizer take the forms `Trainer._load_from_checkpoint` and `_load_optimizer_and_scheduler` read:
+# the model's own files (these), FSDP's (`pytorch_model_fsdp*.bin`, `optimizer*.bin`, or the folders of a sharded
+# state dict), a PEFT adapter in a subfolder, or DeepSpeed's engine folder `global_stepN/` (its model states, and
+# under ZeRO-3 without gathered weights the only copy of them; its optimizer shards).
 CHECKPOINT_WEIGHTS = (
     "model.safetensors",
     "model.safetensors.index.json",
     "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
     "adapter_model.safetensors",
+    "adapter_model.bin",
 )
+_FSDP_WEIGHTS = re.compile(r"pytorch_model_fsdp.*")
+_FSDP_OPTIMIZER = re.compile(r"optimizer(?:_\d+)?(?:\.bin)?")
+_DEEPSPEED_ENGINE = re.compile(r"global_step\d+")
+
+
+def _checkpoint_parts(path: str) -> tuple[bool, bool]:
+    """`(has weights, has an optimizer state)` of a checkpoint folder, in any of the forms the Trainer resumes from
+    (see `CHECKPOINT_WEIGHTS`). A folder counts only with a file in it: the backends create theirs before writing."""
+
+    def nonempty(folder: str) -> bool:
+        return os.path.isdir(folder) and any(os.scandir(folder))
+
+    weights = optimizer = False
+    for entry in os.scandir(path):
+        name = entry.name
+        if entry.is_file():
+            weights |= name in CHECKPOINT_WEIGHTS or (
+                _FSDP_WEIGHTS.fullmatch(name) is not None and name.endswith(".bin")
+            )
+            optimizer |= name == "optimizer.pt" or (
+                _FSDP_OPTIMIZER.fullmatch(name) is not None and name.endswith(".bin")
+            )
+        elif entry.is_dir():
+            files = os.listdir(entry.path)
+            if _DEEPSPEED_ENGINE.fullmatch(name):
+                weights |= any(file.endswith("model_states.pt") for file in files)
+                optimizer |= any(file.endswith("optim_states.pt") for file in files)
+            elif _FSDP_WEIGHTS.fullmatch(name):
+                weights |= nonempty(entry.path)
+            elif _FSDP_OPTIMIZER.fullmatch(name):
+                optimizer |= nonempty(entry.path)
+            else:  # a PEFT adapter saved in a subfolder (several adapters)
+                weights |= any(file in ("adapter_model.safetensors", "adapter_model.bin") for file in files)
+    return weights, optimizer
 
 
 def last_complete_checkpoint(output_dir: str, save_only_model: bool = False) -> str:
     """The highest-numbered `checkpoint-N` folder of `output_dir` whose writing finished, with a warning for each
     newer one that did not (a run killed while saving leaves one behind).
 
-    Complete means: `trainer_state.json` parses and has `global_step`, the weights are there, and so is
-    `optimizer.pt` unless `save_only_model`. Raises `ValueError` when no checkpoint is complete.
+    The folders considered are those transformers' `get_last_checkpoint` considers; complete means:
+    `trainer_state.json` parses and has `global_step`, the weights are there and so is an optimizer state (unless
+    `save_only_model`), each in any of the forms the Trainer resumes from, DeepSpeed's and FSDP's included (see
+    `CHECKPOINT_WEIGHTS`). Raises `ValueError` when no checkpoint is complete.
     """
     import json
-    import re
 
-    folders = [name for name in os.listdir(output_dir) if re.fullmatch(r"checkpoint-\d+", name)]
+    # A final save killed between the two renames of the swap's fallback leaves `output_dir` missing or, once a
+    # Trainer has recreated it, empty: the previous folder, checkpoints included, is renamed back first.
+    recover_interrupted_swap(Path(os.path.realpath(output_dir)))
+    folders = [
+        name
+        for name in os.listdir(output_dir)
+        if re.fullmatch(r"checkpoint-\d+", name) and os.path.isdir(os.path.join(output_dir, name))
+    ]
     folders.sort(key=lambda name: int(name.split("-")[1]), reverse=True)
     incomplete = []
     for name in folders:
         path = os.path.join(output_dir, name)
-        missing = [] if any(os.path.isfile(os.path.join(path, f)) for f in CHECKPOINT_WEIGHTS) else ["weights"]
-        if not save_only_model and not os.path.isfile(os.path.join(path, "optimizer.pt")):
-            missing.append("optimizer.pt")
+        has_weights, has_optimizer = _checkpoint_parts(path)
+        missing = [] if has_weights else ["weights"]
+        if not save_only_model and not has_optimizer:
+            missing.append("an optimizer state")
         try:
             with open(os.path.join(path, "trainer_state.json")) as file:
                 if "global_step" not in json.load(file):
@@ -800,13 +907,31 @@ def last_complete_checkpoint(output_dir: str, save_only_model: bool = False) -> 
             missing.append("a readable trainer_state.json")
         if not missing:
             for skipped, what in incomplete:
-                logger.warning("Skipping %s: its writing did not finish (no %s)", skipped, ", ".join(what))
+                logger.warning("Skipping %s: its writing did not finish (it lacks %s)", skipped, ", ".join(what))
             if incomplete:
                 logger.warning("Resuming from %s, the last complete checkpoint", path)
             return path
         incomplete.append((path, missing))
     details = "; ".join(f"{path} lacks {', '.join(what)}" for path, what in incomplete) or "there is none"
     raise ValueError(f"resume_from_checkpoint=True but {output_dir} has no complete checkpoint: {details}")
+
+
+def packing_tolerance(generator: torch.nn.Module, device: torch.device) -> float:
+    """How far packed NLLs may be from padded ones for a generator that does follow packed sequences.
+
+    The two layouts run the same arithmetic in another order, so they agree to the precision the generator computes
+    in: its weights' dtype, or autocast's where autocast is on (the NLLs themselves are always float32, see
+    `chunked_token_nll`, so their dtype says nothing). Float32: 1e-3. Lower precision: 32 machine epsilons, 0.25 in
+    bf16 and 0.031 in fp16. Measured on a 20-sequence batch of SmolLM2-135M on CPU: bf16 weights differ by 0.065,
+    bf16 autocast by 0.027, float32 by 4e-6; the same batch packed into one causal row (a model that ignores packed
+    `position_ids`, which the check exists to catch) differs by 0.2 to 3.2 on most sequences. The bf16 bound leaves
+    a deeper model (7B) about four times SmolLM2's rounding.
+    """
+    dtypes = {param.dtype for param in generator.parameters() if param.is_floating_point()}
+    if torch.is_autocast_enabled(device.type):
+        dtypes.add(torch.get_autocast_dtype(device.type))
+    eps = max((torch.finfo(dtype).eps for dtype in dtypes), default=torch.finfo(torch.float32).eps)
+    return 1e-3 if eps <= torch.finfo(torch.float32).eps else 32 * eps
 
 
 def is_retriever_parameter(name: str) -> bool:
@@ -824,8 +949,7 @@ def lm_forward(model, lm_batch: dict[str, torch.Tensor], **kwargs):
     none, and their full-vocabulary logits (and gradients) would be most of the step's activation memory.
     `outputs.logits` holds those `[n_answer_tokens, V]` logits.
     """
-    labels = lm_batch["labels"]
-    keep = answer_positions(labels)
+    keep, target = answer_targets(lm_batch["labels"])
     outputs = model(
         input_ids=lm_batch["input_ids"],
         attention_mask=lm_batch["attention_mask"],
@@ -834,7 +958,6 @@ def lm_forward(model, lm_batch: dict[str, torch.Tensor], **kwargs):
         **kwargs,
     )
     outputs.logits = kept_logits(outputs.logits, keep)
-    target = labels[:, 1:][keep[:, :-1]]
     outputs.loss = F.cross_entropy(outputs.logits.float(), target) if target.numel() else outputs.logits.sum() * 0
     return outputs
 
@@ -863,17 +986,6 @@ def split_in_batch_scores(all_pairs: torch.Tensor, num_candidates: int) -> tuple
         all_pairs[own].view(batch_size, num_candidates),
         all_pairs[~own].view(batch_size, (batch_size - 1) * num_candidates),
     )
-
-
-@contextmanager
-def eval_mode(module: torch.nn.Module) -> Iterator[None]:
-    """`module` in eval mode (dropout off) inside the block, then back in the mode it was in."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 def prepare_retriever_for_training(model: JMLRForCausalLM) -> None:
@@ -912,6 +1024,7 @@ __all__ = [
     "is_saved_model_file",
     "last_complete_checkpoint",
     "lm_forward",
+    "packing_tolerance",
     "prepare_retriever_for_training",
     "sample_without_replacement",
     "scores_to_logits",

@@ -625,3 +625,27 @@ def test_load_index_names_a_missing_folder_instead_of_asking_the_hub(tmp_path, m
         with pytest.raises(FileNotFoundError, match=re.escape(message)):
             load_index(missing)
     assert len(load_index(flat_index.save(tmp_path / "outputs" / "index"))) == len(flat_index)
+
+
+def test_building_and_loading_put_an_index_on_a_gpu_the_same_way(tmp_path, monkeypatch):
+    """One GPU set-up (`_to_gpu`) for both paths: each process's own GPU (LOCAL_RANK modulo the GPUs), resources kept
+    with the index. A stand-in GPU API on the CPU faiss: its "GPU index" is the CPU index itself."""
+    import faiss
+
+    moves = []
+
+    def index_cpu_to_gpu(resources, device, cpu_index):
+        moves.append((resources, device))
+        return cpu_index
+
+    monkeypatch.setattr(faiss, "StandardGpuResources", lambda: "resources", raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", index_cpu_to_gpu, raising=False)
+    monkeypatch.setattr(faiss, "index_gpu_to_cpu", lambda index: index, raising=False)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    built = DocumentIndex.build(MEDICAL_DOCS, hashed_bow, "fp-a", use_gpu=True, show_progress=False)
+    built.save(tmp_path / "index")
+    loaded = DocumentIndex.load(tmp_path / "index", use_gpu=True)
+    assert moves == [("resources", 1), ("resources", 1)]
+    assert built._gpu_device == loaded._gpu_device == 1
+    assert loaded._gpu_resources == "resources"

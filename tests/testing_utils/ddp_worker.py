@@ -2,6 +2,8 @@
 
     accelerate launch --multi_gpu --num_processes 2 tests/testing_utils/ddp_worker.py OUT_DIR [--retrieval_loss_weight 0]
         [--num_context_documents 0] [--tie_nlls_on_rank 1] [--gradient_checkpointing] [--peft] [--refresh_every 1]
+        [--gradient_accumulation_steps 2 --nonfinite_loss skip_step --nan_at_micro_batch 2 --nan_on_rank 0]
+        [--output_dir_per_rank] [--integer_ids]
 
 Every rank builds the same tiny random JMLR model (same seed), trains a few steps on the toy rows with the
 `JointRetrievalTrainer`, and writes `OUT_DIR/rank{r}.pt`: its final trainable weights, the documents it sampled at
@@ -39,6 +41,18 @@ def main() -> None:
     parser.add_argument("--peft", action="store_true")
     parser.add_argument("--max_steps", type=int, default=3)
     parser.add_argument("--refresh_every", type=int, default=None, help="CandidateRefreshCallback every N steps")
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument("--nonfinite_loss", default="error")
+    parser.add_argument(
+        "--nan_at_micro_batch", type=int, default=None, help="the retrieval loss is NaN at this (1-based) micro-batch"
+    )
+    parser.add_argument("--nan_on_rank", type=int, default=0, help="... on this rank only")
+    parser.add_argument(
+        "--output_dir_per_rank",
+        action="store_true",
+        help="each rank writes under OUT_DIR/rank{r}: nodes that share no filesystem (one node per rank)",
+    )
+    parser.add_argument("--integer_ids", action="store_true", help="the rows' ids are integers")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -54,12 +68,17 @@ def main() -> None:
             num_context_documents=args.num_context_documents,
         )
     )
+    rank_env = int(os.environ.get("RANK", "0"))
+    out_dir = Path(args.out_dir) / f"rank{rank_env}" if args.output_dir_per_rank else Path(args.out_dir)
     training_args = make_args(
-        Path(args.out_dir),
+        out_dir,
         max_steps=args.max_steps,
         retriever_learning_rate=1e-3,
         gradient_checkpointing=args.gradient_checkpointing,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        nonfinite_loss=args.nonfinite_loss,
     )
+    rows = [{**row, "id": index} for index, row in enumerate(TOY_ROWS)] if args.integer_ids else TOY_ROWS
     peft_config = None
     if args.peft:
         from peft import LoraConfig
@@ -69,14 +88,14 @@ def main() -> None:
     if args.refresh_every:
         # A stand-in for "rebuild the index, re-retrieve": each question's candidates in the opposite order.
         def refresh(jmlr):
-            return {row["id"]: list(reversed(row["candidates"])) for row in TOY_ROWS}
+            return {row["id"]: list(reversed(row["candidates"])) for row in rows}
 
         callbacks.append(CandidateRefreshCallback(refresh, args.refresh_every))
     trainer = JointRetrievalTrainer(
         model,
         training_args,
         callbacks=callbacks,
-        train_dataset=Dataset.from_list(TOY_ROWS * 8),
+        train_dataset=Dataset.from_list(rows * 8),
         processing_class=generator_tokenizer,
         retriever_tokenizer=retriever_tokenizer,
         peft_config=peft_config,
@@ -92,9 +111,20 @@ def main() -> None:
         return indices
 
     trainer_module.sample_without_replacement = recording_sample
+    if args.nan_at_micro_batch is not None and args.nan_on_rank == rank:
+        real_loss = JointRetrievalTrainer._retrieval_loss
+        calls = []
+
+        def nan_once(cfg, sampled_logits, lm_nll, negative_logits):
+            calls.append(1)
+            loss = real_loss(cfg, sampled_logits, lm_nll, negative_logits)
+            return loss * float("nan") if len(calls) == args.nan_at_micro_batch else loss
+
+        JointRetrievalTrainer._retrieval_loss = staticmethod(nan_once)
     if args.tie_nlls_on_rank == rank:
         # Every sampled document gives the same answer NLL: this rank's pairwise agreement is undefined.
         trainer_module.answer_nll = lambda causal_lm, input_ids, *a, **k: torch.ones(input_ids.shape[0])
+    initial = {name: param.detach().cpu().clone() for name, param in model.named_parameters() if param.requires_grad}
     trainer.train()
 
     weights = {name: param.detach().cpu().clone() for name, param in model.named_parameters() if param.requires_grad}
@@ -105,6 +135,7 @@ def main() -> None:
             "overrides": trainer.data_collator.candidate_overrides,
             "log_history": trainer.state.log_history,
             "world": trainer.args.world_size,
+            "initial": initial,
         },
         os.path.join(args.out_dir, f"rank{rank}.pt"),
     )

@@ -42,6 +42,24 @@ def tiny_config(generator_tokenizer, retriever_tokenizer, **retrieval_kwargs) ->
     return JMLRConfig(generator=generator, retriever=retriever, **defaults)
 
 
+class BosTokenizer:
+    """The generator tokenizer, prepending a BOS token as Llama's does (SmolLM2's adds none)."""
+
+    bos_token_id = 1
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.eos_token_id, self.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+        self.pad_token, self.eos_token = tokenizer.pad_token, tokenizer.eos_token
+
+    def __call__(self, text, add_special_tokens=True, **kwargs):
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return {"input_ids": ([self.bos_token_id] if add_special_tokens else []) + ids}
+
+    def decode(self, ids, **kwargs) -> str:
+        return self.tokenizer.decode(ids, **kwargs)
+
+
 #: Six one-sentence medical passages: the corpus file of the recipe tests.
 RECIPE_CORPUS = [
     "Intramuscular epinephrine is the first-line treatment of anaphylaxis.",

@@ -102,3 +102,58 @@ def test_refresh_needs_the_dataloader_in_the_training_process(
         trainer.train()
     with pytest.raises(ValueError, match="every_steps must be positive"):
         CandidateRefreshCallback(reversed_candidates, every_steps=0)
+
+
+def test_a_refresh_applies_to_rows_with_integer_ids(
+    tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer, seen_documents
+):
+    """Row ids are often integers (a data set's row numbers); the refreshed candidates, saved as JSON, have string
+    keys. A refresh must reach such rows, not be looked up under the integer and silently ignored."""
+    rows = [{**row, "id": index} for index, row in enumerate(TOY_ROWS)]
+
+    def refresh(model) -> dict[int, list[str]]:
+        return {row["id"]: list(reversed(row["candidates"])) for row in rows}
+
+    args = make_args(tmp_path, max_steps=2, per_device_train_batch_size=2)
+    trainer = make_trainer(
+        make_tiny_model(0),
+        args,
+        generator_tokenizer,
+        retriever_tokenizer,
+        rows=rows,
+        callbacks=[CandidateRefreshCallback(refresh, every_steps=1)],
+    )
+    trainer.train()
+    assert [as_set(docs) for docs in seen_documents] == [ORIGINAL, REFRESHED]
+
+
+def test_the_micro_batch_after_a_refresh_uses_the_refreshed_candidates_as_a_resumed_run_does(
+    tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer, seen_documents
+):
+    """An epoch of several batches: the dataloader has already collated the next micro-batch (accelerate fetches one
+    ahead) when a refresh happens at the end of a step. That micro-batch must train on the refreshed candidates too,
+    as it does in a run resumed from the checkpoint of that step; otherwise the two runs differ by one micro-batch."""
+    rows = TOY_ROWS * 4  # 4 batches of 2 per epoch
+    args = make_args(tmp_path, max_steps=3, per_device_train_batch_size=2, save_strategy="steps", save_steps=1)
+
+    def which(batch_documents: list[list[str]]) -> str:
+        documents = as_set(batch_documents)  # a batch may hold one row twice
+        return "original" if documents <= ORIGINAL else "refreshed" if documents <= REFRESHED else "mixed"
+
+    def run(resume_from_checkpoint: str | None = None) -> list[str]:
+        seen_documents.clear()
+        trainer = make_trainer(
+            make_tiny_model(0),
+            args,
+            generator_tokenizer,
+            retriever_tokenizer,
+            rows=rows,
+            callbacks=[CandidateRefreshCallback(reversed_candidates, every_steps=1)],
+        )
+        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        return [which(docs) for docs in seen_documents]
+
+    uninterrupted = run()
+    assert uninterrupted == ["original", "refreshed", "refreshed"]
+    resumed = run(str(tmp_path / "out" / "checkpoint-1"))
+    assert resumed == uninterrupted[1:]

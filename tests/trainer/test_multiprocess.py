@@ -85,3 +85,38 @@ def test_candidate_refresh_under_ddp(tmp_path):
     assert_same_weights(ranks)
     assert ranks[0]["overrides"] == ranks[1]["overrides"] and set(ranks[0]["overrides"]) == {"q1", "q2"}
     assert sorted((tmp_path / "out" / "refreshed_candidates").iterdir())  # written once, by the main process
+
+
+def test_a_skipped_last_micro_batch_under_gradient_accumulation_keeps_the_ranks_identical(tmp_path):
+    """Gradient accumulation under DDP: the earlier micro-batches run under `no_sync`, only the last one all-reduces.
+    A NaN loss on rank 0 at that last micro-batch (`nonfinite_loss="skip_step"`) skips it on both ranks; were the
+    optimizer step then taken, each rank would apply its own unreduced gradients and the replicas would diverge. The
+    whole optimizer step is skipped on every rank instead: after step 1 no weight has changed, and step 2 trains."""
+    ranks = launch(
+        tmp_path,
+        "--gradient_accumulation_steps", "2", "--nonfinite_loss", "skip_step", "--nan_at_micro_batch", "2",
+        "--nan_on_rank", "0", "--max_steps", "1",
+    )  # fmt: skip
+    assert_same_weights(ranks)
+    assert all(torch.equal(ranks[0]["initial"][name], ranks[0]["weights"][name]) for name in ranks[0]["weights"])
+    logs = [entry for entry in ranks[0]["log_history"] if "loss" in entry and "train_runtime" not in entry]
+    assert logs and logs[-1]["nonfinite_steps_skipped"] == 1.0
+
+    ranks = launch(
+        tmp_path / "two_steps",
+        "--gradient_accumulation_steps", "2", "--nonfinite_loss", "skip_step", "--nan_at_micro_batch", "2",
+        "--nan_on_rank", "0", "--max_steps", "2",
+    )  # fmt: skip
+    assert_same_weights(ranks)
+    assert any(not torch.equal(ranks[0]["initial"][name], ranks[0]["weights"][name]) for name in ranks[0]["weights"])
+
+
+def test_candidate_refresh_needs_no_filesystem_shared_between_the_processes(tmp_path):
+    """Nodes of a multi-node run need not share a filesystem: here each rank has its own output_dir, as each node
+    would. The main process's refreshed candidates reach the other over torch.distributed, integer row ids included,
+    and only the main process writes them to disk (for a resume)."""
+    ranks = launch(tmp_path, "--refresh_every", "1", "--output_dir_per_rank", "--integer_ids")
+    assert_same_weights(ranks)
+    assert ranks[0]["overrides"] == ranks[1]["overrides"] and set(ranks[0]["overrides"]) == {"0", "1"}
+    assert sorted((tmp_path / "rank0" / "out" / "refreshed_candidates").iterdir())
+    assert not (tmp_path / "rank1" / "out" / "refreshed_candidates").exists()

@@ -104,3 +104,33 @@ def test_skip_step_drops_the_nan_step_counts_and_logs_it(
         "non-finite loss, nonfinite_loss=skip_step",
         "step skipped (weights unchanged), warned with step and rows, counted in the logs",
     )
+
+
+def test_skip_step_under_gradient_accumulation_drops_the_whole_optimizer_step(
+    tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer, monkeypatch
+):
+    """A NaN at the first of two accumulated micro-batches: the second one's gradient is not applied alone either (the
+    rule that keeps DDP replicas identical, tests/trainer/test_multiprocess.py), so step 1 changes no weight."""
+    model = make_tiny_model(0)
+    real_loss = JointRetrievalTrainer._retrieval_loss
+    calls = []
+
+    def nan_at_first_micro_batch(cfg, sampled_logits, lm_nll, negative_logits):
+        calls.append(1)
+        loss = real_loss(cfg, sampled_logits, lm_nll, negative_logits)
+        return loss * float("nan") if len(calls) == 1 else loss
+
+    monkeypatch.setattr(JointRetrievalTrainer, "_retrieval_loss", staticmethod(nan_at_first_micro_batch))
+    args = make_args(
+        tmp_path, max_steps=2, gradient_accumulation_steps=2, per_device_train_batch_size=1, nonfinite_loss="skip_step"
+    )
+    initial = snapshot(model)
+    snapshots = Snapshots(model)
+    trainer = make_trainer(model, args, generator_tokenizer, retriever_tokenizer, callbacks=[snapshots])
+    trainer.train()
+    assert len(calls) == 4
+    first, second = snapshots.after_step
+    assert all(torch.equal(initial[name], first[name]) for name in initial)
+    assert any(not torch.equal(first[name], second[name]) for name in first)
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert [entry.get("nonfinite_steps_skipped") for entry in logs] == [1.0, 1.0]

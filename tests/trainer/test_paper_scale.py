@@ -17,7 +17,7 @@ import torch.distributed as dist
 from jmlr_hf.models import build_prompt, fit_prompt, tokenize_for_lm
 from jmlr_hf.trainer import JointRetrievalCollator
 from jmlr_hf.trainer import joint_retrieval_trainer as trainer_module
-from tests.testing_utils.models import TOY_ROWS
+from tests.testing_utils.models import TOY_ROWS, BosTokenizer
 from tests.testing_utils.training import make_args, make_trainer, snapshot
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -206,20 +206,6 @@ def test_overlong_prompts_keep_the_best_document(make_tiny_model, generator_toke
     assert "BEST: beta cells of the pancreas secrete insulin." in text
     assert "THIRD" not in text  # the lowest-ranked document went first
     assert "Question: Which organ makes insulin?" in text
-
-
-class BosTokenizer:
-    """The generator tokenizer, prepending a BOS token as Llama's does (SmolLM2's adds none)."""
-
-    bos_token_id = 1
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.eos_token_id, self.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-
-    def __call__(self, text, add_special_tokens=True):
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return {"input_ids": ([self.bos_token_id] if add_special_tokens else []) + ids}
 
 
 def test_left_cut_keeps_bos(generator_tokenizer):
