@@ -208,7 +208,8 @@ def run_evaluate(args: EvaluateArguments) -> None:
     """`jmlr evaluate`: answer a QA set and report accuracy (and retrieval quality), as `jmlr answer` would answer.
 
     The documents come from `--index`, else from the index the model's config records (the index `jmlr answer`
-    uses, so that the two agree), else none; `--closed_book` asks for none even when the model records one.
+    uses, so that the two agree); a model with a retriever and neither is an error unless `--closed_book`, which asks
+    for no documents even when the model records an index. A causal LM without a retriever is evaluated closed book.
     """
     import torch
 
@@ -229,6 +230,13 @@ def run_evaluate(args: EvaluateArguments) -> None:
         index = model.jmlr.load_index()
         revision = model.config.index_revision
         index_name = model.config.index_repo_id + (f"@{revision}" if revision else "")
+    elif not args.closed_book and model.has_retriever:
+        # Nothing silent: a model that can retrieve but has nowhere to retrieve from is not evaluated closed book
+        # unless asked (a plain causal LM, without a retriever, can only be).
+        raise SystemExit(
+            f"{args.model} records no index: pass --index <folder or Hub id> to retrieve from one, or --closed_book "
+            "to evaluate without documents"
+        )
     result = evaluate_dataset(
         model,
         questions,
