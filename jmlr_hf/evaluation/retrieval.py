@@ -22,6 +22,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from ..losses import pairwise_agreement
+from ..models import eval_mode
 from .metrics import hit_at_k, mean, ndcg_at_k, recall_at_k, reciprocal_rank
 
 if TYPE_CHECKING:
@@ -156,9 +157,7 @@ def corpus_retrieval_metrics(
 
     if index is not None and index.documents["id"] != corpus["id"]:
         raise ValueError("index: its passages are not the corpus's (ids or order differ)")
-    was_training = retriever.training
-    retriever.eval()
-    try:
+    with eval_mode(retriever):
         if index is None:
             index = DocumentIndex.from_retriever(
                 corpus, retriever, retriever_tokenizer, max_length=max_document_length, show_progress=show_progress
@@ -169,8 +168,6 @@ def corpus_retrieval_metrics(
             max(k_values),
             show_progress=show_progress,
         )
-    finally:
-        retriever.train(was_training)
     gold_hits: dict[int, list[float]] = {k: [] for k in k_values}
     evidence_hits: list[float] = []
     for row, top in zip(dataset, hits, strict=True):

@@ -20,11 +20,13 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass, field, fields
+import warnings
+from collections.abc import Callable
 
 import torch
 from datasets import Dataset, IterableDataset, load_from_disk
 from transformers import AutoTokenizer, TrainerCallback
+from transformers.trainer_utils import enable_full_determinism, set_seed
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from ..data import (
@@ -55,141 +57,19 @@ from ..trainer import CandidateRefreshCallback, JointRetrievalConfig, JointRetri
 from ..utils.atomic import write_text
 from ..utils.demo_models import HUB_IDS, resolve_model_path
 from ..utils.plotting import plot_training_curves
+from ..utils.preflight import (
+    check_accelerate_device,
+    check_choice,
+    check_corpus,
+    check_index_overwrite,
+    check_report_to,
+    check_task_files,
+    did_you_mean,
+    record_index_user,
+)
+from .arguments import DataArguments, RecipeError, RetrievalArguments
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class DataArguments:
-    """Which questions, which corpus, which index."""
-
-    task: str = field(default="pubmedqa", metadata={"help": f"One of {TASKS}."})
-    data_dir: str | None = field(
-        default=None, metadata={"help": "Folder of the QA sets and corpora; default $JMLR_DATA_DIR or ../shared/data."}
-    )
-    train_file: str | None = field(default=None, metadata={"help": "Training questions (a file or a Hub id)."})
-    eval_file: str | None = field(default=None, metadata={"help": "Evaluation questions (a file or a Hub id)."})
-    dataset_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "TRL's flag: a Hub data set id (or a local data set folder) holding the questions in --task's "
-            "format, read with datasets.load_dataset; its --dataset_train_split trains, its --dataset_test_split "
-            "evaluates. Replaces --train_file/--eval_file."
-        },
-    )
-    dataset_config: str | None = field(default=None, metadata={"help": "The data set's configuration (name=...)."})
-    dataset_train_split: str = field(default="train", metadata={"help": "The split of --dataset_name to train on."})
-    dataset_test_split: str = field(default="test", metadata={"help": "The split of --dataset_name to evaluate on."})
-    dataset_streaming: bool = field(
-        default=False,
-        metadata={
-            "help": "TRL's flag, refused when true: the questions are pre-retrieved and trained from memory (a "
-            "training set is small); a corpus larger than memory streams with --corpus_streaming."
-        },
-    )
-    eval_fraction: float = field(
-        default=0.2, metadata={"help": "For tasks without a test split (MedMCQA, MedQA): held-out share, by id hash."}
-    )
-    corpus: str = field(
-        default="pubmedqa",
-        metadata={
-            "help": "'pubmedqa' (every abstract section), 'medquad', or a corpus file/Hub id (id, text, title)."
-        },
-    )
-    corpus_streaming: bool = field(
-        default=False,
-        metadata={
-            "help": "Stream --corpus (a corpus file or Hub id) into the index in chunks instead of loading it: for "
-            "corpora larger than memory (MedRAG's PubMed). Rows are checked as they arrive; no distractors."
-        },
-    )
-    distractor_passages: int = field(
-        default=0, metadata={"help": "MedQuAD passages added to the corpus as distractors (0 = none)."}
-    )
-    index_dir: str | None = field(
-        default=None, metadata={"help": "Where the index lives; default <output_dir>/index."}
-    )
-    index_kind: str = field(default="flat", metadata={"help": "'flat' (exact), 'ivf' or 'hnsw'."})
-    train_limit: int | None = field(default=None, metadata={"help": "Use only the first N training questions."})
-    eval_limit: int | None = field(default=None, metadata={"help": "Use only the first N evaluation questions."})
-    eval_answer_limit: int | None = field(
-        default=None, metadata={"help": "Answer metrics on the first N evaluation questions (retrieval on all)."}
-    )
-    evaluate_before: bool = field(default=True, metadata={"help": "Also evaluate before training."})
-    merge_adapter: bool = field(
-        default=True,
-        metadata={"help": "Save the final generator with the LoRA adapter merged; false keeps base + adapter."},
-    )
-    refresh_index_steps: int | None = field(
-        default=None,
-        metadata={
-            "help": "Every N steps during training, re-encode the corpus with the current retriever and re-retrieve "
-            "the training questions' candidates (Atlas' index refresh; with train_document_encoder=false only the "
-            "queries are re-encoded). None: the candidates retrieved before training are kept."
-        },
-    )
-    skip_invalid: bool = field(
-        default=True,
-        metadata={
-            "help": "Skip invalid question and corpus rows (each load prints one summary line with the counts and the "
-            "first reasons; a file without a valid row is still an error). False: the first invalid row stops the run."
-        },
-    )
-    refresh_index: bool = field(
-        default=True,
-        metadata={
-            "help": "After training, re-encode the corpus with the trained retriever, so that the saved model and "
-            "its index agree (the index's vectors come from the same query/document encoder). False keeps the "
-            "initial index: the saved model then warns that its index is stale."
-        },
-    )
-
-
-@dataclass
-class RetrievalArguments:
-    """The retriever and the JMLR knobs (`None` keeps `JMLRConfig`'s default or the loaded model's value)."""
-
-    retriever_name_or_path: str = field(
-        default="all-minilm-l6-v2", metadata={"help": "Retriever encoder; ignored when loading a JMLR checkpoint."}
-    )
-    num_candidates: int | None = field(default=None, metadata={"help": "N: pre-retrieved candidates per question."})
-    num_sampled: int | None = field(default=None, metadata={"help": "S: candidates sampled for the NLL pass."})
-    num_context_documents: int | None = field(default=None, metadata={"help": "K: documents in the LM prompt."})
-    retrieval_temperature: float | None = field(default=None, metadata={"help": "τ of the retriever softmax."})
-    score_scaling: str | None = field(
-        default=None, metadata={"help": "'temperature' (score / τ) or 'minmax' (per-question min-max, then / τ)."}
-    )
-    lm_temperature: float | None = field(default=None, metadata={"help": "β of the LM softmax over -NLL."})
-    retrieval_loss_weight: float | None = field(default=None, metadata={"help": "λ: weight of the retrieval loss."})
-    retrieval_loss: str | None = field(default=None, metadata={"help": "'llm_rank', 'lsr' or 'ppl_distill'."})
-    in_batch_negatives: bool | None = field(default=None, metadata={"help": "In-batch negatives for lsr/ppl_distill."})
-    scoring: str | None = field(default=None, metadata={"help": "'maxsim' or 'dense'."})
-    projection_dim: int | None = field(default=None, metadata={"help": "Retriever projection size (None: none)."})
-    train_document_encoder: bool | None = field(
-        default=None,
-        metadata={"help": "False: train the query side only; documents keep the initial encoder (no index refresh)."},
-    )
-    max_query_length: int | None = field(default=None, metadata={"help": "Retriever tokens per question."})
-    document_order: str | None = field(
-        default=None,
-        metadata={"help": "'best_first' or 'best_last' (the best document next to the question, as the authors)."},
-    )
-    max_document_length: int | None = field(default=None, metadata={"help": "Tokens per document."})
-    max_prompt_length: int | None = field(
-        default=None, metadata={"help": "The former name of --max_length (generator tokens of prompt + answer)."}
-    )
-
-    def config_overrides(self) -> dict:
-        """The `JMLRConfig` fields set on the command line. The sequence cap is `--max_length`, which the trainer
-        applies (`check_arguments` moves `--max_prompt_length` there)."""
-        skipped = ("retriever_name_or_path", "max_prompt_length")
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skipped}
-        return {key: value for key, value in values.items() if value is not None}
-
-
-class RecipeError(ValueError):
-    """A setting of the recipe that cannot work, found before anything is loaded. Its message is the whole story:
-    `cli_main` prints it as one line, without a traceback."""
 
 
 def check_arguments(
@@ -197,6 +77,8 @@ def check_arguments(
 ) -> None:
     """Refuse, at parse time and naming the replacement, the flags the recipe would otherwise accept and ignore, and
     move `--max_prompt_length` (the recipe's former name of the sequence cap) to TRL's `--max_length`."""
+    check_choice("--task", data_args.task, TASKS)
+    check_report_to(training_args.report_to)  # transformers would fail on it only after loading and indexing
     if retrieval_args.max_prompt_length is not None:
         if training_args.max_length not in (None, retrieval_args.max_prompt_length):
             raise RecipeError(
@@ -230,6 +112,26 @@ def check_arguments(
             "--load_in_8bit/--load_in_4bit are not supported: the retriever trains in float32 beside the generator; "
             "use --dtype bfloat16 with --use_peft true (LoRA) to save memory"
         )
+
+
+def check_inputs(data_args: DataArguments, training_args: JointRetrievalConfig) -> None:
+    """What can be checked on disk before a model loads: the questions' and the corpus' files exist, a GPU
+    configuration of `accelerate launch` has a GPU to run on, and `--index_dir` is not the index of another saved
+    model (rebuilding it would make that model's index stale; `--overwrite_index true` allows it, with a warning).
+    Each failure is a one-line [`RecipeError`]."""
+    index_dir = data_args.index_dir or os.path.join(training_args.output_dir, "index")
+    try:
+        if data_args.dataset_name is None:
+            questions = {"--train_file": data_args.train_file, "--eval_file": data_args.eval_file}
+            check_task_files(data_args.task, data_args.data_dir, questions)
+        check_corpus(data_args.corpus, data_args.data_dir, data_args.distractor_passages)
+        check_accelerate_device(training_args.use_cpu, torch.cuda.is_available())
+        final_dir = os.path.join(training_args.output_dir, "final")
+        others = check_index_overwrite(index_dir, final_dir, data_args.overwrite_index)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise RecipeError(str(err)) from None
+    for folder in others:
+        print(f"warning: --overwrite_index: rebuilding {index_dir} leaves {folder} with a stale index", file=sys.stderr)
 
 
 def check_hub_access(training_args: JointRetrievalConfig) -> None:
@@ -455,13 +357,23 @@ class LogAtTrainBegin(TrainerCallback):
 
 
 def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_args: ModelConfig, retrieval_args):
-    logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
-    # The script's own INFO lines, not faiss's loader probing its builds ("Could not load library with AVX512...").
+    # Warnings only, unless --log_level info/debug: the loaders' INFO lines repeat the summary lines printed for each
+    # load, and the evaluations' INFO lines the before/after table. faiss's loader probing its builds ("Could not load
+    # library with AVX512...") stays off at any level.
+    level = training_args.get_process_log_level() if training_args.should_log else logging.WARNING
+    logging.basicConfig(level=min(level, logging.WARNING))
     logging.getLogger("faiss").setLevel(logging.WARNING)
     check_arguments(data_args, training_args, model_args, retrieval_args)
     check_sharding(training_args)
+    check_inputs(data_args, training_args)
     if training_args.push_to_hub:
         check_hub_access(training_args)  # before hours of indexing and training
+    # Seeded before any weight is created (a projection the retriever checkpoint lacks, the LoRA adapters), so that
+    # one --seed reproduces a run (issue 24).
+    if training_args.full_determinism:
+        enable_full_determinism(training_args.seed)
+    else:
+        set_seed(training_args.seed)
     model, tokenizer, retriever_tokenizer = load_model(
         model_args, retrieval_args, training_args.max_length, training_args.trust_remote_code
     )
@@ -487,25 +399,26 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
             print_load_summaries(reports, "corpus")
         return loaded
 
-    # Index and pre-retrieval run once, on the main process; the others read the result from disk.
+    # Index and pre-retrieval run once per filesystem; the other processes read the result from disk.
     prepared_dir = os.path.join(training_args.output_dir, "prepared")
-    with training_args.main_process_first(desc="index and pre-retrieval"):
-        if training_args.process_index == 0 or not os.path.exists(os.path.join(prepared_dir, "train")):
-            index = build_or_load_index(model, retriever_tokenizer, corpus, data_args, index_dir)
-            splits = {}
-            for split, limit in (("train", data_args.train_limit), ("eval", data_args.eval_limit)):
-                questions = load_split_questions(data_args, "train" if split == "train" else "test")
-                if limit is not None:
-                    questions = questions.select(range(min(limit, len(questions))))
-                splits[split] = add_candidates(
-                    questions,
-                    index,
-                    model.retriever,
-                    retriever_tokenizer,
-                    cfg.num_candidates,
-                    max_query_length=cfg.max_query_length,
-                )
-                splits[split].save_to_disk(os.path.join(prepared_dir, split))
+
+    def prepare() -> None:
+        index = build_or_load_index(model, retriever_tokenizer, corpus, data_args, index_dir)
+        for split, limit in (("train", data_args.train_limit), ("eval", data_args.eval_limit)):
+            questions = load_split_questions(data_args, "train" if split == "train" else "test")
+            if limit is not None:
+                questions = questions.select(range(min(limit, len(questions))))
+            questions = add_candidates(
+                questions,
+                index,
+                model.retriever,
+                retriever_tokenizer,
+                cfg.num_candidates,
+                max_query_length=cfg.max_query_length,
+            )
+            questions.save_to_disk(os.path.join(prepared_dir, split))
+
+    run_once_per_filesystem(training_args, os.path.join(prepared_dir, "eval"), prepare, "index and pre-retrieval")
     train_dataset = load_from_disk(os.path.join(prepared_dir, "train"))
     eval_dataset = load_from_disk(os.path.join(prepared_dir, "eval"))
 
@@ -562,6 +475,7 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
         final_dir = os.path.join(training_args.output_dir, "final")
         cfg.index_repo_id, cfg.index_revision = os.path.abspath(index_dir), None
         save_model(model, tokenizer, retriever_tokenizer, final_dir, generator_weights=generator_weights)
+        record_index_user(index_dir, final_dir)  # a later run with this --index_dir will not rebuild it silently
         card = render_model_card(
             type(cfg).from_pretrained(final_dir),
             training_args.hub_model_id or final_dir,
@@ -594,26 +508,86 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
     return trainer
 
 
-def make_parser() -> TrlParser:
-    return TrlParser((DataArguments, JointRetrievalConfig, ModelConfig, RetrievalArguments))
+def run_once_per_filesystem(training_args, done_marker: str, build: Callable[[], None], desc: str) -> None:
+    """`build()` on the global main process first, every other process waiting; then, on a node whose filesystem
+    does not show its result (`done_marker` missing: no filesystem shared with the first node), once more by that
+    node's local main process, its other processes waiting. On a shared filesystem it runs exactly once: with
+    `main_process_first(local=True)` alone, each node's local main process would start at once and write into the
+    same folders concurrently."""
+    with training_args.main_process_first(local=False, desc=desc):
+        if training_args.process_index == 0:
+            build()
+    with training_args.main_process_first(local=True, desc=desc):
+        if training_args.local_process_index == 0 and not os.path.exists(done_marker):
+            build()
 
 
-def fail(message: str, status: int) -> None:
-    """Print one line and exit: a setting the user can fix needs no traceback."""
-    print(f"error: {message}", file=sys.stderr)
+class RecipeParser(TrlParser):
+    """TRL's `TrlParser` whose every mistake is a one-line [`RecipeError`] for the user, not a developer's message:
+    an argparse error (a bad value, a missing value) without the usage block, an unknown flag or an unknown key of the
+    `--config` file with the closest known name ("did you mean --num_candidates?") instead of TRL's "add them to the
+    dataclass, or set fail_with_unknown_args=False"."""
+
+    config_path: str | None = None
+
+    def known_flags(self) -> list[str]:
+        """Every flag, in its underscore spelling (`--num_candidates`; `--num-candidates` is its alias)."""
+        return [f"--{action.dest}" for action in self._actions if action.option_strings]
+
+    def error(self, message: str):
+        raise RecipeError(message)
+
+    def set_defaults_with_config(self, **kwargs) -> list[str]:
+        remaining = super().set_defaults_with_config(**kwargs)
+        if remaining:
+            keys = [item[2:] for item in remaining[::2]]
+            known = [flag[2:] for flag in self.known_flags()]
+            where = self.config_path or "the --config file"
+            raise RecipeError(
+                f"{where}: unknown key {keys[0]!r}{did_you_mean(keys[0], known)}"
+                + (f" (and {len(keys) - 1} more: {', '.join(keys[1:])})" if len(keys) > 1 else "")
+            )
+        return remaining
+
+    def parse_args_and_config(self, args=None, **kwargs):
+        args = list(sys.argv[1:] if args is None else args)
+        if "--config" in args[:-1]:
+            self.config_path = args[args.index("--config") + 1]
+        *parsed, remaining = super().parse_args_and_config(args, return_remaining_strings=True)
+        if remaining:
+            flag = next((item for item in remaining if item.startswith("-")), remaining[0])
+            name = flag.split("=", 1)[0]
+            hint = did_you_mean(name, self.known_flags()) if name.startswith("--") else ""
+            raise RecipeError(f"unrecognized argument {flag}{hint}")
+        return tuple(parsed)
+
+
+def make_parser(prog: str | None = None) -> RecipeParser:
+    """The recipe's parser: `DataArguments`, `JointRetrievalConfig`, TRL's `ModelConfig` and `RetrievalArguments`."""
+    return RecipeParser((DataArguments, JointRetrievalConfig, ModelConfig, RetrievalArguments), prog=prog)
+
+
+def fail(prog: str, message: str, status: int = 1) -> None:
+    """Print one line, `<prog>: error: <message>`, and exit: a setting the user can fix needs no traceback."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(status)
 
 
-def cli_main(argv: list[str] | None = None):
-    """Parse (argparse errors and settings refused at parse time exit with status 2 and one line), then run; a
-    [`RecipeError`] found before loading (e.g. `--push_to_hub` without Hub access) exits with status 1, one line."""
-    parser = make_parser()
+def cli_main(argv: list[str] | None = None, prog: str | None = None):
+    """Parse, then run. Every mistake found before training (a parse error, a setting refused at parse time, a
+    [`RecipeError`] of the checks before loading, e.g. `--push_to_hub` without Hub access) is one line on stderr,
+    prefixed with the command (`prog`: `jmlr train`, or the script's name), and exit status 1."""
+    parser = make_parser(prog)
+    # TRL's configs default `gradient_checkpointing` (transformers' deprecated name of `activation_checkpointing`) to
+    # True, and TRL/PEFT ask models `is_gradient_checkpointing`: transformers warns about both in every run, whatever
+    # the user set, which nothing in the user's hands can change.
+    warnings.filterwarnings("ignore", message="`(is_)?gradient_checkpointing` is deprecated", category=FutureWarning)
     try:
         data_args, training_args, model_args, retrieval_args = parser.parse_args_and_config(args=argv)
         check_arguments(data_args, training_args, model_args, retrieval_args)
-    except ValueError as err:  # a configuration's __post_init__ check, or check_arguments
-        fail(str(err), 2)
+    except (ValueError, OSError) as err:  # a configuration's __post_init__ check, or check_arguments
+        fail(parser.prog, str(err))
     try:
         return main(data_args, training_args, model_args, retrieval_args)
     except RecipeError as err:
-        fail(str(err), 1)
+        fail(parser.prog, str(err))
