@@ -106,10 +106,11 @@ def test_train_gets_its_flags_untouched():
     assert command is COMMANDS["train"] and arguments == ["--config", "recipes/demo.yaml", "--max_steps", "3"]
 
 
-def test_an_unknown_flag_is_a_usage_error(capsys):
+def test_an_unknown_flag_is_a_usage_error():
+    """A usage error is a `SystemExit` carrying its one line (the console prints it and exits with status 1)."""
     with pytest.raises(SystemExit) as exit:
         parse_command(["evaluate", "--model", "m", "--task", "mmlu", "--bogus"])
-    assert exit.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert "unrecognized arguments: --bogus" in exit.value.code
 
 
 def test_contradicting_flags_are_rejected():

@@ -62,5 +62,12 @@ def test_the_readme_python_runs_as_written(tmp_path, monkeypatch):
     assert (tmp_path / "quickstart" / "final" / "retriever_tokenizer").is_dir()
     assert (tmp_path / "quickstart" / "index" / "index_config.json").is_file()
     assert namespace["trainer"].state.global_step == 2
+    # The saved index is the trained retriever's (issue 26: the quickstart saved the index built before training,
+    # which the saved model found stale on first use).
+    from jmlr_hf import DocumentIndex, JMLRForCausalLM
+
+    saved = JMLRForCausalLM.from_pretrained(tmp_path / "quickstart" / "final")
+    fingerprint = saved.retriever.weights_fingerprint()
+    DocumentIndex.load(tmp_path / "quickstart" / "index", expected_fingerprint=fingerprint, on_stale="raise")
     # ... and answered from the index's documents.
     assert namespace["reply"].documents and namespace["reply"].documents[0]["text"] in namespace["corpus"]

@@ -30,13 +30,13 @@ def parse(*flags: str, config: str | None = DEMO):
     return parsed
 
 
-def refused(capsys, *flags: str, status: int = 2) -> str:
+def refused(capsys, *flags: str, status: int = 1) -> str:
     """Run the script's entry point; it must exit with `status` and one line on stderr, which is returned."""
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(["--config", DEMO, *flags])
+        cli_main(["--config", DEMO, *flags], prog="train.py")
     assert exit_info.value.code == status
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert len(err.splitlines()) == 1 and err.startswith("train.py: error: "), err
     return err
 
 

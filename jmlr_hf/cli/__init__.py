@@ -32,6 +32,7 @@ from typing import Any
 
 from .arguments import COMMANDS, PUSH_TARGETS, Command, ConsoleArguments
 from .commands import limit_questions, load_questions, resolve_evaluation_split  # light: imports nothing heavy
+from .parser import OneLineErrorParser
 
 DEBUG_ENV = "JMLR_DEBUG"
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
@@ -48,7 +49,7 @@ def package_version() -> str:
 def build_top_parser() -> argparse.ArgumentParser:
     """`jmlr [--version] [--debug] [--verbose] <command> ...`: the command list, without importing any command."""
     listing = "\n".join(f"  {name:<10}{command.help}" for name, command in COMMANDS.items())
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="jmlr",
         description="Joint Medical LLM and Retrieval Training (JMLR): train a retriever and an LLM together.",
         epilog=f"commands:\n{listing}\n\n`jmlr <command> --help` lists a command's flags; each is spelled with "
@@ -75,9 +76,9 @@ def parse_command(argv: Sequence[str]) -> tuple[str, Command, Any, ConsoleArgume
     name, rest, prog = top.command, top.arguments, f"jmlr {top.command}"
     command = COMMANDS[name]
     if name == "train":
-        return prog, command, rest, console
+        return prog, command, train_arguments(prog, rest), console
     if name == "push":
-        chooser = argparse.ArgumentParser(prog=prog, description=command.help)
+        chooser = OneLineErrorParser(prog=prog, description=command.help)
         chooser.add_argument(
             "target", choices=list(PUSH_TARGETS), help="; ".join(f"{k}: {c.help}" for k, c in PUSH_TARGETS.items())
         )
@@ -91,6 +92,19 @@ def parse_command(argv: Sequence[str]) -> tuple[str, Command, Any, ConsoleArgume
     return prog, command, arguments, console
 
 
+def train_arguments(prog: str, rest: list[str]) -> list[str]:
+    """`jmlr train`'s flags, for TRL's parser. `--help` prints the recipe's own flags and the common trainer flags
+    without loading transformers or TRL (a fraction of a second, against ~10 s for the full list of
+    `TrainingArguments`); `--help-all` asks TRL's parser for every flag."""
+    every = {"--help-all", "--help_all"}
+    if {"-h", "--help"} & set(rest) and not every & set(rest):
+        from ..scripts.arguments import short_help
+
+        print(short_help(prog))
+        raise SystemExit(0)
+    return ["--help" if argument in every else argument for argument in rest]
+
+
 def configure_console(verbose: bool) -> None:
     """Keep library log lines off the console unless `verbose`.
 
@@ -99,6 +113,11 @@ def configure_console(verbose: bool) -> None:
     every model load). Set on the loggers themselves, so that a later `basicConfig` does not bring them back, and
     without a root handler, so that the training script keeps its own INFO lines. `--verbose` shows both, and INFO
     lines of every library.
+
+    The libraries' progress bars are hidden too unless `--verbose` ("Loading weights" at every model load, datasets'
+    "Creating json from Arrow format" and "Saving the dataset", downloads): the commands' own bars (encoding
+    documents, ranking candidates, answering, training steps) stay. An explicit `HF_HUB_DISABLE_PROGRESS_BARS` or
+    `HF_DATASETS_DISABLE_PROGRESS_BARS` in the environment wins.
     """
     level = logging.INFO if verbose else logging.WARNING
     logging.getLogger("faiss").setLevel(level)
@@ -110,6 +129,16 @@ def configure_console(verbose: bool) -> None:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.set_verbosity(logging.WARNING if verbose else logging.ERROR)
+    if not verbose:
+        # Read when huggingface_hub (whose setting transformers' bars follow) and datasets are imported.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:
+            transformers_logging.disable_progress_bar()
+        if "datasets" in sys.modules:
+            from datasets.utils.logging import disable_progress_bar
+
+            disable_progress_bar()
 
 
 def error_line(prog: str, error: BaseException) -> str:

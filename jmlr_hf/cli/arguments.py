@@ -175,7 +175,13 @@ class PushModelArguments(PushArguments):
     index: str | None = option(None, "Index folder to publish, or Hub id of a published index")
     index_repo_id: str | None = option(None, "Where a local index goes (default: <repo_id>-index)")
     no_index: bool = option(False, "Publish no index and record none")
-    eval_results: list[str] = option(help="`jmlr evaluate --output` files for the card", default_factory=list)
+    allow_stale_index: bool = option(
+        False, "Publish a local index built by other retriever weights than the model's (refused by default)"
+    )
+    eval_results: list[str] = option(
+        help="`jmlr evaluate --output` files of this model for the card (a file of another model is refused)",
+        default_factory=list,
+    )
     datasets: list[str] = option(help="Training data set ids for the card", default_factory=list)
 
 

@@ -96,7 +96,9 @@ def run_index(args: IndexArguments) -> None:
     """`jmlr index`: encode a corpus with the retriever and save a faiss index."""
     from ..data import load_named_corpus, print_load_summaries
     from ..retrieval import DocumentIndex
+    from ..utils.preflight import check_corpus
 
+    check_corpus(args.corpus, args.data_dir, args.distractor_passages)  # before the retriever loads
     if args.streaming:
         if args.corpus in ("pubmedqa", "medquad") or args.distractor_passages or args.kind == "ivf":
             raise ValueError(
@@ -155,7 +157,7 @@ def run_train(argv: list[str]) -> None:
     """`jmlr train`: the training script, with TRL's own parser (`TrlParser`) for its flags and `--config`."""
     from ..scripts.train import cli_main
 
-    cli_main(argv)
+    cli_main(argv, prog="jmlr train")
 
 
 def run_answer(args: AnswerArguments) -> None:
@@ -163,9 +165,14 @@ def run_answer(args: AnswerArguments) -> None:
     `JMLRForCausalLM.answer` (the prompt written as in training: documents cut to `max_document_length` tokens, the
     whole fitted to `max_length`), the same path as the remote code's answer from a Hub id."""
     from ..models import load_jmlr_checkpoint
+    from ..models.configuration_jmlr import check_count, check_options, check_question
     from ..retrieval import load_index
     from ..utils.demo_models import resolve_model_path
 
+    # The checks `JMLRForCausalLM.answer` makes, before the model loads (seconds to minutes) rather than after.
+    check_question(args.question, "question")
+    check_options(args.options, "--options")
+    check_count(args.max_new_tokens, "--max_new_tokens")
     model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(resolve_model_path(args.model))
     model.eval()
     if not (args.index or model.config.index_repo_id):
@@ -213,9 +220,17 @@ def run_evaluate(args: EvaluateArguments) -> None:
     """
     import torch
 
-    from ..evaluation import EvaluationModel, evaluate_dataset
+    from ..evaluation import EvaluationModel, check_evaluation_settings, evaluate_dataset
     from ..retrieval import load_index
 
+    # The flags evaluate_dataset checks again with the model's config: here before the questions and the model load.
+    check_evaluation_settings(
+        batch_size=args.batch_size,
+        num_candidates=args.num_candidates,
+        num_documents=args.num_documents,
+        max_new_tokens=args.max_new_tokens,
+        prefix="--",
+    )
     split = resolve_evaluation_split(args.task, args.split, args.questions)
     questions = load_questions(args, None if split == "all" else split)
     questions = limit_questions(questions, args.limit, sample=args.sample, seed=args.sample_seed)
@@ -254,6 +269,7 @@ def run_evaluate(args: EvaluateArguments) -> None:
         limit=args.limit,
         sample_seed=args.sample_seed if args.limit is not None and args.sample else None,
         model=args.model,
+        model_sha256=model_digest(args.model),
         retriever=args.retriever,
         index=index_name,
         closed_book=index is None,
@@ -263,6 +279,15 @@ def run_evaluate(args: EvaluateArguments) -> None:
     if args.output:
         json_path, markdown_path = result.save(args.output)
         print(f"\nWrote {json_path} and {markdown_path}")
+
+
+def model_digest(name_or_path: str) -> str | None:
+    """The weights digest of the evaluated model's folder, recorded in the results so that `jmlr push model
+    --eval_results` can tell this model's results from another's (`None` for a Hub id)."""
+    from ..hub.model_card import weights_digest
+    from ..utils.demo_models import resolve_model_path
+
+    return weights_digest(resolve_model_path(name_or_path))
 
 
 def push_common(args: PushArguments) -> dict[str, Any]:
@@ -287,6 +312,7 @@ def run_push_model(args: PushModelArguments) -> None:
         index=args.index,
         index_repo_id=args.index_repo_id,
         push_index_from_config=not args.no_index,
+        allow_stale_index=args.allow_stale_index,
         eval_results=args.eval_results,
         datasets=args.datasets,
         **push_common(args),

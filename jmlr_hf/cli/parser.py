@@ -12,13 +12,34 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 import sys
 from argparse import ArgumentDefaultsHelpFormatter, ArgumentParser
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, NoReturn, get_args, get_origin
 
+from ..utils.preflight import did_you_mean
 from .arguments import ConsoleArguments
+
+INVALID_CHOICE = re.compile(r"invalid choice: '(?P<value>[^']*)' \(choose from (?P<choices>.*)\)")
+
+
+def usage_error(message: str) -> NoReturn:
+    """An argparse error as the `jmlr` console shows every error: one line and exit status 1 (a `SystemExit` whose
+    code is the message, which [`jmlr_hf.cli.main`] prints as `jmlr <command>: error: ...`), not the usage block and
+    status 2; an invalid choice names the closest one (`--task MedQA`: did you mean 'medqa'?)."""
+    match = INVALID_CHOICE.search(message)
+    if match:
+        message += did_you_mean(match["value"], re.findall(r"'([^']*)'", match["choices"]))
+    raise SystemExit(f"{message} (see --help)")
+
+
+class OneLineErrorParser(ArgumentParser):
+    """An `ArgumentParser` whose errors are [`usage_error`]s."""
+
+    def error(self, message: str) -> NoReturn:
+        usage_error(message)
 
 
 def load_standalone_hf_argparser() -> type | None:
@@ -75,12 +96,18 @@ def with_positionals(base: type) -> type:
         if not field.metadata.get("positional"):
             base._parse_dataclass_field(parser, field)
             return
-        kwargs: dict[str, Any] = {"help": field.metadata.get("help")}
+        # Optional to argparse, required by `parse_subcommand`: a list flag given last (`--options A B C "question"`)
+        # takes every word after it, so the positional may only be found among its values ([`fill_positionals`]).
+        kwargs: dict[str, Any] = {"help": field.metadata.get("help"), "nargs": "?", "default": None}
         if get_origin(field.type) is Literal:
             kwargs["choices"] = get_args(field.type)
         parser.add_argument(field.name, **kwargs)
 
-    return type("JMLRArgumentParser", (base,), {"_parse_dataclass_field": staticmethod(parse_dataclass_field)})
+    def error(self, message: str) -> NoReturn:
+        usage_error(message)
+
+    namespace = {"_parse_dataclass_field": staticmethod(parse_dataclass_field), "error": error}
+    return type("JMLRArgumentParser", (base,), namespace)
 
 
 def build_subcommand_parser(
@@ -101,7 +128,7 @@ def parse_subcommand(
 ) -> tuple[Any, ConsoleArguments]:
     """Parse `argv` into an `arguments` instance and the [`ConsoleArguments`] (`--debug`, `--verbose`).
 
-    An unknown flag is an argparse error (usage and exit status 2), as in any argparse program, rather than the
+    An unknown flag is an argparse error (one line, exit status 1 on the console: [`usage_error`]), rather than the
     `ValueError` that `HfArgumentParser.parse_args_into_dataclasses` raises.
     """
     parser = build_subcommand_parser(prog, description, arguments, standalone=standalone)
@@ -110,4 +137,34 @@ def parse_subcommand(
     )
     if remaining:
         parser.error(f"unrecognized arguments: {' '.join(remaining)}")
+    fill_positionals(parsed, argv)
     return parsed, console
+
+
+def fill_positionals(parsed: Any, argv: list[str]) -> None:
+    """Give `parsed` its missing positionals from the list flag that ends `argv`, or raise a [`usage_error`].
+
+    argparse lets a list flag (`nargs="+"`) take every word after it, so in `jmlr answer --options Liver Pancreas
+    Kidney "Which organ makes insulin?"` the question would be the fourth option and the command would fail with
+    "the following arguments are required: question". A positional can only come after the last flag's values, so
+    the missing positionals are the last words of that flag's list (which must keep at least one value).
+    """
+    positional = [field for field in dataclasses.fields(parsed) if field.metadata.get("positional")]
+    missing = [field for field in positional if getattr(parsed, field.name) is None]
+    if not missing:
+        return
+    flags = [word for word in argv if word.startswith("--")]
+    last = flags[-1][2:].split("=", 1)[0].replace("-", "_") if flags else None
+    values = getattr(parsed, last, None) if last else None
+    if isinstance(values, list) and "=" not in flags[-1] and len(values) > len(missing):
+        taken = values[len(values) - len(missing) :]
+        for field, value in zip(missing, taken, strict=True):
+            choices = get_args(field.type) if get_origin(field.type) is Literal else None
+            if choices and value not in choices:
+                break
+        else:
+            del values[len(values) - len(missing) :]
+            for field, value in zip(missing, taken, strict=True):
+                setattr(parsed, field.name, value)
+            return
+    usage_error(f"the following arguments are required: {', '.join(field.name for field in missing)}")

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import datasets
 from datasets import Dataset, Features, List, Value
 
-from ..models.configuration_jmlr import OPTION_LETTERS
+from ..models.configuration_jmlr import MISSING_MARKERS, OPTION_LETTERS, text_problem
 
 if TYPE_CHECKING:
     pass
@@ -72,8 +72,6 @@ DECISIONS = ("yes", "no", "maybe")
 # A missing path that ends like a data file is a typo, not a Hub id: fail here instead of inside the Hub client.
 _FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".gz", ".parquet", ".txt")
 _MAX_REASONS_SHOWN = 5
-# Cells that mean "missing" once a table has been through pandas or a spreadsheet (compared lower-cased).
-MISSING_MARKERS = ("nan", "none", "null", "n/a")
 # `LoadReport.counts` entries that count valid rows a loader left out on purpose (the others count rows kept).
 DROPPING_COUNTS = frozenset(
     {
@@ -199,8 +197,18 @@ Parser = Callable[[Mapping[str, Any], int], list[dict[str, Any]]]
 
 
 def check_hub_id(path_or_id: str) -> None:
+    """Refuse, before the Hub client is asked, a name that ends like a data file: a directory of that name is named
+    as one ([`check_not_a_directory`]), anything else does not exist."""
     if path_or_id.lower().endswith(_FILE_SUFFIXES):
+        check_not_a_directory(path_or_id)
         raise FileNotFoundError(f"{path_or_id} does not exist (it is not a Hub dataset id either).")
+
+
+def check_not_a_directory(path: str) -> None:
+    """An `IsADirectoryError` naming `path` when it is a directory where a data file is expected (instead of a
+    "does not exist", or a bare `[Errno 21]` from `open`)."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a directory, not a data file: give the file itself.")
 
 
 def load_hub_dataset(path_or_id: str, load_kwargs: dict[str, Any]) -> tuple[str, Iterable[Mapping[str, Any]]]:
@@ -228,6 +236,7 @@ def iter_json_lines(path: str) -> Iterator[Row]:
     [`check_text`]) instead of the whole file failing without a line number; a truncated or corrupt gzip stream
     raises a [`DataFormatError`] naming the file and the line it reached.
     """
+    check_not_a_directory(path)
     opener = gzip.open if path.endswith(".gz") else open
     index = 0
     line_number = 0
@@ -258,6 +267,7 @@ def iter_csv(path: str, *, header: bool) -> Iterator[tuple[int, list[str]]]:
     where the record starts), after the header row when `header`. A BOM is dropped; bytes that are not UTF-8 are
     kept as surrogate escapes (reported per field by [`check_text`]); malformed CSV (an unclosed quote, a field over
     the csv module's size limit) raises a [`DataFormatError`] naming the file and the line."""
+    check_not_a_directory(path)
     with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
         reader = csv.reader(handle)
         next_line = 1
@@ -367,7 +377,16 @@ def finish(
         report.reasons = list(reasons)
         report.counts = counts
     if not examples:
-        why = f"all {len(reasons)} rows are invalid; first: {reasons[0]}" if reasons else "it holds no rows"
+        dropped = {name: count for name, count in counts.items() if name in DROPPING_COUNTS and count}
+        if reasons:
+            why = f"all {len(reasons)} rows are invalid; first: {reasons[0]}"
+            if dropped:
+                why += "; the valid ones were dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items())
+        elif dropped:
+            total = sum(dropped.values())
+            why = f"all {total} rows were dropped: " + ", ".join(f"{name} {count}" for name, count in dropped.items())
+        else:
+            why = "it holds no rows"
         raise DataFormatError(source, "the whole source", None, f"no valid row ({why})")
     if reasons:
         logger.warning(
@@ -388,16 +407,11 @@ def finish(
 
 def check_text(value: str, key: str) -> None:
     """Reject text no downstream tool can take, or that betrays a broken file: undecodable bytes or lone surrogates
-    (Arrow and tokenizers need valid UTF-8) and NUL characters."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as err:
-        bad = value[err.start : err.start + 1]
-        raise RowError(
-            key, f"not valid UTF-8 text: {bad!r} at character {err.start} (undecodable bytes or a lone surrogate)"
-        ) from None
-    if "\x00" in value:
-        raise RowError(key, f"contains a NUL character at character {value.index(chr(0))}")
+    (Arrow and tokenizers need valid UTF-8) and NUL characters. The rule is the model's own
+    ([`jmlr_hf.models.modeling_jmlr.text_problem`]), which `answer`, the indexes and the CLI apply to their input."""
+    problem = text_problem(value)
+    if problem:
+        raise RowError(key, problem)
 
 
 def text_field(record: Mapping[str, Any], key: str, *, required: bool = True) -> str:
@@ -440,7 +454,9 @@ def identifier(record: Mapping[str, Any], key: str, default: str | None) -> str:
         return default
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise RowError(key, f"expected a string or an integer, got {type(value).__name__}")
-    value = str(value).strip()
+    value = str(value)
+    check_text(value, key)  # an id is text too: Arrow, JSON output and the console all need valid UTF-8
+    value = value.strip()
     if not value:
         raise RowError(key, "empty")
     return value
@@ -549,6 +565,7 @@ class PubMedQAArticle(NamedTuple):
 def iter_pubmedqa(path_or_id: str, hub_split: str, load_kwargs: dict[str, Any]) -> tuple[str, Iterable[Row]]:
     """PubMedQA items: a local JSON object keyed by PMID, or a Hub dataset in the `qiaojin/PubMedQA` layout."""
     if os.path.exists(path_or_id):
+        check_not_a_directory(path_or_id)
         if load_kwargs:
             raise TypeError(f"The keyword arguments {sorted(load_kwargs)} are only used for Hub datasets.")
         duplicates: list[str] = []

@@ -5,13 +5,15 @@ they share ([`chunk_text`]).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from datasets import Dataset, IterableDataset
 
 from ._loading import (
@@ -192,48 +194,103 @@ def load_corpus(
     source, rows = open_records(path_or_id, load_kwargs)
 
     def parse(record: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
-        passage = {
-            "id": identifier(record, "id", default=None),
-            "title": text_field(record, "title", required=False),
-            "text": text_field(record, _text_column(record)),
-        }
-        return _chunk_passage(passage, max_tokens, tokenizer, stride)
+        return _chunk_passage(_corpus_passage(record), max_tokens, tokenizer, stride)
 
     reasons: list[str] = []
     examples = collect(rows, parse, source=source, skip_invalid=skip_invalid, reasons=reasons, limit=limit)
     return finish(examples, CORPUS_FEATURES, source=source, reasons=reasons, report=report)
 
 
+def _corpus_passage(record: Mapping[str, Any]) -> dict[str, Any]:
+    """One corpus row by [`load_corpus`]'s rules (before chunking), for the in-memory and the streamed reader alike."""
+    return {
+        "id": identifier(record, "id", default=None),
+        "title": text_field(record, "title", required=False),
+        "text": text_field(record, _text_column(record)),
+    }
+
+
+class _SeenIds:
+    """The ids a stream has given so far, as 16-byte digests (a corpus streamed because it does not fit in memory
+    must not be held as a set of its ids): new digests in a set, merged into a sorted array every `flush_at` of them,
+    so that memory is 16 bytes per id plus one set of at most `flush_at`. 16 bytes make a false duplicate as likely
+    as a collision of two random 128-bit numbers among 24M ids: about 1e-24."""
+
+    def __init__(self, flush_at: int = 1 << 20) -> None:
+        self._recent: set[bytes] = set()
+        self._sorted = np.empty(0, dtype="S16")
+        self._flush_at = flush_at
+        self.count = 0
+
+    def add(self, value: str) -> bool:
+        """Record `value`; whether it was seen before."""
+        # Without trailing NUL bytes, as NumPy's fixed-width bytes hand them back (the same 16-byte value either way).
+        digest = hashlib.blake2b(value.encode("utf-8"), digest_size=16).digest().rstrip(b"\0")
+        if digest in self._recent:
+            return True
+        position = int(np.searchsorted(self._sorted, digest))
+        if position < len(self._sorted) and self._sorted[position] == digest:
+            return True
+        self._recent.add(digest)
+        self.count += 1
+        if len(self._recent) >= self._flush_at:
+            self._sorted = np.sort(np.concatenate([self._sorted, np.array(sorted(self._recent), dtype="S16")]))
+            self._recent.clear()
+        return False
+
+
+def _stream_local_corpus(path: str) -> Iterator[dict[str, Any]]:
+    """The rows of a local corpus file read as [`load_corpus`] reads it (the same reader, the same row parser, the
+    same duplicate-id rule), one at a time: the first invalid row, an unreadable file or a file without a row raises
+    the `DataFormatError` that `load_corpus(path)` raises, word for word."""
+    seen = _SeenIds()
+    for location, _, record in iter_json_lines(path):
+        try:
+            if isinstance(record, RowError):
+                raise record
+            passage = _corpus_passage(record)
+            if seen.add(passage["id"]):
+                raise RowError("id", f"duplicate id {passage['id']!r}")
+        except RowError as err:
+            raise DataFormatError(path, location, err.field, err.problem) from None
+        yield passage
+    if not seen.count:
+        raise DataFormatError(path, "the whole source", None, "no valid row (it holds no rows)")
+
+
 def stream_corpus(path_or_id: str, **load_kwargs: Any) -> IterableDataset:
     """A retrieval corpus read lazily, for corpora larger than memory (MedRAG's PubMed: 23.9M snippets): the rows
-    `id`, `title`, `text` of a JSON-lines file or a Hub data set, through `datasets.load_dataset(...,
-    streaming=True)`, nothing downloaded or held beforehand. Index it with `DocumentIndex.build_streaming` (or
-    `DocumentIndex.from_retriever(..., directory=...)`).
+    `id`, `title`, `text` of a JSON-lines file (`.gz` allowed) or a Hub data set, nothing downloaded or held
+    beforehand. Index it with `DocumentIndex.build_streaming` (or `DocumentIndex.from_retriever(...,
+    directory=...)`).
 
     The rows follow [`load_corpus`]'s rules (`content` / `contents` as in the MedRAG corpora, ids as strings,
-    texts cleaned), without chunking; an invalid row raises [`DataFormatError`] naming the source and the row when
-    the stream reaches it (a stream cannot skip and count rows before it is read). `load_kwargs` go to
-    `datasets.load_dataset` (`split` defaults to `"train"`).
+    unique, texts cleaned), without chunking. A local file is read by `load_corpus`'s own reader, so a bad file stops
+    the stream with the `DataFormatError` that `load_corpus` raises for it (file, line and field; an empty file, a
+    truncated gzip, a line that is not JSON, undecodable bytes, a duplicate id, ...), when the stream reaches it (a
+    stream cannot skip and count rows before it is read). A Hub data set is read through `datasets.load_dataset(...,
+    streaming=True)` (`load_kwargs` go there, `split` defaults to `"train"`), its rows named `row N`; a local file
+    has no splits or loading options, and passing any is an error.
     """
     import datasets
 
-    split = load_kwargs.pop("split", "train")
     if os.path.isfile(path_or_id):
         if load_kwargs:
-            raise TypeError(f"{path_or_id} is a local file; {sorted(load_kwargs)} are only used for Hub datasets.")
-        stream = datasets.load_dataset("json", data_files=path_or_id, split="train", streaming=True)
-    else:
-        check_hub_id(path_or_id)
-        stream = datasets.load_dataset(path_or_id, split=split, streaming=True, **load_kwargs)
+            raise TypeError(
+                f"{path_or_id} is a local file: {sorted(load_kwargs)} are only used for Hub datasets (a file has no "
+                "split; it is read whole)."
+            )
+        return IterableDataset.from_generator(
+            _stream_local_corpus, features=CORPUS_FEATURES, gen_kwargs={"path": path_or_id}
+        )
+    split = load_kwargs.pop("split", "train")
+    check_hub_id(path_or_id)
+    stream = datasets.load_dataset(path_or_id, split=split, streaming=True, **load_kwargs)
 
     def parse(record: Mapping[str, Any], index: int) -> dict[str, str]:
         try:
-            return {
-                "id": identifier(record, "id", default=None),
-                "title": text_field(record, "title", required=False),
-                # A streamed file's rows share one schema: a column another row has is present here as None.
-                "text": text_field(record, _text_column({k: v for k, v in record.items() if v is not None})),
-            }
+            # A streamed data set's rows share one schema: a column another row has is present here as None.
+            return _corpus_passage({k: v for k, v in record.items() if v is not None or k == "id"})
         except RowError as error:
             raise DataFormatError(path_or_id, f"row {index + 1}", error.field, error.problem) from None
 

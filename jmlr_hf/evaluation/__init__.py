@@ -30,12 +30,14 @@ from .retrieval import (
     ranking_metrics,
     retrieval_metrics,
 )
+from .settings import check_evaluation_settings
 
 __all__ = [
     "METRIC_MODULES",
     "EvaluationModel",
     "EvaluationResult",
     "answer_metrics",
+    "check_evaluation_settings",
     "corpus_retrieval_metrics",
     "evaluate_dataset",
     "evaluate_model",

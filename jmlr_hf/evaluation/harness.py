@@ -40,6 +40,7 @@ from .metric_loading import load_metric
 from .metrics import mean
 from .qa import EvaluationModel, batched_choice_nll, is_open_question, prompt_target_nlls
 from .retrieval import rank_candidates
+from .settings import check_evaluation_settings
 
 MODES = ("likelihood", "generative")
 NO_SUBJECT = "(no subject)"
@@ -184,6 +185,14 @@ def evaluate_dataset(
         raise ValueError(f"mode must be 'likelihood', 'generative' or 'both', got {mode!r}")
     modes = MODES if mode == "both" else (mode,)
     cfg = model.config
+    check_evaluation_settings(
+        batch_size=batch_size,
+        num_candidates=num_candidates,
+        num_documents=num_documents,
+        max_new_tokens=max_new_tokens,
+        config_candidates=cfg.num_candidates,
+        config_documents=cfg.num_context_documents,
+    )
     num_documents = cfg.num_context_documents if num_documents is None else num_documents
     model.eval()
 

@@ -5,6 +5,7 @@ with huggingface_hub's `ModelCard` / `DatasetCard` and their card data, with `mo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import Counter
@@ -48,6 +49,60 @@ def _dataset(task: str) -> tuple[str, str, str]:
     return TASK_DATASETS.get(task, (task, task, "question-answering"))
 
 
+def _given_dataset(task: str, questions: str | None) -> tuple[str, str, str]:
+    """`(dataset id, readable name, task type)` of the questions an evaluation read, named as they were given: the
+    task's public Hub copy only for the task's own files (`--questions` not given); a Hub id given with
+    `--questions` as itself; a local file by its file name (its folder is the author's disk, and the Hub id of a
+    public copy would claim a data set that was not the one read)."""
+    dataset_type, dataset_name, task_type = _dataset(task)
+    if not questions:
+        return dataset_type, dataset_name, task_type
+    if is_local_path(questions):
+        file_name = os.path.basename(os.path.normpath(questions))
+        return file_name, f"{dataset_name} ({file_name})", task_type
+    return questions, f"{dataset_name} ({questions})", task_type
+
+
+def weights_digest(folder: str | os.PathLike[str]) -> str | None:
+    """A SHA-256 over a saved model's weight files (`*.safetensors`, `*.bin`, in every subfolder, by relative name):
+    which model an evaluation measured (`jmlr evaluate` records it, `push_model` compares it). `None` for a
+    folder without weight files, or a name that is not a local folder (a Hub id)."""
+    root = Path(folder)
+    if not root.is_dir():
+        return None
+    files = sorted(path for pattern in ("*.safetensors", "*.bin") for path in root.rglob(pattern) if path.is_file())
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode("utf-8") + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def public_model_name(name: str | None) -> str | None:
+    """`name` as a public card may show it: a Hub id as it is; the folder of a packaged demo model (the converted
+    SmolLM2 in the cache, all-MiniLM-L6-v2 in its package) as that model's Hub id; any other local path `None`
+    (a folder on the author's disk means nothing to a reader, and leaks the author's paths)."""
+    if not name:
+        return None
+    if not is_local_path(name):
+        return name
+    from ..utils.demo_models import HUB_IDS, MINILM_ALIAS, SMOLLM2_ALIAS, cache_dir, minilm_path
+
+    resolved = os.path.realpath(os.path.expanduser(name))
+    packaged = {SMOLLM2_ALIAS: lambda: cache_dir() / SMOLLM2_ALIAS, MINILM_ALIAS: minilm_path}
+    for alias, location in packaged.items():
+        try:
+            if os.path.realpath(location()) == resolved:
+                return HUB_IDS[alias]
+        except FileNotFoundError:
+            continue
+    return None
+
+
 def eval_results_from_evaluation(result: Mapping[str, Any] | str | os.PathLike[str]) -> list[EvalResult]:
     """The `model-index` entries of one `jmlr evaluate` result (its JSON file or dict): accuracy per mode,
     macro-F1 for decision tasks, and MRR / recall@k / nDCG@k when retrieval was measured."""
@@ -58,6 +113,9 @@ def eval_results_from_evaluation(result: Mapping[str, Any] | str | os.PathLike[s
     if not isinstance(metrics, Mapping) or not settings.get("task"):
         raise ValueError("not a `jmlr evaluate` result: it needs `settings.task` and `metrics` (see --output)")
     split = settings.get("split")
+    questions = settings.get("questions")
+    if split == "all" and questions and is_local_path(questions):
+        split = None  # a whole local file: no split of a published data set
     entries: list[tuple[str, str, Any]] = []
     for mode in ("likelihood", "generative"):
         if mode in metrics:
@@ -73,7 +131,8 @@ def eval_results_from_evaluation(result: Mapping[str, Any] | str | os.PathLike[s
     for key, value in retrieval.items():
         if key == "mrr" or key.startswith(("recall@", "ndcg@")):
             entries.append((key.split("@")[0], f"retrieval {key}", value))
-    return _eval_results(settings["task"], split, [entry for entry in entries if entry[2] is not None])
+    dataset = _given_dataset(settings["task"], questions)
+    return _eval_results(settings["task"], split, [entry for entry in entries if entry[2] is not None], dataset)
 
 
 def eval_results_from_metrics(metrics: Mapping[str, Any], task: str, split: str = "test") -> list[EvalResult]:
@@ -86,9 +145,15 @@ def eval_results_from_metrics(metrics: Mapping[str, Any], task: str, split: str 
     return _eval_results(task, split, entries)
 
 
-def _eval_results(task: str, split: str | None, entries: Iterable[tuple[str, str, Any]]) -> list[EvalResult]:
-    """`EvalResult`s of `(metric type, metric name, value)` entries measured on `task`'s `split`."""
-    dataset_type, dataset_name, task_type = _dataset(task)
+def _eval_results(
+    task: str,
+    split: str | None,
+    entries: Iterable[tuple[str, str, Any]],
+    dataset: tuple[str, str, str] | None = None,
+) -> list[EvalResult]:
+    """`EvalResult`s of `(metric type, metric name, value)` entries measured on `task`'s `split` (of `dataset`,
+    `(id, name, task type)`: default, the task's public copy)."""
+    dataset_type, dataset_name, task_type = dataset or _dataset(task)
     return [
         EvalResult(
             task_type=task_type,
@@ -147,9 +212,13 @@ def render_model_card(
     index = config.index_repo_id
     local_index = index is not None and is_local_path(index)
     relative_index = index if local_index and index.startswith(RELATIVE_PATH_PREFIXES) else None
-    generator = generator or config.generator_base_model or getattr(config.generator, "_name_or_path", "") or None
-    retriever = retriever or getattr(config.retriever, "_name_or_path", "") or None
-    base_models = [name for name in (generator,) if name and not os.path.isabs(name)]
+    # Hub ids only: a local folder (the converted SmolLM2 in the user's cache, a retriever in site-packages) is shown
+    # by the Hub id of the packaged model it is, or not at all.
+    generator = public_model_name(
+        generator or config.generator_base_model or getattr(config.generator, "_name_or_path", "")
+    )
+    retriever = public_model_name(retriever or getattr(config.retriever, "_name_or_path", ""))
+    base_models = [generator] if generator else []
     card_data = ModelCardData(
         license=license,
         library_name="transformers",

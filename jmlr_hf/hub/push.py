@@ -22,6 +22,7 @@ Loading goes the other way and needs nothing of this module: a model by `JMLRFor
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -36,6 +37,7 @@ from httpx2 import HTTPError  # the HTTP client of huggingface_hub 2.x; network 
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
+from ..models.retrieval_jmlr import is_local_path
 from ..models.utils import (
     GeneratorWeights,
     adapter_base_model,
@@ -45,7 +47,7 @@ from ..models.utils import (
 )
 from ..retrieval.index import CONFIG_FILE, DOCUMENTS_FILE, INDEX_FILE, INDEX_REPO_TYPE, DocumentIndex
 from ..utils.atomic import atomic_directory
-from .model_card import eval_results_from_evaluation, render_index_card, render_model_card
+from .model_card import eval_results_from_evaluation, render_index_card, render_model_card, weights_digest
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +149,7 @@ def push_model(
     index_repo_id: str | None = None,
     index_revision: str | None = None,
     push_index_from_config: bool = True,
+    allow_stale_index: bool = False,
     eval_results: Sequence[Any] = (),
     datasets: Sequence[str] = (),
     license: str = "apache-2.0",
@@ -166,13 +169,19 @@ def push_model(
             before the model; or a Hub id of an index already published. The model's config records the index's
             repository and commit. By default the index the config already records is used: a local folder is
             published, a Hub id is kept (`push_index_from_config=False` drops a local one instead).
-        eval_results: `jmlr evaluate` result files/dicts or `EvalResult`s for the card's `model-index`.
+        allow_stale_index: publish a local index built by other retriever weights than the model's (its search
+            would not match what the model's retriever ranks first). By default such a push is refused before
+            anything is uploaded.
+        eval_results: `jmlr evaluate` result files/dicts or `EvalResult`s for the card's `model-index`. A result
+            of `jmlr evaluate` must be of this model: it records the evaluated model's weights digest (or, in older
+            files, its path), which must match; a result that measured another model is refused.
         delete_patterns: files of the repository to delete in the same commit (default: none).
     """
     from huggingface_hub import EvalResult
 
-    if isinstance(model, (str, os.PathLike)):
-        model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(model)
+    source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+    if source is not None:
+        model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(source)
     if tokenizer is None or retriever_tokenizer is None:
         raise ValueError("push_model needs the model's tokenizer and retriever_tokenizer (or a saved model folder)")
     config = model.config
@@ -185,10 +194,16 @@ def push_model(
             )
     flat_results: list[EvalResult] = []
     for item in eval_results:
+        if not isinstance(item, EvalResult):
+            _check_results_belong(item, source, repo_id)
         flat_results.extend([item] if isinstance(item, EvalResult) else eval_results_from_evaluation(item))
+    # The training recipe's card names the base generator by its Hub id; the config may know it only by a folder.
+    card_base_model = _saved_card_base_model(source)
 
     index_source = index if index is not None else (config.index_repo_id if push_index_from_config else None)
     pushed_index = None
+    if index_source is not None and os.path.isdir(index_source) and not allow_stale_index:
+        _check_index_is_current(index_source, model)
     if index_source is not None and os.path.isdir(index_source):
         pushed_index = push_index(
             index_source,
@@ -216,7 +231,10 @@ def push_model(
             base_revision=base_revision,
         )
         saved_config = type(config).from_pretrained(folder)
-        card = render_model_card(saved_config, repo_id, eval_results=flat_results, datasets=datasets, license=license)
+        names = {"generator": card_base_model} if card_base_model else {}
+        card = render_model_card(
+            saved_config, repo_id, eval_results=flat_results, datasets=datasets, license=license, **names
+        )
         card.save(folder / "README.md")
         result = _upload(
             folder,
@@ -235,10 +253,77 @@ def push_model(
             datasets=datasets,
             license=license,
             revision=result.commit,
+            **names,
         )
         _pin_card(pinned, repo_id, revision=revision, token=token)
     result.index_repo_id, result.index_revision = config.index_repo_id, config.index_revision
     return result
+
+
+def _saved_card_base_model(source: str | None) -> str | None:
+    """The first `base_model` of the card saved in the model folder `source` (the training recipe writes one with
+    the generator's Hub id), if there is one and it is a Hub id."""
+    card_path = Path(source) / "README.md" if source is not None else None
+    if card_path is None or not card_path.is_file():
+        return None
+    from huggingface_hub import ModelCard
+
+    try:
+        base = ModelCard.load(card_path).data.base_model
+    except Exception:  # noqa: BLE001 - a hand-edited card that does not parse: nothing to take from it
+        return None
+    base = base[0] if isinstance(base, list) and base else base
+    return base if isinstance(base, str) and base and not is_local_path(base) else None
+
+
+def _check_results_belong(result: Any, source: str | None, repo_id: str) -> None:
+    """Refuse a `jmlr evaluate` result (a file or its dict) that measured another model than the one pushed.
+
+    The result records the evaluated model's weights digest (`settings.model_sha256`): it must equal the pushed
+    folder's. A result without one (older files) names the model (`settings.model`): a folder must be the pushed
+    folder, a Hub id the repository pushed to. A result that names no model cannot be checked and is refused too.
+    """
+    where = os.fspath(result) if isinstance(result, (str, os.PathLike)) else "an evaluation result"
+    if isinstance(result, (str, os.PathLike)):
+        with open(result, encoding="utf-8") as f:
+            result = json.load(f)
+    settings = result.get("settings", {}) if isinstance(result, dict) else {}
+    measured, digest = settings.get("model"), settings.get("model_sha256")
+    if digest is not None and source is not None:
+        if digest == weights_digest(source):
+            return
+        raise ValueError(
+            f"--eval_results {where} measured another model ({measured}: its weights differ from {source}'s): "
+            "evaluate this model (jmlr evaluate --model <this folder> --output ...) and attach that file"
+        )
+    if measured is None:
+        raise ValueError(
+            f"--eval_results {where} does not say which model it measured (settings.model): attach the --output "
+            "of `jmlr evaluate --model <this folder>`"
+        )
+    same_folder = (
+        source is not None and is_local_path(measured) and os.path.realpath(measured) == os.path.realpath(source)
+    )
+    if not (same_folder or measured == repo_id):
+        raise ValueError(
+            f"--eval_results {where} measured {measured}, not the model pushed ({source or repo_id}): attach the "
+            "--output of `jmlr evaluate --model <this folder>`"
+        )
+
+
+def _check_index_is_current(index_dir: str, model: Any) -> None:
+    """Refuse to publish a local index built by other retriever weights than the model's: users of the model would
+    search it with a retriever whose vectors it does not hold (loading it warns, but only once it is published)."""
+    from ..retrieval.index import StaleIndexError
+
+    try:
+        DocumentIndex.load(index_dir, expected_fingerprint=model.retriever.weights_fingerprint(), on_stale="raise")
+    except StaleIndexError:
+        raise ValueError(
+            f"The index {index_dir} was built by other retriever weights than this model's: its vectors do not "
+            "match what the model's retriever encodes. Rebuild it (jmlr index --retriever <this model> --output "
+            "...) and pass --index <it>, or pass --allow_stale_index to publish it anyway. Nothing was published."
+        ) from None
 
 
 def _pin_card(card, repo_id: str, *, revision: str | None, token: str | None) -> None:

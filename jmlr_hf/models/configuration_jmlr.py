@@ -16,6 +16,7 @@
 This file imports only `transformers` so that `save_pretrained` can ship it as remote code.
 """
 
+from collections.abc import Sequence
 from typing import Literal
 
 from transformers import AutoConfig, PretrainedConfig
@@ -28,6 +29,105 @@ OPTION_LETTERS = "ABCDEFGHIJ"
 COLBERT_TOKEN_KEYS = ("query_marker", "document_marker", "mask", "pad", "skiplist")
 # The range `retrieval_temperature` and `lm_temperature` must lie in (see `validate_retrieval_settings`).
 TEMPERATURE_RANGE = (1e-4, 1e4)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Arguments: one check per kind of input, shared by every entry point (the loaders of jmlr_hf.data apply the same
+# text rules to a file's rows; the remote code holds them, so that a model loaded without jmlr_hf checks alike, and
+# this file, the lightest of it, so that every part of jmlr_hf can import them without a cycle)
+# --------------------------------------------------------------------------------------------------------------------
+
+#: Cells that mean "missing" once a table has been through pandas or a spreadsheet (compared lower-cased): not a
+#: question. (An option may read "None": it is a real answer.)
+MISSING_MARKERS = ("nan", "none", "null", "n/a")
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot go to a tokenizer or into Arrow (undecodable bytes or a lone surrogate, which are not UTF-8,
+    or a NUL character, which betrays a broken file), or `None` when it can."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = text[err.start : err.start + 1]
+        return f"not valid UTF-8 text: {bad!r} at character {err.start} (undecodable bytes or a lone surrogate)"
+    if "\x00" in text:
+        return f"contains a NUL character at character {text.index(chr(0))}"
+    return None
+
+
+def check_text_argument(value: object, name: str) -> str:
+    """`value` as a non-blank text, or a `TypeError` / `ValueError` that starts with `name` (e.g. `"queries[2]"`)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} is a {type(value).__name__}; expected a string")
+    problem = text_problem(value) or (None if value.strip() else "empty")
+    if problem:
+        raise ValueError(f"{name}: {problem}" if problem != "empty" else f"{name} is empty")
+    return value
+
+
+def check_question(question: object, name: str = "question") -> str:
+    """One question as `answer` takes it: a string (not a list of questions, not a number), neither blank nor a
+    missing-value marker, and valid text (see [`text_problem`]). Raises `TypeError` / `ValueError` naming `name`."""
+    if not isinstance(question, str):
+        several = isinstance(question, (list, tuple))
+        raise TypeError(
+            f"{name} must be one question as a string, got {type(question).__name__}"
+            + (
+                " (ask several questions one at a time, or use retrieve() for the documents of many)"
+                if several
+                else ""
+            )
+        )
+    problem = text_problem(question)
+    if problem is None and not question.strip():
+        problem = "empty"
+    if problem is None and question.strip().lower() in MISSING_MARKERS:
+        problem = f"{question.strip()!r} is a missing-value marker, not a question"
+    if problem:
+        raise ValueError(f"{name}: {problem}")
+    return question
+
+
+def check_options(options: object, name: str = "options") -> list[str]:
+    """The options of a multiple-choice question as a list: `None` or `[]` for an open question, else 2 to
+    `len(OPTION_LETTERS)` non-blank texts (the letters a prompt has). A single string is refused, since it would be
+    read as one option per character; so is a mapping. Raises `TypeError` / `ValueError` naming `name` (and the
+    option)."""
+    if options is None:
+        return []
+    if isinstance(options, (str, bytes)) or not isinstance(options, Sequence):
+        raise TypeError(
+            f"{name} must be a list of option texts, got a {type(options).__name__}"
+            + (" (a string would be read as one option per character)" if isinstance(options, (str, bytes)) else "")
+        )
+    options = list(options)
+    if options and not 2 <= len(options) <= len(OPTION_LETTERS):
+        raise ValueError(
+            f"{name}: expected 2 to {len(OPTION_LETTERS)} options, got {len(options)} (a prompt letters them "
+            f"{OPTION_LETTERS[0]} to {OPTION_LETTERS[-1]})"
+        )
+    for position, text in enumerate(options):
+        letter = OPTION_LETTERS[position]
+        if not isinstance(text, str):
+            raise ValueError(f"{name}[{position}] (option {letter}) is a {type(text).__name__}; expected a string")
+        if not text.strip():
+            raise ValueError(f"{name}[{position}] (option {letter}) is empty")
+        problem = text_problem(text)
+        if problem:
+            raise ValueError(f"{name}[{position}] (option {letter}): {problem}")
+    return options
+
+
+def check_count(value: object, name: str, minimum: int = 1) -> int:
+    """`value` as an `int` of at least `minimum`: a whole number (a `bool`, a float such as `2.0`, or a string is
+    refused, not rounded), or a `TypeError` / `ValueError` that starts with `name`."""
+    # `__index__`: Python and NumPy integers (and 0-d integer tensors), not floats; without importing `numbers`,
+    # which the remote code may not (it imports only transformers and its siblings at the top level).
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return value.__index__()
 
 
 class JMLRConfig(PretrainedConfig):
@@ -251,4 +351,14 @@ class JMLRConfig(PretrainedConfig):
             raise ValueError(f"in_batch_negative_mass must be in (0, 1), got {self.in_batch_negative_mass}")
 
 
-__all__ = ["COLBERT_TOKEN_KEYS", "OPTION_LETTERS", "JMLRConfig"]
+__all__ = [
+    "COLBERT_TOKEN_KEYS",
+    "MISSING_MARKERS",
+    "OPTION_LETTERS",
+    "JMLRConfig",
+    "check_count",
+    "check_options",
+    "check_question",
+    "check_text_argument",
+    "text_problem",
+]

@@ -36,7 +36,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .configuration_jmlr import OPTION_LETTERS, JMLRConfig
+from .configuration_jmlr import OPTION_LETTERS, JMLRConfig, check_count, check_options, check_question
 from .retrieval_jmlr import (
     INDEX_REPO_TYPE,
     RELATIVE_PATH_PREFIXES,
@@ -1037,7 +1037,11 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         the model's own; the retriever tokenizer defaults to the one saved with the model.
         """
         if isinstance(questions, str):
-            questions = [questions]
+            questions = [check_question(questions)]
+        elif isinstance(questions, Sequence):
+            questions = [check_question(question, f"questions[{i}]") for i, question in enumerate(questions)]
+        else:
+            raise TypeError(f"questions must be a string or a list of strings, got {type(questions).__name__}")
         if retriever_tokenizer is None:
             retriever_tokenizer = self._tokenizers(None, None)[1]
         cfg = self.config
@@ -1085,9 +1089,24 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         The tokenizers default to the ones saved with the model, the index to the one its config records, so that
         `AutoModelForCausalLM.from_pretrained(repo_id, trust_remote_code=True).answer("...")` needs nothing else.
         `options` makes a multiple-choice question (lettered A, B, ...).
+
+        The question and the options are checked first ([`check_question`], [`check_options`]: one question as a
+        string, 2 to 10 option texts given as a list), and a question that does not fit `config.max_length` tokens
+        even without documents is refused: it would be generated from at full length, far from anything the model
+        was trained on. Raises `TypeError` / `ValueError` naming `question` or `options`.
         """
+        question = check_question(question)
+        options = check_options(options)
+        check_count(max_new_tokens, "max_new_tokens")
         tokenizer, retriever_tokenizer = self._tokenizers(tokenizer, retriever_tokenizer)
         cfg = self.config
+        budget = cfg.max_length - len(target_token_ids(tokenizer, ""))
+        bare = len(tokenizer(build_prompt(cfg, question, (), options), add_special_tokens=True)["input_ids"])
+        if bare > budget:
+            raise ValueError(
+                f"question: the question{' and its options' if options else ''} take {bare} tokens, more than "
+                f"max_length={cfg.max_length} (less the answer's room) allows even without documents; shorten it"
+            )
         documents = self.retrieve(question, retriever_tokenizer, index=index)[0]
         texts = [truncate_to_tokens(tokenizer, document_text(doc), cfg.max_document_length) for doc in documents]
         prompt = fit_prompt(tokenizer, cfg, question, texts, options, target="")

@@ -50,6 +50,7 @@ import numpy as np
 from datasets import Dataset, Features, IterableDataset
 from tqdm.auto import tqdm
 
+from ..models.configuration_jmlr import check_count, check_text_argument
 from ..models.retrieval_jmlr import (
     CONFIG_FILE,
     DOCUMENTS_FILE,
@@ -67,7 +68,7 @@ from ..models.retrieval_jmlr import (
     read_index_folder,
 )
 from ..utils.atomic import atomic_directory
-from ._corpus import check_document_rows, document_text, prepare_documents
+from ._corpus import check_document_rows, columns_dataset, document_text, prepare_documents
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -529,9 +530,7 @@ class DocumentIndex:
             pending: list[np.ndarray] = []  # IVF: the vectors k-means trains on, until there are enough
             id_hashes: list[np.ndarray] = []
             with tqdm(desc="Encoding documents", unit="doc", disable=not show_progress) as progress:
-                for chunk in _stream_chunks(documents, chunk_size):
-                    start = writer.num_rows
-                    check_document_rows(chunk["id"], chunk["text"], start=start)
+                for chunk in _stream_chunks(documents, chunk_size):  # each chunk checked as it is read
                     id_hashes.append(_hash_ids(chunk["id"]))
                     columns = chunk.select_columns(_text_columns(chunk)).to_dict()
                     texts = [document_text(dict(zip(columns, values))) for values in zip(*columns.values())]
@@ -589,8 +588,7 @@ class DocumentIndex:
 
         faiss GPU indexes accept ``k`` up to 2048.
         """
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}.")
+        check_count(k, "k")
         queries = _to_numpy(query_embeddings)
         if queries.ndim == 1:
             queries = queries[None, :]
@@ -630,13 +628,9 @@ class DocumentIndex:
             For each query, its hits by decreasing score. A hit has the stored columns of the document (``id``,
             ``text``, ``article_id``, ...), ``title`` (``""`` when the document has none) and ``score`` (cosine).
         """
-        if isinstance(queries, str):
-            raise TypeError("queries must be a list of strings, not a single string.")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}.")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        queries = list(queries)
+        queries = check_queries(queries)
+        check_count(k, "k")
+        check_count(batch_size, "batch_size")
         results: list[list[dict[str, Any]]] = []
         with tqdm(total=len(queries), desc="Retrieving", unit="query", disable=not show_progress) as progress:
             for start in range(0, len(queries), batch_size):
@@ -784,6 +778,14 @@ def load_index(
     local_files_only = load_kwargs.pop("local_files_only", False)
     folder = download_index(str(index), revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only)
     return DocumentIndex.load(folder, expected_fingerprint=expected_fingerprint, on_stale=on_stale, **load_kwargs)
+
+
+def check_queries(queries: Any) -> list[str]:
+    """`queries` as a list of texts, or a `TypeError` / `ValueError` naming `queries` (one string where the list is
+    meant) or `queries[i]` (null, not a string, blank, NUL, undecodable): the rule of both indexes' `retrieve`."""
+    if isinstance(queries, (str, bytes)) or not isinstance(queries, Iterable):
+        raise TypeError(f"queries must be a list of strings, not a single {type(queries).__name__}.")
+    return [check_text_argument(query, f"queries[{i}]") for i, query in enumerate(queries)]
 
 
 def _text_columns(dataset: Dataset) -> list[str]:
@@ -976,6 +978,7 @@ def _stream_chunks(documents: IterableDataset | Iterable[Mapping[str, Any]], chu
             f"documents must be a datasets.IterableDataset or an iterable of dicts, got {type(documents).__name__}."
         )
     row = 0
+    id_type: type | None = None
     for columns in batches:
         missing = [name for name in ("id", "text") if name not in columns]
         if missing:
@@ -990,7 +993,11 @@ def _stream_chunks(documents: IterableDataset | Iterable[Mapping[str, Any]], chu
                 f"Document rows from {row} on have the fields {sorted(columns)}, the first rows {sorted(features)}: "
                 "a streamed corpus needs the same fields in every row."
             )
-        chunk = Dataset.from_dict({name: columns[name] for name in (features or columns)}, features=features)
+        # Before Arrow sees the rows (a non-string text, ids of two types would fail inside it, unnamed).
+        id_type = check_document_rows(
+            columns["id"], columns["text"], start=row, titles=columns.get("title"), id_type=id_type
+        )
+        chunk = columns_dataset({name: columns[name] for name in (features or columns)}, features, start=row)
         features = chunk.features
         row += len(chunk)
         yield chunk

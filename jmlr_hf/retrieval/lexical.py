@@ -20,14 +20,18 @@ imported when an index is built.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from ..models.configuration_jmlr import check_count
 from ._corpus import document_text, iter_column, prepare_documents
+from .index import check_queries
 
 #: Cormack et al. (2009)'s constant: large enough that a first place in one list does not outweigh the rest.
 RRF_K = 60
@@ -49,6 +53,15 @@ def _stemmer(language: str | None):
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("Stemming needs the `PyStemmer` package: `pip install jmlr_hf[lexical]`.") from err
     return Stemmer.Stemmer(language)
+
+
+def _check_parameter(value: Any, name: str, expected: str, valid: Callable[[float], bool]) -> None:
+    """A BM25 parameter: a real number (not a bool, not a string) for which `valid` holds, else a `TypeError` /
+    `ValueError` starting with `name`. NaN fails every comparison, so `valid` written as a range refuses it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    if not valid(float(value)):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
 class BM25Index:
@@ -78,8 +91,8 @@ class BM25Index:
         stemmer: str | None = "english",
         show_progress: bool = False,
     ) -> None:
-        if k1 <= 0 or not 0 <= b <= 1:
-            raise ValueError(f"BM25 needs k1 > 0 and 0 <= b <= 1, got k1={k1}, b={b}")
+        _check_parameter(k1, "k1", "a finite number > 0", lambda value: 0 < value < math.inf)
+        _check_parameter(b, "b", "a number in [0, 1]", lambda value: 0 <= value <= 1)
         bm25s = _import_bm25s()
         self._documents = prepare_documents(documents)
         self.k1, self.b = k1, b
@@ -88,7 +101,10 @@ class BM25Index:
         tokens = bm25s.tokenize(texts, stopwords="en", stemmer=self._stemmer, show_progress=show_progress)
         self._vocabulary = tokens.vocab
         self._bm25 = bm25s.BM25(k1=k1, b=b, method="lucene")
-        self._bm25.index(tokens, show_progress=show_progress)
+        # A corpus without one indexable word (stop words and one-letter tokens only) cannot be indexed by bm25s
+        # ("max() arg is an empty sequence"); every query then scores 0 everywhere, as one whose words it never uses.
+        if self._vocabulary:
+            self._bm25.index(tokens, show_progress=show_progress)
 
     def _texts_and_titles(self):
         texts = iter_column(self._documents, "text")
@@ -124,12 +140,9 @@ class BM25Index:
         A query none of whose words occur in the corpus scores 0 everywhere; its hits are then the first ``k``
         documents in corpus order (ties are broken by position), with score 0.
         """
-        if isinstance(queries, str):
-            raise TypeError("queries must be a list of strings, not a single string.")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}.")
-        k = min(k, len(self))
-        queries = list(queries)
+        queries = check_queries(queries)
+        k = min(check_count(k, "k"), len(self))
+        check_count(batch_size, "batch_size")
         results: list[list[dict[str, Any]]] = []
         with tqdm(total=len(queries), desc="BM25", unit="query", disable=not show_progress) as progress:
             for start in range(0, len(queries), batch_size):
@@ -158,8 +171,7 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Mapping[str, Any]]], k: i
     Each document scores ``Σ 1 / (rrf_k + rank)`` over the lists it appears in (rank from 1); the fused hit is its
     first occurrence with ``score`` replaced by the fused score. Ties keep the order of first appearance, list by list.
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}.")
+    check_count(k, "k")
     fused: dict[Any, float] = {}
     first_seen: dict[Any, Mapping[str, Any]] = {}
     for ranking in rankings:

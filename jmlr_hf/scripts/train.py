@@ -131,7 +131,9 @@ def check_inputs(data_args: DataArguments, training_args: JointRetrievalConfig) 
     except (OSError, ValueError, RuntimeError) as err:
         raise RecipeError(str(err)) from None
     for folder in others:
-        print(f"warning: --overwrite_index: rebuilding {index_dir} leaves {folder} with a stale index", file=sys.stderr)
+        print(
+            f"warning: --overwrite_index: rebuilding {index_dir} leaves {folder} with a stale index", file=sys.stderr
+        )
 
 
 def check_hub_access(training_args: JointRetrievalConfig) -> None:

@@ -27,12 +27,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
+from transformers.trainer_utils import enable_full_determinism, set_seed
 from trl import SFTTrainer
 
 from ..evaluation.retrieval import rank_candidates, retrieval_metrics
 from ..losses import RETRIEVAL_LOSSES, pairwise_agreement
 from ..models import (
     GENERATOR_ADAPTER_DIR,
+    OPTION_LETTERS,
     RETRIEVER_TOKENIZER_DIR,
     JMLRConfig,
     JMLRForCausalLM,
@@ -201,23 +203,57 @@ def check_training_row(row: dict[str, Any], num_candidates: int) -> None:
     for i, doc in enumerate(candidates[:num_candidates]):
         if not isinstance(doc, str) or not doc.strip():
             raise ValueError(f"row {row_id!r}: field 'candidates'[{i}] is {doc!r}; expected a non-empty string")
+    # Options: a list of texts, or none. `None` is a null field (the QA schema writes `[]` for an open question),
+    # and an answer letter without options would train as an open question whose answer is the letter.
+    if "options" in row and row["options"] is None:
+        raise ValueError(
+            f"row {row_id!r}: field 'options' is None; expected a list of option texts ([] for an open question)"
+        )
+    options = row.get("options") or []
+    if isinstance(options, (str, bytes)) or not isinstance(options, Sequence):
+        raise ValueError(
+            f"row {row_id!r}: field 'options' is a {type(options).__name__}; expected a list of option texts"
+        )
+    for i, text in enumerate(options):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"row {row_id!r}: field 'options'[{i}] is {text!r}; expected a non-empty string")
+    answer = row["answer"].strip()
+    if not options and len(answer) == 1 and answer in OPTION_LETTERS:
+        raise ValueError(
+            f"row {row_id!r}: field 'answer' {answer!r} is an option letter, but the row has no options (give them "
+            "in 'options', or the answer's text for an open question)"
+        )
 
 
 def check_candidate_nlls(row: dict[str, Any], num_candidates: int) -> list[float]:
-    """A row's cached answer NLLs (one finite number per candidate, the first `num_candidates` kept), or a
-    `ValueError` naming the row and the field."""
+    """A row's cached answer NLLs, the first `num_candidates` of them, or a `ValueError` naming the row and the field.
+
+    They must be one per candidate of the row (a list one longer or shorter than `candidates` has lost track of
+    which NLL belongs to which document), each a finite number >= 0: an NLL is a negative log-probability, and
+    log-probabilities passed by mistake (negative) would invert the preference the retriever learns."""
     values = row["candidate_nlls"]
     row_id = row.get("id", "?")
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) < num_candidates:
+    candidates = row.get("candidates")
+    expected = len(candidates) if isinstance(candidates, Sequence) else num_candidates
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise ValueError(
-            f"row {row_id!r}: field 'candidate_nlls' must hold one answer NLL per candidate (at least "
-            f"num_candidates={num_candidates}), got {values!r}"
+            f"row {row_id!r}: field 'candidate_nlls' must hold one answer NLL per candidate ({expected}), got "
+            f"{values!r}"
         )
-    kept = values[:num_candidates]
-    for i, value in enumerate(kept):
+    if len(values) != expected:
+        raise ValueError(
+            f"row {row_id!r}: field 'candidate_nlls' holds {len(values)} values for the row's {expected} candidates; "
+            "expected one answer NLL per candidate, in the candidates' order"
+        )
+    for i, value in enumerate(values):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"row {row_id!r}: field 'candidate_nlls'[{i}] is {value!r}; expected a finite number")
-    return [float(value) for value in kept]
+        if value < 0:
+            raise ValueError(
+                f"row {row_id!r}: field 'candidate_nlls'[{i}] is {value!r}; expected an NLL, a number >= 0 (negative "
+                "values are log-probabilities: pass their negation)"
+            )
+    return [float(value) for value in values[:num_candidates]]
 
 
 class JointRetrievalTrainer(SFTTrainer):
@@ -294,6 +330,12 @@ class JointRetrievalTrainer(SFTTrainer):
             raise TypeError(f"args must be a JointRetrievalConfig, got {type(args).__name__}")
         if processing_class is None or retriever_tokenizer is None:
             raise ValueError("pass both tokenizers: processing_class (generator) and retriever_tokenizer")
+        # Seeded before any weight is created here (the LoRA adapters below), as `Trainer.__init__` would seed only
+        # after them: otherwise two runs with one seed start from different adapters (issue 24).
+        if args.full_determinism:
+            enable_full_determinism(args.seed)
+        else:
+            set_seed(args.seed)
         if args.max_length is not None and args.max_length != model.config.max_length:
             # TRL's sequence cap: here the length every prompt (documents + question + answer) is fitted to, which
             # the model's config carries so that the saved model answers under the cap it was trained with.

@@ -384,7 +384,7 @@ def test_corpora_and_questions_load_from_hub_ids_including_medrag_layout_streami
 
 def test_model_card_carries_the_evaluation_results_and_validates(hub, trained_dir, tmp_path):
     evaluation = {
-        "settings": {"task": "mmlu", "split": "test", "num_questions": 20},
+        "settings": {"task": "mmlu", "split": "test", "num_questions": 20, "model": str(trained_dir)},
         "metrics": {
             "likelihood": {"accuracy": 0.35, "num_correct": 7, "num_questions": 20},
             "generative": {"accuracy": 0.3, "num_correct": 6, "num_questions": 20, "num_unparseable": 2},

@@ -69,9 +69,9 @@ def test_bm25_hits_carry_the_document_columns_and_break_ties_by_corpus_order():
     assert hits[1][0] == {**CORPUS[2], "score": pytest.approx(hits[1][0]["score"])} and hits[1][0]["score"] > 0
     with pytest.raises(TypeError, match="list of strings"):
         index.retrieve("insulin", k=1)
-    with pytest.raises(ValueError, match="k must be >= 1"):
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
         index.retrieve(["insulin"], k=0)
-    with pytest.raises(ValueError, match="k1 > 0"):
+    with pytest.raises(ValueError, match="k1 must be a finite number > 0"):
         BM25Index(CORPUS, k1=0)
     with pytest.raises(ValueError, match="Duplicate document id"):
         BM25Index([*CORPUS, CORPUS[0]])
@@ -88,7 +88,7 @@ def test_reciprocal_rank_fusion_sums_inverse_ranks():
     # b and d tie only if they hold the same rank: b (first list) is seen first.
     tied = reciprocal_rank_fusion([[{"id": "b"}], [{"id": "d"}]], k=2)
     assert [hit["id"] for hit in tied] == ["b", "d"]
-    with pytest.raises(ValueError, match="k must be >= 1"):
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
         reciprocal_rank_fusion([first], k=0)
 
 

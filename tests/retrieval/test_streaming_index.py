@@ -175,5 +175,5 @@ def test_stream_corpus_reads_a_corpus_file_lazily_into_an_index(tmp_path):
     expected = [{"id": str(r["id"]), "title": r["title"] or "", "text": r["content"]} for r in rows]
     assert built.documents.to_list() == expected
     path.write_text(path.read_text() + json.dumps({"id": 99, "content": "   "}) + "\n", encoding="utf-8")
-    with pytest.raises(DataFormatError, match=r"row 24: field 'content': empty"):
+    with pytest.raises(DataFormatError, match=r"corpus.jsonl, line 24: field 'content': empty"):  # load_corpus's words
         list(stream_corpus(str(path)))

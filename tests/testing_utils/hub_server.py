@@ -29,6 +29,19 @@ Routes (`{type}` is `model`, `dataset` or `space`; `{prefix}` is "", "datasets/"
     HEAD   /{prefix}{repo}/resolve/{rev}/{path}             regular file: 200; LFS file: 302 to the "CDN" (below)
     GET    /{prefix}{repo}/resolve/{rev}/{path}             the same, with a body; `Range` gives a 206
     GET    /cdn-lfs/{sha256}         (on `cdn_url`)         LFS content, `Range` supported, no auth needed
+    GET    /api/{type}s/{repo}/xet-write-token/{rev}        Xet: {"casUrl", "accessToken", "exp"} for the CAS below
+    GET    /xet-cas/{type}/{quoted repo}/v1/chunks/...      Xet global deduplication: always 404 (none here)
+    POST   /xet-cas/{type}/{quoted repo}/v1/xorbs/default/{hash}   a xorb (checked to parse, kept by hash)
+    POST   /xet-cas/{type}/{quoted repo}/v1/shards          a shard: each file it lists is rebuilt from the xorbs,
+                                                            checked against its SHA-256 and kept as an LFS object
+    POST   /v1/telemetry                                    hf_xet's usage report (accepted, dropped)
+
+Xet, huggingface_hub's default upload path when `hf_xet` is installed, needs no `HF_HUB_DISABLE_XET=1`: a file
+uploaded through Xet becomes the same LFS object as one uploaded through Git LFS, so commits (`lfsFile`) and
+downloads work alike; downloads are served over plain HTTP (no `X-Xet-Hash` header, so the client does not use Xet
+to download). `xorb-grants` and `v2/shards` answer 404, on which hf_xet uploads directly and falls back to
+`v1/shards`. The formats are described in `xet_cas.py`. The test fixtures still set `HF_HUB_DISABLE_XET=1` for
+most tests, to exercise the Git LFS path and its failure injection; tests/hub/test_xet_upload.py runs with Xet on.
 
 Like the real Hub, LFS files are answered with a 302 to a "CDN" on another origin (a second port), so the client's
 redirect handling is exercised: HEAD metadata come from the 302 (`X-Linked-Etag`, `X-Linked-Size`), the download goes
@@ -45,6 +58,7 @@ import itertools
 import json
 import posixpath
 import re
+import struct
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -53,6 +67,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 import yaml
+
+from . import xet_cas
 
 DEFAULT_TOKEN = "hf_standin_jmlr_tester_token"
 DEFAULT_USER = "jmlr-tester"
@@ -78,6 +94,7 @@ _API_ACTIONS = {
     "preupload",
     "commit",
     "settings",
+    "xet-write-token",
 }
 _PR_REF = re.compile(r"refs/pr/(\d+)")
 _HEX = re.compile(r"[0-9a-f]{7,40}")
@@ -177,6 +194,9 @@ class HubStore:
         self.lock = threading.RLock()
         self.repos: dict[tuple[str, str], Repo] = {}
         self.lfs_blobs: dict[str, bytes] = {}  # sha256 -> content, shared by all repos (the "CDN")
+        # Xet xorbs by hash, shared by all repos and kept by `reset` (hf_xet's local cache may deduplicate against
+        # a xorb uploaded earlier in the session): see xet_cas.py.
+        self.xorbs: dict[str, bytes] = {}
         self._counter = itertools.count()
 
     def get(self, repo_type: str, repo_id: str) -> Repo:
@@ -585,6 +605,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._create_repo()
         if path == "/api/repos/delete" and method == "DELETE":
             return self._delete_repo()
+        if segments[0] == "xet-cas" and len(segments) >= 3:
+            return self._xet_cas(method, segments[1], unquote(segments[2]), segments[3:])
+        if path == "/v1/telemetry" and method == "POST":  # hf_xet's usage report: accepted, not kept
+            return json_response({})
         if segments[0] == "api" and len(segments) >= 3 and segments[1] in ("models", "datasets", "spaces"):
             repo_type = segments[1][:-1]
             repo_id, rest = self._split_repo(repo_type, segments[2:], _API_ACTIONS)
@@ -641,6 +665,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._preupload(self._writable(repo_type, repo_id), self._split_rev(rest[1:])[0])
         if method == "POST" and action == "commit":
             return self._commit(self._writable(repo_type, repo_id), self._split_rev(rest[1:])[0])
+        if method == "GET" and action == "xet-write-token":
+            repo = self._writable(repo_type, repo_id)
+            cas_url = f"{self.hub.url}/xet-cas/{repo_type}/{quote(repo_id, safe='')}"
+            expires = int(datetime.now(timezone.utc).timestamp()) + 3600
+            return json_response({"casUrl": cas_url, "accessToken": self._xet_token(repo), "exp": expires})
         store.get(repo_type, repo_id)
         raise HubError(404, f"No such route: {method} /api/{repo_type}s/{repo_id}/{'/'.join(rest)}")
 
@@ -940,6 +969,43 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HubError(404, f"LFS object not found: {payload.get('oid')}")
             return Response(200, b"{}", headers)
         raise HubError(404, f"No such LFS route: {method} {'/'.join(rest)}")
+
+    # Xet uploads (tests/testing_utils/xet_cas.py says what hf_xet sends)
+    def _xet_token(self, repo: Repo) -> str:
+        """The CAS write token of `repo`: issued by `xet-write-token` to the Hub token's holder, checked by the CAS."""
+        secret = f"{self.hub.token}:{repo.repo_type}:{repo.repo_id}".encode()
+        return "xet_write_" + hashlib.sha256(secret).hexdigest()[:32]
+
+    def _xet_cas(self, method: str, repo_type: str, repo_id: str, rest: list[str]) -> Response:
+        store = self.hub.store
+        repo = store.get(repo_type, repo_id)
+        if self.headers.get("Authorization", "") != f"Bearer {self._xet_token(repo)}":
+            raise HubError(401, "Invalid or missing Xet CAS token")
+        if method == "GET" and rest[:2] == ["v1", "chunks"]:
+            raise HubError(404, "No global deduplication in the stand-in Hub")
+        if method == "POST" and rest[:2] == ["v1", "xorbs"] and len(rest) == 4:
+            xorb_hash = rest[3]
+            try:
+                sum(1 for _ in xet_cas.xorb_chunks(self.body))  # refuse a xorb that does not parse, at once
+            except (xet_cas.XetFormatError, IndexError, struct.error) as e:
+                raise HubError(400, f"Invalid xorb {xorb_hash}: {e}") from e
+            with store.lock:
+                inserted = xorb_hash not in store.xorbs
+                store.xorbs[xorb_hash] = self.body
+            return json_response({"was_inserted": inserted})
+        if method == "POST" and rest == ["v1", "shards"]:
+            try:
+                with store.lock:
+                    files = [(f.sha256, xet_cas.reconstruct(f, store.xorbs)) for f in xet_cas.parse_shard(self.body)]
+            except (xet_cas.XetFormatError, IndexError, struct.error) as e:
+                raise HubError(400, f"Invalid shard: {e}") from e
+            with store.lock:
+                for sha256, data in files:
+                    sha256 = sha256 or hashlib.sha256(data).hexdigest()
+                    store.lfs_blobs[sha256] = data  # from here on, as if uploaded through Git LFS
+                    repo.lfs_oids.add(sha256)
+            return json_response({"result": 1})
+        raise HubError(404, f"No such Xet CAS route in the stand-in Hub: {method} /{'/'.join(rest)}")
 
     # downloads
     def _resolve(self, repo_type: str, repo_id: str, rev: str, path: str) -> Response:

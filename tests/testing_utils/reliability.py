@@ -90,6 +90,43 @@ CLASSES: dict[str, dict[str, str]] = {
         "stale temporary folders": "what an interrupted save left behind, at the next save",
         "missing local folder": "a local --index path that does not exist (not a Hub id)",
     },
+    "streaming index": {
+        "valid file": "a generated corpus file of valid rows, streamed into an index (`stream_corpus` + "
+        "`build_streaming`)",
+        "bad row": "a file holding a row of a loader fault class (missing, wrong type, blank, NUL, surrogate, "
+        "undecodable bytes, malformed JSON, duplicate id, ...), compared with the in-memory loader",
+        "empty file": "an empty or blank file",
+        "truncated gzip": "a .jsonl.gz file cut short",
+        "CSV given as JSON lines": "a CSV file named .jsonl",
+    },
+    "BM25": {
+        "valid call": "a generated corpus, queries, k, k1 and b, all valid",
+        "bad document": "a document with a missing, non-string, blank, NUL or surrogate text, a bad id or title, or a "
+        "duplicate id",
+        "bad query": "a query that is null, a number, a list, blank, or one string where the list is meant",
+        "bad k": "k of 0, negative, fractional, a bool, a string, None or NaN",
+        "bad k1 or b": "k1 <= 0, NaN or inf, b outside [0, 1] or NaN, or either not a number",
+    },
+    "evaluate arguments": {
+        "valid settings": "--batch_size, --num_candidates, --num_documents, --max_new_tokens (and --closed_book) "
+        "drawn valid (command line and evaluate_dataset)",
+        "count below its minimum": "a batch size, candidate count or token count below 1, or documents below 0",
+        "more documents than candidates": "--num_documents above --num_candidates (or the model config's)",
+    },
+    "answer arguments": {
+        "valid call": "`model.answer` with a valid question and 0 or 2-10 options",
+        "bad question": "a question that is null, a number, a list, blank, a missing-value marker, holds NUL or a "
+        "surrogate, or cannot fit max_length",
+        "bad options": "options as one string or a mapping, 1 or more than 10 of them, or a null, non-string, blank "
+        "or NUL option",
+    },
+    "cached NLLs": {
+        "valid row": "a row whose `candidate_nlls` hold one finite NLL >= 0 per candidate",
+        "wrong length": "one value too few or too many, fewer than num_candidates, none, a string or a number",
+        "negative": "a negative value (a log-probability passed by mistake)",
+        "not a finite number": "NaN, ±inf, null, a string, a bool or a list among the values",
+        "missing in one row": "a row without cached NLLs in a batch whose other rows have them",
+    },
 }
 
 # Fault-injection tests recorded from their outcome: test function -> (area, class, outcome when it passes).
@@ -168,6 +205,11 @@ REPORT_TESTS = (
     "tests/retrieval/test_index.py",
     "tests/trainer/test_kill_final_save.py::test_sigkill_during_the_final_save_keeps_the_previous_model",
     "tests/retrieval/test_kill_index_save.py",
+    "tests/retrieval/test_streaming_input.py",
+    "tests/retrieval/test_bm25_input.py",
+    "tests/evaluation/test_evaluate_input.py",
+    "tests/models/test_answer_input.py",
+    "tests/trainer/test_cached_nll_input.py",
 )
 
 TALLY: Counter[tuple[str, str, str]] = Counter()

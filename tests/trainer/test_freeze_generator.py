@@ -106,7 +106,7 @@ def test_cached_candidate_nlls_are_checked(tmp_path, make_tiny_model, generator_
     collator = trainer.data_collator
     assert collator([good])["candidate_nlls"].tolist() == [[1.0, 2.0, 3.0, 4.0]]
     for bad, message in (
-        ({**good, "candidate_nlls": [1.0, 2.0]}, "at least num_candidates=4"),
+        ({**good, "candidate_nlls": [1.0, 2.0]}, "holds 2 values for the row's 4 candidates"),
         ({**good, "candidate_nlls": [1.0, float("nan"), 3.0, 4.0]}, r"'candidate_nlls'\[1\] is nan"),
         ({**good, "candidate_nlls": "1 2 3 4"}, "one answer NLL per candidate"),
     ):
