@@ -96,7 +96,7 @@ def run_index(args: IndexArguments) -> None:
     """`jmlr index`: encode a corpus with the retriever and save a faiss index."""
     from ..data import load_named_corpus, print_load_summaries
     from ..retrieval import DocumentIndex
-    from ..utils.preflight import check_corpus
+    from ..scripts.preflight import check_corpus
 
     check_corpus(args.corpus, args.data_dir, args.distractor_passages)  # before the retriever loads
     if args.streaming:

@@ -19,7 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal, NoReturn, get_args, get_origin
 
-from ..utils.preflight import did_you_mean
+from ..scripts.preflight import did_you_mean
 from .arguments import ConsoleArguments
 
 INVALID_CHOICE = re.compile(r"invalid choice: '(?P<value>[^']*)' \(choose from (?P<choices>.*)\)")

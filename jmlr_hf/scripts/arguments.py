@@ -10,15 +10,15 @@ from typing import get_args
 
 from ..cli.arguments import TaskName
 
-#: The task names of `jmlr_hf.data.TASKS` (tests/test_cli_arguments.py checks that the two stay equal).
-TASKS: tuple[str, ...] = get_args(TaskName)
+#: The task names, as `TaskName` spells them (tests/test_cli_arguments.py checks that they are `jmlr_hf.data.TASKS`).
+TASK_NAMES: tuple[str, ...] = get_args(TaskName)
 
 
 @dataclass
 class DataArguments:
     """Which questions, which corpus, which index."""
 
-    task: str = field(default="pubmedqa", metadata={"help": f"One of {TASKS}."})
+    task: str = field(default="pubmedqa", metadata={"help": f"One of {TASK_NAMES}."})
     data_dir: str | None = field(
         default=None, metadata={"help": "Folder of the QA sets and corpora; default $JMLR_DATA_DIR or ../shared/data."}
     )
@@ -191,4 +191,4 @@ def short_help(prog: str) -> str:
     return parser.format_help()
 
 
-__all__ = ["TASKS", "DataArguments", "RecipeError", "RetrievalArguments", "short_help"]
+__all__ = ["TASK_NAMES", "DataArguments", "RecipeError", "RetrievalArguments", "short_help"]

@@ -57,7 +57,8 @@ from ..trainer import CandidateRefreshCallback, JointRetrievalConfig, JointRetri
 from ..utils.atomic import write_text
 from ..utils.demo_models import HUB_IDS, resolve_model_path
 from ..utils.plotting import plot_training_curves
-from ..utils.preflight import (
+from .arguments import DataArguments, RecipeError, RetrievalArguments
+from .preflight import (
     check_accelerate_device,
     check_choice,
     check_corpus,
@@ -67,7 +68,6 @@ from ..utils.preflight import (
     did_you_mean,
     record_index_user,
 )
-from .arguments import DataArguments, RecipeError, RetrievalArguments
 
 logger = logging.getLogger(__name__)
 
