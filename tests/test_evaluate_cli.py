@@ -5,6 +5,9 @@ and the real SmolLM2 on the real data."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from datasets import Dataset
@@ -185,7 +188,8 @@ def test_evaluate_smollm2_closed_book_on_each_task(tmp_path, capsys):
         assert set(results["metrics"]) == {"likelihood", "generative"}  # closed book: no retrieval metrics
         for m in results["metrics"].values():
             assert m["num_questions"] == 3 and m["accuracy"] == pytest.approx(m["num_correct"] / 3)
-            assert ("macro_f1" in m) == is_decision
+            assert 0.0 <= m["macro_f1"] <= 1.0  # every closed task, multiple choice included (issue 26)
+            assert sum(m["answer_distribution"].values()) + m.get("num_unparseable", 0) == 3
         generative = results["metrics"]["generative"]
         assert generative["num_unparseable"] == sum(p["generative_prediction"] is None for p in results["predictions"])
         assert generative["num_correct"] + generative["num_unparseable"] <= 3
@@ -239,3 +243,48 @@ def test_evaluate_smollm2_on_medquad_open_answers(tmp_path, capsys):
     assert all(isinstance(p["generation"], str) for p in results["predictions"])
     assert sum(m["num_questions"] for m in results["per_subject"].values()) == 3
     assert "ROUGE-L F" in output.with_suffix(".md").read_text()
+
+
+def test_evaluate_mode_cloze_through_the_cli(checkpoint_recording_its_index, tmp_path):
+    """`--mode cloze`: three rows (summed, per-token, per-character NLL of each option's text), each with macro-F1 and
+    the answers given, the gold answers under the table; `--mode both` does not include it."""
+    model_dir, _ = checkpoint_recording_its_index
+    argv = ["evaluate", "--model", str(model_dir), "--task", "medqa", "--questions", MEDQA_FIXTURE, "--closed_book"]
+    main([*argv, "--mode", "cloze", "--output", str(tmp_path / "cloze.json")])
+    results = json.loads((tmp_path / "cloze.json").read_text())
+    assert set(results["metrics"]) == {"cloze", "cloze_per_token", "cloze_per_char"}
+    assert results["settings"]["mode"] == "cloze"
+    gold = results["settings"]["gold_answer_distribution"]
+    assert sum(gold.values()) == 4 and list(gold) == list("ABCDE")  # the fixture has 4- and 5-option questions
+    for record in results["predictions"]:
+        assert set(record["option_nll"]) == set(record["option_tokens"]) and len(record["option_nll"]) in (4, 5)
+        assert all(value > 0 for value in record["option_nll"].values())
+    markdown = (tmp_path / "cloze.md").read_text()
+    for row in ("cloze", "cloze per token", "cloze per char"):
+        m = results["metrics"][row.replace(" ", "_")]
+        assert sum(m["answer_distribution"].values()) == 4 and 0.0 <= m["macro_f1"] <= 1.0
+        assert f"| {row} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['num_correct']} | – | 4 |" in markdown
+    assert "Gold answers: " in markdown
+
+    main([*argv, "--mode", "both", "--max_new_tokens", "2", "--output", str(tmp_path / "both.json")])
+    assert set(json.loads((tmp_path / "both.json").read_text())["metrics"]) == {"likelihood", "generative"}
+
+
+def test_console_warns_when_one_answer_dominates(checkpoint_recording_its_index, tmp_path):
+    """The console script (`jmlr evaluate`, in a subprocess): one question gives one answer to 100% of the questions,
+    which the console prints as a warning on stderr and the Markdown table carries as a line."""
+    model_dir, _ = checkpoint_recording_its_index
+    output = tmp_path / "one.json"
+    argv = ["evaluate", "--model", str(model_dir), "--task", "medqa", "--questions", MEDQA_FIXTURE, "--closed_book"]
+    argv += ["--mode", "cloze", "--limit", "1", "--output", str(output)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    code = "from jmlr_hf.cli import main; main()"
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "of 1 questions (100%, more than 80%)" in line]
+    assert [line.split(" gave ")[0] for line in warnings] == ["cloze", "cloze per token", "cloze per char"]
+    table = output.with_suffix(".md").read_text()
+    assert [line for line in table.splitlines() if line.startswith("**Warning:**")] == [
+        f"**Warning:** {line}" for line in warnings
+    ]
+    assert table.strip() in done.stdout

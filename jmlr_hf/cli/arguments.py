@@ -132,7 +132,12 @@ class EvaluateArguments(QuestionArguments):
         "Default: test; all of an explicit --questions file for medqa and medmcqa; validation for the tasks that "
         "have one (medquad, medqa-reason)",
     )
-    mode: Literal["likelihood", "generative", "both"] = option("both", "How answers are read")
+    mode: Literal["likelihood", "generative", "cloze", "both"] = option(
+        "both",
+        "How answers are read: likelihood (the option letter or yes/no/maybe with the lowest NLL), generative (a "
+        "greedy reply, parsed), cloze (each option's text as the continuation, lm-evaluation-harness style: summed, "
+        "per-token and per-character NLL), both (likelihood and generative)",
+    )
     max_new_tokens: int | None = option(
         None,
         "Tokens generated per question (generative). Default: 16 for choices, 64 for open answers (--task medquad, "

@@ -145,6 +145,65 @@ def batched_choice_nll(
     return results
 
 
+@torch.no_grad()
+def batched_continuation_nll(
+    model: JMLRForCausalLM | EvaluationModel,
+    tokenizer,
+    prompts: Sequence[str],
+    continuations: Sequence[Sequence[str]],
+    max_length: int | None = None,
+    batch_size: int = 16,
+    show_progress: bool = False,
+) -> list[list[tuple[float, int]]]:
+    """Summed NLL and token count of each text of `continuations[i]` as the continuation of `prompts[i]`.
+
+    The cloze scoring of `jmlr evaluate --mode cloze` (lm-evaluation-harness's `loglikelihood` requests): each
+    continuation is tokenised as `" " + text`, with no EOS after it (the option is scored, not the end of the reply),
+    and the prompt loses tokens from the left so that prompt and continuation fit `max_length` ([`left_truncate`]).
+    Every (prompt, continuation) pair is a sequence of its own; the sequences of all questions go `batch_size` per
+    forward, shortest first (little padding), right-padded so that each token keeps its position, hence the numbers
+    of one question at a time. The count is returned beside the sum so that callers can normalise per token.
+    """
+    if len(prompts) != len(continuations):
+        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} lists of continuations")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    sequences: list[tuple[int, int, list[int], int]] = []  # (question, continuation, token ids, prompt length)
+    for i, (prompt, texts) in enumerate(zip(prompts, continuations, strict=True)):
+        prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        for j, text in enumerate(texts):
+            if not text.strip():  # `" "` alone is a token, but no answer: its NLL per character would divide by 0
+                raise ValueError(f"prompt {i}: continuation {j} ({text!r}) is empty, there is no text to score")
+            ids = tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+            if max_length is not None and len(ids) >= max_length:
+                raise ValueError(
+                    f"prompt {i}: continuation {j} has {len(ids)} tokens, leaving no room for the prompt in "
+                    f"max_length={max_length}"
+                )
+            cut = prompt_ids if max_length is None else left_truncate(tokenizer, prompt_ids, max_length - len(ids))
+            sequences.append((i, j, cut + ids, len(cut)))
+    results: list[list[tuple[float, int]]] = [[(math.nan, 0)] * len(texts) for texts in continuations]
+    order = sorted(range(len(sequences)), key=lambda k: len(sequences[k][2]))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    batches = range(0, len(order), batch_size)
+    for start in tqdm(batches, desc="Scoring options", unit="batch", disable=not show_progress):
+        group = [sequences[k] for k in order[start : start + batch_size]]
+        width = max(len(ids) for _, _, ids, _ in group)
+        input_ids = torch.full((len(group), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        labels = torch.full_like(input_ids, -100)
+        for row, (_, _, ids, prompt_length) in enumerate(group):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention_mask[row, : len(ids)] = 1
+            labels[row, prompt_length : len(ids)] = torch.tensor(ids[prompt_length:])
+        mean_nll = model.answer_nll(input_ids.to(device), attention_mask.to(device), labels.to(device)).tolist()
+        for (i, j, ids, prompt_length), nll in zip(group, mean_nll, strict=True):
+            count = len(ids) - prompt_length
+            results[i][j] = (nll * count, count)
+    return results
+
+
 def context_documents(
     config: JMLRConfig,
     tokenizer,
@@ -532,6 +591,7 @@ __all__ = [
     "EvaluationModel",
     "answer_metrics",
     "batched_choice_nll",
+    "batched_continuation_nll",
     "choice_nll",
     "context_documents",
     "evaluate_model",
