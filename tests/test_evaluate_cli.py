@@ -288,3 +288,10 @@ def test_console_warns_when_one_answer_dominates(checkpoint_recording_its_index,
         f"**Warning:** {line}" for line in warnings
     ]
     assert table.strip() in done.stdout
+
+
+def test_cloze_on_open_answers_is_refused_before_anything_loads(monkeypatch):
+    """MedQuAD has no options to score: `--mode cloze --task medquad` is one line before the questions or a model
+    load (a model that does not exist would otherwise be the first error)."""
+    with pytest.raises(SystemExit, match="--mode cloze scores option texts"):
+        main(["evaluate", "--model", "no/such-model", "--task", "medquad", "--mode", "cloze"])

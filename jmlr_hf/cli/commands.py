@@ -231,6 +231,11 @@ def run_evaluate(args: EvaluateArguments) -> None:
         max_new_tokens=args.max_new_tokens,
         prefix="--",
     )
+    if args.mode == "cloze" and args.task == "medquad":
+        raise SystemExit(
+            "--mode cloze scores option texts, and MedQuAD's answers are texts to write (no options): use --mode "
+            "likelihood (answer NLL), generative (ROUGE-L) or both"
+        )
     split = resolve_evaluation_split(args.task, args.split, args.questions)
     questions = load_questions(args, None if split == "all" else split)
     questions = limit_questions(questions, args.limit, sample=args.sample, seed=args.sample_seed)
