@@ -321,7 +321,7 @@ def answer_metrics(
     model.eval()
     cfg = model.config
     correct = closed = 0
-    nlls = []
+    prompts, targets = [], []
     for i, row in enumerate(tqdm(dataset, desc="Answering", disable=not show_progress)):
         ranking = None if rankings is None else rankings[i]
         docs = context_documents(cfg, tokenizer, row, ranking, num_documents, truncate_documents)
@@ -332,7 +332,11 @@ def answer_metrics(
             nll = choice_nll(model, tokenizer, prompt, choices)
             correct += choices[min(range(len(choices)), key=nll.__getitem__)] == row["answer"]
             closed += 1
-        nlls.append(target_nll(model, tokenizer, row, docs, prompt=prompt))
+        prompts.append(prompt)
+        targets.append(build_target(cfg, row["answer"], row.get("rationale"), options))
+    # The answer NLLs, 16 prompts per forward: the same values as `target_nll` one question at a time (up to float
+    # rounding of the padded batch), several times faster on the experiment's 1,000 held-out questions.
+    nlls = prompt_target_nlls(model, tokenizer, prompts, targets)
     metrics = {"answer_nll": sum(nlls) / len(nlls) if nlls else float("nan")}
     if closed or not len(dataset):
         metrics["accuracy"] = correct / closed if closed else float("nan")

@@ -522,3 +522,17 @@ def test_evaluation_model_from_pretrained_three_setups(tiny, tmp_path):
         EvaluationModel.from_pretrained(str(jmlr_dir), str(encoder_dir))
     with pytest.raises(ValueError, match="is a JMLR model"):
         EvaluationModel.from_pretrained(str(lm_dir), str(jmlr_dir))
+
+
+def test_answer_metrics_batch_the_answer_nll_as_one_question_at_a_time(tiny):
+    """The answer NLLs are computed 16 prompts per forward; with documents of different lengths in the prompts, the
+    mean equals `target_nll` question by question."""
+    ids = [["d1", "d2"], ["d2", "d5"], ["d6", "d3"], ["d4", "d1"]]
+    dataset = _questions(candidate_ids=ids, candidates=[[DOCS[d] for d in row] for row in ids])
+    rankings = [[1, 0], [0, 1], [1, 0], [0, 1]]
+    metrics = answer_metrics(tiny.jmlr, tiny.tokenizer, dataset, rankings, 1, show_progress=False)
+    one_at_a_time = [
+        evaluation_module.target_nll(tiny.jmlr, tiny.tokenizer, row, [row["candidates"][ranking[0]]])
+        for row, ranking in zip(dataset, rankings, strict=True)
+    ]
+    assert metrics["answer_nll"] == pytest.approx(sum(one_at_a_time) / 4, abs=1e-5)
