@@ -776,6 +776,10 @@ def reference_nlls(args: ExperimentArguments, split: str, rows: Dataset) -> list
     return cached_document_nlls(path, rows, base_llm, args.eval_truncate_documents, f"Reference NLLs ({split})")
 
 
+#: `cached_document_nlls` rewrites its file (atomically) after every this many newly measured questions.
+NLL_CACHE_SAVE_EVERY = 25
+
+
 def cached_document_nlls(
     path: str,
     rows: Dataset,
@@ -788,7 +792,8 @@ def cached_document_nlls(
     are not measured again, and `load()` (which returns the model and its generator tokenizer) is called only when
     a row is missing. With a `fingerprint` (the hash of what the NLLs belong to, e.g. a run record), the file keeps
     it beside the NLLs as `{"record_sha256": …, "nlls": {…}}` and NLLs written under another fingerprint are
-    measured again: a model trained again under the same name must not inherit its predecessor's figures."""
+    measured again: a model trained again under the same name must not inherit its predecessor's figures. The file
+    is rewritten every `NLL_CACHE_SAVE_EVERY` questions, so an interrupted call loses at most that many."""
     cached: dict[str, list[float]] = {}
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
@@ -803,10 +808,13 @@ def cached_document_nlls(
         model.eval()
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        for i in tqdm(missing, desc=desc, unit="question"):
+        for done, i in enumerate(tqdm(missing, desc=desc, unit="question"), start=1):
             row = rows[i]
             cached[row["id"]] = single_document_nlls(model, tokenizer, row, truncate_documents)
-        write_json(path, cached if fingerprint is None else {"record_sha256": fingerprint, "nlls": cached})
+            if done % NLL_CACHE_SAVE_EVERY == 0 or done == len(missing):
+                # Kept as it grows: the training split's NLLs take hours on a CPU, and a run stopped half-way (a
+                # session's end) resumes from the rows already measured instead of from none.
+                write_json(path, cached if fingerprint is None else {"record_sha256": fingerprint, "nlls": cached})
     return [cached[row_id] for row_id in rows["id"]]
 
 

@@ -371,3 +371,42 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, tiny_expe
 
     assert curve(resumed) == curve(expected)  # every logged loss, agreement and held-out point, steps 0-3
     assert resumed["metrics"] == expected["metrics"]
+
+
+def test_an_interrupted_nll_cache_keeps_the_rows_it_measured(tmp_path, monkeypatch):
+    """The training split's NLLs take hours on a CPU: a call stopped half-way keeps what it measured (every
+    `NLL_CACHE_SAVE_EVERY` rows), and the next call measures only the rest."""
+    from datasets import Dataset
+
+    class Stopped(Exception):
+        """The session ending half-way through."""
+
+    rows = Dataset.from_list([{"id": f"q{i}"} for i in range(12)])
+    measured: list[str] = []
+    stopped: list[str] = []
+
+    def fake_nlls(model, tokenizer, row, truncate_documents):
+        if row["id"] == "q7" and not stopped:
+            stopped.append("q7")
+            raise Stopped
+        measured.append(row["id"])
+        return [float(row["id"][1:]), 1.0]
+
+    class Tokenizer:
+        pad_token = "<pad>"
+
+    class Model:
+        def eval(self):
+            return self
+
+    monkeypatch.setattr(experiment_module, "NLL_CACHE_SAVE_EVERY", 3)
+    monkeypatch.setattr(experiment_module, "single_document_nlls", fake_nlls)
+    path = tmp_path / "nlls.json"
+    with pytest.raises(Stopped):
+        experiment_module.cached_document_nlls(str(path), rows, lambda: (Model(), Tokenizer()), True, "test")
+    assert sorted(json.loads(path.read_text())) == ["q0", "q1", "q2", "q3", "q4", "q5"]  # q6 not yet saved
+    measured.clear()
+    nlls = experiment_module.cached_document_nlls(str(path), rows, lambda: (Model(), Tokenizer()), True, "test")
+    assert measured == [f"q{i}" for i in range(6, 12)]  # q7 failed once and is measured now
+    assert nlls == [[float(i), 1.0] for i in range(12)]
+    assert len(json.loads(path.read_text())) == 12
