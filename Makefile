@@ -23,11 +23,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python recipes/train.py --config recipes/demo.yaml
 
+# Tests run in TEST_WORKERS processes (pytest-xdist; each test still runs its torch ops on one thread): 2 by default,
+# the cores of the CI machine. TEST_WORKERS=0 runs them in this process, one after another.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests experiments/tests
+	$(PYTEST) tests experiments/tests
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not integration" tests experiments/tests
+	$(PYTEST) -m "not integration" tests experiments/tests
 
 # The figures of docs/PERFORMANCE.md (about 25 minutes on 2 CPU cores; each script prints its own).
 benchmark: $(STAMP)
