@@ -51,9 +51,10 @@ from ..models import (
     merge_generator_adapter,
     save_model,
 )
-from ..models.utils import has_generator_adapter
+from ..models.utils import apply_peft_to_generator, has_generator_adapter
 from ..retrieval import DocumentIndex, StaleIndexError, add_candidates
 from ..trainer import CandidateRefreshCallback, JointRetrievalConfig, JointRetrievalTrainer
+from ..trainer.fsdp import load_gathered_state_dict
 from ..utils.atomic import write_text
 from ..utils.demo_models import HUB_IDS, resolve_model_path
 from ..utils.plotting import plot_training_curves
@@ -300,10 +301,14 @@ def build_or_load_index(model, retriever_tokenizer, corpus_fn, args: DataArgumen
 
 
 def sharding_scheme(training_args: JointRetrievalConfig) -> str | None:
-    """`"FSDP"` or `"DeepSpeed ZeRO-3"` when this run shards the weights across processes (from the training
-    arguments or the environment `accelerate launch` sets from its config file), else `None`."""
-    if training_args.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
-        return "FSDP"
+    """`"FSDP2"`, `"FSDP1"` or `"DeepSpeed ZeRO-3"` when this run shards the weights across processes (from the
+    training arguments or the environment `accelerate launch` sets from its config file), else `None`."""
+    if training_args.fsdp:
+        version = (training_args.fsdp_config or {}).get("version", 2)  # transformers' default: FSDP2
+        return "FSDP2" if int(version) == 2 else "FSDP1"
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        # accelerate's own default, when its config names no version, is FSDP1.
+        return "FSDP2" if os.environ.get("FSDP_VERSION", "1") == "2" else "FSDP1"
     stage = None
     if training_args.deepspeed:
         config = training_args.deepspeed
@@ -316,18 +321,75 @@ def sharding_scheme(training_args: JointRetrievalConfig) -> str | None:
     return "DeepSpeed ZeRO-3" if str(stage) == "3" else None
 
 
-def check_sharding(training_args: JointRetrievalConfig) -> None:
-    """Fail at start where the recipe cannot work: it evaluates, re-encodes the corpus and saves on the main process
-    alone, which needs the whole model there, and under FSDP or DeepSpeed ZeRO-3 each process holds only a shard of
-    the weights (the main process would hang waiting for the others, or encode with a shard)."""
+def check_sharding(training_args: JointRetrievalConfig, cuda_available: bool | None = None) -> str | None:
+    """The sharding scheme of this run (see [`sharding_scheme`]), after refusing at start, naming the replacement,
+    what the recipe cannot do.
+
+    FSDP2 runs: the generator is sharded by decoder layer and the retriever kept whole on every process
+    (`jmlr_hf/trainer/fsdp.py`); after training the full state dict is gathered to the main process, which evaluates,
+    refreshes the index and saves an unsharded model. Refused: FSDP1 (FSDP2 replaces it), FSDP2 without a GPU
+    (accelerate applies FSDP to GPU processes only; on CPU the processes would silently train as DDP replicas), and
+    DeepSpeed ZeRO-3 (not installed or run by this project; FSDP2 shards the same weights)."""
     scheme = sharding_scheme(training_args)
-    if scheme is not None:
+    fsdp2 = "recipes/accelerate_configs/fsdp2.yaml"
+    if scheme == "FSDP1":
         raise ValueError(
-            f"recipes/train.py does not run under {scheme}: it evaluates, refreshes the index and saves on the main "
-            "process alone, and the weights are sharded across processes. Use "
-            "recipes/accelerate_configs/multi_gpu.yaml (DDP; JMLR-13B with LoRA fits an 80 GB GPU, see "
-            "docs/SCALING.md) or zero2.yaml (ZeRO-2 shards optimizer states and gradients, not weights)."
+            f"recipes/train.py does not run under FSDP1: use FSDP2 (fsdp_version: 2, as in {fsdp2}), which shards "
+            "the generator by decoder layer and keeps the retriever whole"
         )
+    if scheme == "DeepSpeed ZeRO-3":
+        raise ValueError(
+            f"recipes/train.py does not run under DeepSpeed ZeRO-3: use FSDP2 ({fsdp2}) to shard the weights, or "
+            "zero2.yaml (ZeRO-2 shards optimizer states and gradients, not weights)"
+        )
+    if scheme == "FSDP2":
+        if cuda_available is None:
+            cuda_available = torch.cuda.is_available()
+        if training_args.use_cpu or not cuda_available:
+            raise ValueError(
+                "FSDP2 needs GPUs: accelerate applies FSDP to GPU processes only, and on CPU"
+                f"{' (--use_cpu true)' if training_args.use_cpu else ''} the processes would train as DDP replicas; "
+                "without a GPU use recipes/accelerate_configs/cpu.yaml, or accelerate launch --multi_gpu (DDP over "
+                "gloo)"
+            )
+    return scheme
+
+
+def gather_trained_model(
+    trainer: JointRetrievalTrainer, build_model: Callable[[], JMLRForCausalLM], device: torch.device | None = None
+) -> JMLRForCausalLM:
+    """The trained model, whole, for what the main process does after training (evaluate, refresh the index, save).
+
+    Without sharding, the trainer's own model. Under FSDP2, a collective: the full state dict is gathered the way
+    accelerate does it (`Accelerator.get_state_dict`: every shard all-gathered, kept on the main process's CPU), and
+    the main process loads it into an unsharded model from `build_model` (the same structure: the same generator,
+    the same PEFT adapters), moved to `device` (the main process's GPU) when it fits in that device's free memory,
+    kept on the CPU otherwise, with a warning (evaluation then runs on the CPU). The other processes get their own,
+    sharded, model back: its retriever is whole and trained there too (FSDP2 keeps it whole), and its generator must
+    not be called outside a collective. Peak host memory on the main process: the gathered state dict plus the
+    rebuilt model, about twice the model's size.
+    """
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if not trainer.is_fsdp_enabled:
+        return model
+    state = trainer.accelerator.get_state_dict(trainer.model)
+    if not trainer.accelerator.is_main_process:
+        return model
+    whole = build_model()
+    load_gathered_state_dict(whole, state)
+    del state
+    if device is not None and device.type == "cuda":
+        size = sum(t.numel() * t.element_size() for t in (*whole.parameters(), *whole.buffers()))
+        free = torch.cuda.mem_get_info(device)[0]
+        if size < 0.9 * free:
+            whole.to(device)
+        else:
+            print(
+                f"warning: the gathered model ({size / 2**30:.1f} GiB) does not fit the {free / 2**30:.1f} GiB free on "
+                f"{device}: evaluating, re-encoding and saving it on the CPU",
+                file=sys.stderr,
+            )
+    return whole.eval()
 
 
 def logged_metrics(metrics: dict, prefix: str = "eval_") -> dict[str, float]:
@@ -450,6 +512,7 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
             return dict(zip(rows["id"], rows["candidates"], strict=True))
 
         callbacks.append(CandidateRefreshCallback(refresh, data_args.refresh_index_steps))
+    peft_config = get_peft_config(model_args)
     trainer = JointRetrievalTrainer(
         model=model,
         args=training_args,
@@ -457,17 +520,25 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
         eval_dataset=eval_dataset,  # evaluated with the joint loss and the retrieval metrics (--eval_strategy)
         processing_class=tokenizer,
         retriever_tokenizer=retriever_tokenizer,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config,
         callbacks=callbacks,
     )
     resume = training_args.resume_from_checkpoint
     # `--resume_from_checkpoint true` (or `true` in the YAML): the last complete checkpoint of output_dir.
     trainer.train(resume_from_checkpoint=True if str(resume).lower() == "true" else resume)
 
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    def unsharded_model() -> JMLRForCausalLM:
+        # The structure the trained model has (the same loading, the same adapters), for the gathered FSDP2 weights.
+        whole = load_model(model_args, retrieval_args, training_args.max_length, training_args.trust_remote_code)[0]
+        if peft_config is not None:
+            apply_peft_to_generator(whole, peft_config)
+        return whole
+
+    model = gather_trained_model(trainer, unsharded_model, training_args.device)
+    cfg = model.config
     generator_weights = "merged" if data_args.merge_adapter or not has_generator_adapter(model) else "adapter"
-    if generator_weights == "merged":
-        merge_generator_adapter(model)
+    if generator_weights == "merged" and (trainer.accelerator.is_main_process or not trainer.is_fsdp_enabled):
+        merge_generator_adapter(model)  # under FSDP2 the other processes' generators are shards: left alone
     if trainer.accelerator.is_main_process:
         after = run_eval("after training")
         trainer.log_measurement(logged_metrics(after))
