@@ -111,7 +111,9 @@ def check_arguments(
     if model_args.load_in_8bit or model_args.load_in_4bit:
         raise RecipeError(
             "--load_in_8bit/--load_in_4bit are not supported: the retriever trains in float32 beside the generator; "
-            "use --dtype bfloat16 with --use_peft true (LoRA) to save memory"
+            "use --dtype bfloat16 with --use_peft true (LoRA) to save memory, and for a generator that does not fit "
+            "one GPU shard it across GPUs with FSDP2 (accelerate launch --config_file "
+            "recipes/accelerate_configs/fsdp2.yaml)"
         )
 
 

@@ -65,6 +65,9 @@ def configure_fsdp2(plugin, model: nn.Module) -> None:
     generator_classes = generator_layer_classes(model)
     if policy is transformer_auto_wrap_policy:
         names = plugin.transformer_cls_names_to_wrap
+        if isinstance(names, str):  # transformers' `fsdp_config` passes them comma-separated
+            names = [name.strip() for name in names.split(",") if name.strip()]
+            plugin.transformer_cls_names_to_wrap = names
         if names is None:
             plugin.transformer_cls_names_to_wrap = generator_classes
         else:

@@ -82,3 +82,70 @@ def test_fsdp2_trains_saves_and_resumes_as_ddp_does(tmp_path):
         torch.testing.assert_close(reloaded[name], value, rtol=0, atol=1e-6, msg=name)
     checkpoint_config = (tmp_path / "fsdp2" / "run" / "checkpoint-2" / "config.json").read_text(encoding="utf-8")
     assert "FSDPJMLR" not in checkpoint_config and "modeling_jmlr.JMLRForCausalLM" in checkpoint_config
+
+
+# ------------------------------------------------------------------------------------ the plugin, in one process
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from transformers import AutoTokenizer
+
+    from jmlr_hf import JMLRForCausalLM
+    from jmlr_hf.utils.demo_models import minilm_path, smollm2_path
+    from tests.testing_utils.models import tiny_config
+
+    generator_tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
+    generator_tokenizer.pad_token = generator_tokenizer.pad_token or generator_tokenizer.eos_token
+    torch.manual_seed(0)
+    return JMLRForCausalLM(tiny_config(generator_tokenizer, AutoTokenizer.from_pretrained(minilm_path())))
+
+
+def plugin(**kwargs):
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    return FullyShardedDataParallelPlugin(
+        **{"fsdp_version": 2, "auto_wrap_policy": "transformer_based_wrap", **kwargs}
+    )
+
+
+def test_the_generator_layers_are_the_units_and_the_retriever_is_ignored(tiny_model):
+    from jmlr_hf.trainer.fsdp import configure_fsdp2
+
+    fsdp = plugin()
+    configure_fsdp2(fsdp, tiny_model)
+    assert fsdp.transformer_cls_names_to_wrap == ["LlamaDecoderLayer"]
+    assert [module is tiny_model.retriever for module in fsdp.ignored_modules] == [True]
+    configure_fsdp2(fsdp, tiny_model)  # a second trainer on the same plugin: the retriever is not added twice
+    assert len(fsdp.ignored_modules) == 1
+    named = plugin(transformer_cls_names_to_wrap="LlamaDecoderLayer")  # as transformers' fsdp_config passes it
+    configure_fsdp2(named, tiny_model)
+    assert named.transformer_cls_names_to_wrap == ["LlamaDecoderLayer"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"fsdp_version": 1}, "fsdp_version: 2"),
+        ({"auto_wrap_policy": "size_based_wrap"}, "TRANSFORMER_BASED_WRAP"),
+        ({"transformer_cls_names_to_wrap": ["LlamaDecoderLayer", "BertLayer"]}, r"\['LlamaDecoderLayer'\]"),
+        ({"ignored_modules": "retriever.*"}, "give no pattern"),
+    ],
+    ids=["fsdp1", "size-based", "retriever-layers", "pattern"],
+)
+def test_what_fsdp2_cannot_shard_this_way_is_refused_naming_the_fix(tiny_model, kwargs, named):
+    from jmlr_hf.trainer.fsdp import configure_fsdp2
+
+    with pytest.raises(ValueError, match=named):
+        configure_fsdp2(plugin(**kwargs), tiny_model)
+
+
+def test_a_gathered_state_dict_that_does_not_fit_the_rebuilt_model_is_an_error(tiny_model):
+    import copy
+
+    from jmlr_hf.trainer.fsdp import load_gathered_state_dict
+
+    state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    state["generator.model.layers.0.self_attn.q_proj.lora_A.default.weight"] = torch.zeros(4, 32)  # a PEFT key
+    with pytest.raises(ValueError, match="unexpected.*lora_A"):
+        load_gathered_state_dict(copy.deepcopy(tiny_model), state)
