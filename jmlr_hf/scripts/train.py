@@ -16,6 +16,7 @@ flag it accepts does something or is refused before anything loads, with a messa
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ import torch
 from datasets import Dataset, IterableDataset, load_from_disk
 from transformers import AutoTokenizer, TrainerCallback
 from transformers.trainer_utils import enable_full_determinism, set_seed
-from trl import ModelConfig, TrlParser, get_peft_config
+from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from ..data import (
     TASKS,
@@ -108,12 +109,48 @@ def check_arguments(
             "--corpus_streaming builds a flat or HNSW index (--index_kind flat or hnsw): an IVF index needs its list "
             "count before the stream's length is known (DocumentIndex.build_streaming(..., nlist=...) in Python)"
         )
-    if model_args.load_in_8bit or model_args.load_in_4bit:
+    check_quantization(model_args, data_args)
+
+
+# What a generator too large for bf16 + LoRA on one GPU can use instead of a 4-bit load.
+BIG_MODEL_PATHS = (
+    "--dtype bfloat16 with --use_peft true (LoRA) to save memory, and for a generator that does not fit one GPU shard "
+    "it across GPUs with FSDP2 (accelerate launch --config_file recipes/accelerate_configs/fsdp2.yaml)"
+)
+
+
+def check_quantization(model_args: ModelConfig, data_args: DataArguments) -> None:
+    """QLoRA (`--load_in_4bit true`: the generator's linear layers in 4-bit NF4 through bitsandbytes, LoRA adapters
+    trained in float32 on top, the retriever whole in float32) is the one-GPU path for a large generator. Refused,
+    naming what to do: 8-bit loading, 4-bit without bitsandbytes installed, without LoRA (4-bit weights do not train),
+    or with the adapter merged at the end (a merge into 4-bit weights re-quantises them: QLoRA saves the adapter, and
+    `from_pretrained` loads the base in full precision with it); the bitsandbytes flags without `--load_in_4bit`."""
+    if model_args.load_in_8bit:
+        raise RecipeError(f"--load_in_8bit is not supported: use --load_in_4bit true (QLoRA) or {BIG_MODEL_PATHS}")
+    if not model_args.load_in_4bit:
+        defaults = ModelConfig()
+        given = [
+            f"--{name}"
+            for name in ("bnb_4bit_quant_type", "use_bnb_nested_quant", "bnb_4bit_quant_storage")
+            if getattr(model_args, name) != getattr(defaults, name)
+        ]
+        if given:
+            raise RecipeError(f"{', '.join(given)} set(s) the 4-bit quantisation: it applies with --load_in_4bit true")
+        return
+    if importlib.util.find_spec("bitsandbytes") is None:
         raise RecipeError(
-            "--load_in_8bit/--load_in_4bit are not supported: the retriever trains in float32 beside the generator; "
-            "use --dtype bfloat16 with --use_peft true (LoRA) to save memory, and for a generator that does not fit "
-            "one GPU shard it across GPUs with FSDP2 (accelerate launch --config_file "
-            "recipes/accelerate_configs/fsdp2.yaml)"
+            "--load_in_4bit needs bitsandbytes, which is not installed (pip install 'jmlr_hf[qlora]'); without it "
+            f"use {BIG_MODEL_PATHS}"
+        )
+    if not model_args.use_peft:
+        raise RecipeError(
+            "--load_in_4bit trains the generator through LoRA adapters only (QLoRA): add --use_peft true"
+        )
+    if data_args.merge_adapter:
+        raise RecipeError(
+            "--load_in_4bit: add --merge_adapter false. QLoRA saves the LoRA adapter with the base model's name, and "
+            "from_pretrained loads the base in full precision with it; merging into the 4-bit weights would "
+            "re-quantise them"
         )
 
 
@@ -228,12 +265,15 @@ def load_model(
     retrieval_args: RetrievalArguments,
     max_length: int | None = None,
     trust_remote_code: bool = False,
+    device: torch.device | None = None,
 ):
     """The model and both tokenizers. `--dtype` applies to the generator; the retriever is always loaded in float32
     (its weights train at ~3e-6, below bf16's resolution, and loading them in bf16 would round the pretrained
     weights before training even starts). `--model_revision`, `--attn_implementation` and `--trust_remote_code` apply
     to the generator (and its tokenizer); `max_length` (TRL's `--max_length`) is the sequence cap the model's config
-    carries."""
+    carries. With `--load_in_4bit` (QLoRA) the generator's linear layers load in 4-bit on `device` (computing in
+    `--dtype`), and its other weights are made float32 and frozen for the LoRA adapters (PEFT's
+    `prepare_model_for_kbit_training`)."""
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
     overrides = retrieval_args.config_overrides()
     if max_length is not None:
@@ -242,6 +282,11 @@ def load_model(
     # A saved JMLR model is this package's own class; remote code only concerns a generator loaded by Hub id.
     remote = {"trust_remote_code": True} if trust_remote_code else {}
     path = resolve_model_path(model_args.model_name_or_path or "smollm2-135m-instruct")
+    if is_jmlr_checkpoint(path) and model_args.load_in_4bit:
+        raise ValueError(
+            f"--load_in_4bit: {path} is a saved JMLR model; QLoRA loads a causal LM checkpoint (--model_name_or_path "
+            "<causal LM> --retriever_name_or_path <encoder>)"
+        )
     if is_jmlr_checkpoint(path):
         model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(path, dtype=torch.float32, **revision)
         model.generator.to(dtype)
@@ -263,6 +308,9 @@ def load_model(
         generator_kwargs = {"dtype": dtype, **revision, **remote}
         if model_args.attn_implementation is not None:
             generator_kwargs["attn_implementation"] = model_args.attn_implementation
+        if model_args.load_in_4bit:
+            generator_kwargs["quantization_config"] = get_quantization_config(model_args)
+            generator_kwargs["device_map"] = {"": str(device or "cpu")}
         model = JMLRForCausalLM.from_components(
             path,
             retriever_path,
@@ -270,6 +318,11 @@ def load_model(
             retriever_kwargs={"dtype": torch.float32},
             **overrides,
         )
+        if model_args.load_in_4bit:
+            from peft import prepare_model_for_kbit_training
+
+            # Gradient checkpointing stays the Trainer's (--gradient_checkpointing), as without quantisation.
+            prepare_model_for_kbit_training(model.generator, use_gradient_checkpointing=False)
         retriever_tokenizer = AutoTokenizer.from_pretrained(retriever_path)
         tokenizer = AutoTokenizer.from_pretrained(path, **revision, **remote)
     if tokenizer.pad_token is None:
@@ -430,7 +483,12 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
     logging.basicConfig(level=min(level, logging.WARNING))
     logging.getLogger("faiss").setLevel(logging.WARNING)
     check_arguments(data_args, training_args, model_args, retrieval_args)
-    check_sharding(training_args)
+    scheme = check_sharding(training_args)
+    if model_args.load_in_4bit and (scheme is not None or training_args.world_size > 1):
+        raise RecipeError(
+            "--load_in_4bit (QLoRA) is the one-process path for a large generator: run one process, or shard a bf16 "
+            "generator across processes with FSDP2 (recipes/accelerate_configs/fsdp2.yaml) without --load_in_4bit"
+        )
     check_inputs(data_args, training_args)
     if training_args.push_to_hub:
         check_hub_access(training_args)  # before hours of indexing and training
@@ -441,7 +499,7 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
     else:
         set_seed(training_args.seed)
     model, tokenizer, retriever_tokenizer = load_model(
-        model_args, retrieval_args, training_args.max_length, training_args.trust_remote_code
+        model_args, retrieval_args, training_args.max_length, training_args.trust_remote_code, training_args.device
     )
     cfg = model.config
     index_dir = data_args.index_dir or os.path.join(training_args.output_dir, "index")

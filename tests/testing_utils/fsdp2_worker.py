@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
+from datasets import Dataset
 from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `tests.testing_utils`
@@ -77,6 +78,8 @@ def train(out_dir: Path, init_seed: int, max_steps: int, save_steps: int, resume
         model, args, generator_tokenizer, retriever_tokenizer, rows=TOY_ROWS * 8, peft_config=lora_config()
     )
     trainer.train(resume_from_checkpoint=resume)
+    # The joint loss on held-out rows, through the sharded model on every rank (a distributed evaluation loop).
+    trainer.evaluated = trainer.evaluate(eval_dataset=Dataset.from_list(TOY_ROWS * 2))
 
     def unsharded() -> JMLRForCausalLM:  # the recipe rebuilds the trained model's structure the same way
         torch.manual_seed(1)
@@ -108,6 +111,7 @@ def main() -> None:
         result["sharded_class"] = type(trainer.model).__name__
         result["weights"] = trainable(model.state_dict())
         result["losses"] = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        result["eval_loss"] = trainer.evaluated["eval_loss"]
         # As the recipe saves: the adapter merged, the model saved for `from_pretrained`.
         save_model(model, *tokenizers, out_dir / "final", generator_weights="merged")
         result["merged"] = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -63,6 +63,7 @@ def test_fsdp2_trains_saves_and_resumes_as_ddp_does(tmp_path):
         torch.testing.assert_close(weights[name], value, rtol=0, atol=1e-6, msg=name)
     torch.testing.assert_close(fsdp["losses"], ddp["losses"], rtol=0, atol=1e-6)
     assert len(fsdp["losses"]) == 4
+    assert fsdp["eval_loss"] == pytest.approx(ddp["eval_loss"], rel=0, abs=1e-6)  # evaluated through the shards
 
     # Resumed from checkpoint-2 (FSDP2's gathered weights and optimizer state), a model built from other initial
     # weights ends where the uninterrupted run ended, bit for bit; its log has steps 1-2 from the checkpoint's trainer
