@@ -65,10 +65,10 @@ def test_each_accelerate_config_loads(path):
     assert str(config.distributed_type).split(".")[-1] == expected
     if path.stem == "fsdp2":
         assert config.fsdp_config["fsdp_version"] == 2
-        assert set(config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(",")) == {
-            "LlamaDecoderLayer",
-            "BertLayer",
-        }
+        assert config.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+        # No layer classes named: the trainer wraps the generator's own decoder layers, whatever the generator.
+        assert "fsdp_transformer_layer_cls_to_wrap" not in config.fsdp_config
+        assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
     if path.stem.startswith("zero"):
         assert config.deepspeed_config["zero_stage"] == int(path.stem[-1])
 
@@ -81,23 +81,41 @@ def test_paper_scale_recipes_name_an_accelerate_config_that_exists(recipe):
 
 
 @pytest.mark.parametrize(
-    ("environment", "scheme"),
+    ("environment", "refusal"),
     [
-        ({"ACCELERATE_USE_FSDP": "true"}, "FSDP"),
-        ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, "DeepSpeed ZeRO-3"),
+        ({"ACCELERATE_USE_FSDP": "true"}, "does not run under FSDP1: use FSDP2.*fsdp2.yaml"),  # accelerate's default
+        ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, "does not run under FSDP1: use FSDP2.*fsdp2.yaml"),
+        ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}, "FSDP2 needs GPUs.*cpu.yaml.*--multi_gpu"),
+        (
+            {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"},
+            "does not run under DeepSpeed ZeRO-3: use FSDP2.*fsdp2.yaml.*zero2.yaml",
+        ),
     ],
+    ids=["fsdp-default", "fsdp1", "fsdp2-on-cpu", "zero3"],
 )
-def test_the_recipe_refuses_sharded_weights_at_start(monkeypatch, environment, scheme):
-    """What `accelerate launch --config_file fsdp2.yaml / zero3.yaml` sets: the recipe stops before loading anything,
-    and names the configs that work."""
-    from jmlr_hf.scripts.train import main
+def test_the_recipe_refuses_what_it_cannot_shard_at_start_naming_fsdp2(monkeypatch, environment, refusal):
+    """What `accelerate launch --config_file ...` sets: the recipe stops before loading anything, and names what
+    works. On this machine (no GPU) FSDP2 is refused too: accelerate would run the processes as DDP replicas."""
+    from jmlr_hf.scripts import train as train_script
 
     # Parsed first: with these variables set, transformers would want deepspeed installed to parse the arguments.
     data, training, model, retrieval = parse(ROOT / "recipes" / "demo.yaml")
+    monkeypatch.setattr(train_script, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
-    with pytest.raises(ValueError, match=f"does not run under {scheme}.*multi_gpu.yaml.*zero2.yaml"):
-        main(data, training, model, retrieval)
+    with pytest.raises(ValueError, match=refusal):
+        train_script.main(data, training, model, retrieval)
+
+
+def test_fsdp2_on_gpus_is_accepted(monkeypatch):
+    from jmlr_hf.scripts.train import check_sharding
+
+    data, training, model, retrieval = parse(ROOT / "recipes" / "demo.yaml", "--use_cpu", "false")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    assert check_sharding(training, cuda_available=True) == "FSDP2"
+    with pytest.raises(ValueError, match="FSDP2 needs GPUs"):
+        check_sharding(training, cuda_available=False)
 
 
 def test_zero2_is_accepted(monkeypatch):

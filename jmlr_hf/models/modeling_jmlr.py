@@ -1124,6 +1124,17 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         """As for any model, with the document index recorded so that the saved model can be moved or published: a
         local index folder as a path relative to `save_directory` (`../index`, never an absolute path), a Hub
         index as its id and revision. `push_to_hub=True` needs a published index (see `push_to_hub`)."""
+        sharded_class = type(self)
+        plain_class = next(c for c in sharded_class.__mro__ if not c.__module__.startswith("torch."))
+        if plain_class is not sharded_class:
+            # FSDP2's `fully_shard` swaps the class for a generated `FSDPJMLRForCausalLM`, defined in torch's own
+            # module: saved as is, the remote code copied would be torch's FSDP files and `auto_map` would name that
+            # class. The save writes this class (the weights come as the gathered `state_dict` argument).
+            self.__class__ = plain_class
+            try:
+                return self.save_pretrained(save_directory, *args, **kwargs)
+            finally:
+                self.__class__ = sharded_class
         if kwargs.get("push_to_hub"):
             self._pin_published_index(kwargs.get("token"))
         # One class serves both auto classes; `register_for_auto_class` records a single one.

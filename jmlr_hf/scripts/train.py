@@ -16,6 +16,7 @@ flag it accepts does something or is refused before anything loads, with a messa
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ import torch
 from datasets import Dataset, IterableDataset, load_from_disk
 from transformers import AutoTokenizer, TrainerCallback
 from transformers.trainer_utils import enable_full_determinism, set_seed
-from trl import ModelConfig, TrlParser, get_peft_config
+from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from ..data import (
     TASKS,
@@ -51,9 +52,10 @@ from ..models import (
     merge_generator_adapter,
     save_model,
 )
-from ..models.utils import has_generator_adapter
+from ..models.utils import apply_peft_to_generator, has_generator_adapter
 from ..retrieval import DocumentIndex, StaleIndexError, add_candidates
 from ..trainer import CandidateRefreshCallback, JointRetrievalConfig, JointRetrievalTrainer
+from ..trainer.fsdp import load_gathered_state_dict
 from ..utils.atomic import write_text
 from ..utils.demo_models import HUB_IDS, resolve_model_path
 from ..utils.plotting import plot_training_curves
@@ -107,10 +109,48 @@ def check_arguments(
             "--corpus_streaming builds a flat or HNSW index (--index_kind flat or hnsw): an IVF index needs its list "
             "count before the stream's length is known (DocumentIndex.build_streaming(..., nlist=...) in Python)"
         )
-    if model_args.load_in_8bit or model_args.load_in_4bit:
+    check_quantization(model_args, data_args)
+
+
+# What a generator too large for bf16 + LoRA on one GPU can use instead of a 4-bit load.
+BIG_MODEL_PATHS = (
+    "--dtype bfloat16 with --use_peft true (LoRA) to save memory, and for a generator that does not fit one GPU shard "
+    "it across GPUs with FSDP2 (accelerate launch --config_file recipes/accelerate_configs/fsdp2.yaml)"
+)
+
+
+def check_quantization(model_args: ModelConfig, data_args: DataArguments) -> None:
+    """QLoRA (`--load_in_4bit true`: the generator's linear layers in 4-bit NF4 through bitsandbytes, LoRA adapters
+    trained in float32 on top, the retriever whole in float32) is the one-GPU path for a large generator. Refused,
+    naming what to do: 8-bit loading, 4-bit without bitsandbytes installed, without LoRA (4-bit weights do not train),
+    or with the adapter merged at the end (a merge into 4-bit weights re-quantises them: QLoRA saves the adapter, and
+    `from_pretrained` loads the base in full precision with it); the bitsandbytes flags without `--load_in_4bit`."""
+    if model_args.load_in_8bit:
+        raise RecipeError(f"--load_in_8bit is not supported: use --load_in_4bit true (QLoRA) or {BIG_MODEL_PATHS}")
+    if not model_args.load_in_4bit:
+        defaults = ModelConfig()
+        given = [
+            f"--{name}"
+            for name in ("bnb_4bit_quant_type", "use_bnb_nested_quant", "bnb_4bit_quant_storage")
+            if getattr(model_args, name) != getattr(defaults, name)
+        ]
+        if given:
+            raise RecipeError(f"{', '.join(given)} set(s) the 4-bit quantisation: it applies with --load_in_4bit true")
+        return
+    if importlib.util.find_spec("bitsandbytes") is None:
         raise RecipeError(
-            "--load_in_8bit/--load_in_4bit are not supported: the retriever trains in float32 beside the generator; "
-            "use --dtype bfloat16 with --use_peft true (LoRA) to save memory"
+            "--load_in_4bit needs bitsandbytes, which is not installed (pip install 'jmlr_hf[qlora]'); without it "
+            f"use {BIG_MODEL_PATHS}"
+        )
+    if not model_args.use_peft:
+        raise RecipeError(
+            "--load_in_4bit trains the generator through LoRA adapters only (QLoRA): add --use_peft true"
+        )
+    if data_args.merge_adapter:
+        raise RecipeError(
+            "--load_in_4bit: add --merge_adapter false. QLoRA saves the LoRA adapter with the base model's name, and "
+            "from_pretrained loads the base in full precision with it; merging into the 4-bit weights would "
+            "re-quantise them"
         )
 
 
@@ -225,12 +265,15 @@ def load_model(
     retrieval_args: RetrievalArguments,
     max_length: int | None = None,
     trust_remote_code: bool = False,
+    device: torch.device | None = None,
 ):
     """The model and both tokenizers. `--dtype` applies to the generator; the retriever is always loaded in float32
     (its weights train at ~3e-6, below bf16's resolution, and loading them in bf16 would round the pretrained
     weights before training even starts). `--model_revision`, `--attn_implementation` and `--trust_remote_code` apply
     to the generator (and its tokenizer); `max_length` (TRL's `--max_length`) is the sequence cap the model's config
-    carries."""
+    carries. With `--load_in_4bit` (QLoRA) the generator's linear layers load in 4-bit on `device` (computing in
+    `--dtype`), and its other weights are made float32 and frozen for the LoRA adapters (PEFT's
+    `prepare_model_for_kbit_training`)."""
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
     overrides = retrieval_args.config_overrides()
     if max_length is not None:
@@ -239,6 +282,11 @@ def load_model(
     # A saved JMLR model is this package's own class; remote code only concerns a generator loaded by Hub id.
     remote = {"trust_remote_code": True} if trust_remote_code else {}
     path = resolve_model_path(model_args.model_name_or_path or "smollm2-135m-instruct")
+    if is_jmlr_checkpoint(path) and model_args.load_in_4bit:
+        raise ValueError(
+            f"--load_in_4bit: {path} is a saved JMLR model; QLoRA loads a causal LM checkpoint (--model_name_or_path "
+            "<causal LM> --retriever_name_or_path <encoder>)"
+        )
     if is_jmlr_checkpoint(path):
         model, tokenizer, retriever_tokenizer = load_jmlr_checkpoint(path, dtype=torch.float32, **revision)
         model.generator.to(dtype)
@@ -260,6 +308,9 @@ def load_model(
         generator_kwargs = {"dtype": dtype, **revision, **remote}
         if model_args.attn_implementation is not None:
             generator_kwargs["attn_implementation"] = model_args.attn_implementation
+        if model_args.load_in_4bit:
+            generator_kwargs["quantization_config"] = get_quantization_config(model_args)
+            generator_kwargs["device_map"] = {"": str(device or "cpu")}
         model = JMLRForCausalLM.from_components(
             path,
             retriever_path,
@@ -267,6 +318,11 @@ def load_model(
             retriever_kwargs={"dtype": torch.float32},
             **overrides,
         )
+        if model_args.load_in_4bit:
+            from peft import prepare_model_for_kbit_training
+
+            # Gradient checkpointing stays the Trainer's (--gradient_checkpointing), as without quantisation.
+            prepare_model_for_kbit_training(model.generator, use_gradient_checkpointing=False)
         retriever_tokenizer = AutoTokenizer.from_pretrained(retriever_path)
         tokenizer = AutoTokenizer.from_pretrained(path, **revision, **remote)
     if tokenizer.pad_token is None:
@@ -300,10 +356,14 @@ def build_or_load_index(model, retriever_tokenizer, corpus_fn, args: DataArgumen
 
 
 def sharding_scheme(training_args: JointRetrievalConfig) -> str | None:
-    """`"FSDP"` or `"DeepSpeed ZeRO-3"` when this run shards the weights across processes (from the training
-    arguments or the environment `accelerate launch` sets from its config file), else `None`."""
-    if training_args.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
-        return "FSDP"
+    """`"FSDP2"`, `"FSDP1"` or `"DeepSpeed ZeRO-3"` when this run shards the weights across processes (from the
+    training arguments or the environment `accelerate launch` sets from its config file), else `None`."""
+    if training_args.fsdp:
+        version = (training_args.fsdp_config or {}).get("version", 2)  # transformers' default: FSDP2
+        return "FSDP2" if int(version) == 2 else "FSDP1"
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        # accelerate's own default, when its config names no version, is FSDP1.
+        return "FSDP2" if os.environ.get("FSDP_VERSION", "1") == "2" else "FSDP1"
     stage = None
     if training_args.deepspeed:
         config = training_args.deepspeed
@@ -316,18 +376,75 @@ def sharding_scheme(training_args: JointRetrievalConfig) -> str | None:
     return "DeepSpeed ZeRO-3" if str(stage) == "3" else None
 
 
-def check_sharding(training_args: JointRetrievalConfig) -> None:
-    """Fail at start where the recipe cannot work: it evaluates, re-encodes the corpus and saves on the main process
-    alone, which needs the whole model there, and under FSDP or DeepSpeed ZeRO-3 each process holds only a shard of
-    the weights (the main process would hang waiting for the others, or encode with a shard)."""
+def check_sharding(training_args: JointRetrievalConfig, cuda_available: bool | None = None) -> str | None:
+    """The sharding scheme of this run (see [`sharding_scheme`]), after refusing at start, naming the replacement,
+    what the recipe cannot do.
+
+    FSDP2 runs: the generator is sharded by decoder layer and the retriever kept whole on every process
+    (`jmlr_hf/trainer/fsdp.py`); after training the full state dict is gathered to the main process, which evaluates,
+    refreshes the index and saves an unsharded model. Refused: FSDP1 (FSDP2 replaces it), FSDP2 without a GPU
+    (accelerate applies FSDP to GPU processes only; on CPU the processes would silently train as DDP replicas), and
+    DeepSpeed ZeRO-3 (not installed or run by this project; FSDP2 shards the same weights)."""
     scheme = sharding_scheme(training_args)
-    if scheme is not None:
+    fsdp2 = "recipes/accelerate_configs/fsdp2.yaml"
+    if scheme == "FSDP1":
         raise ValueError(
-            f"recipes/train.py does not run under {scheme}: it evaluates, refreshes the index and saves on the main "
-            "process alone, and the weights are sharded across processes. Use "
-            "recipes/accelerate_configs/multi_gpu.yaml (DDP; JMLR-13B with LoRA fits an 80 GB GPU, see "
-            "docs/SCALING.md) or zero2.yaml (ZeRO-2 shards optimizer states and gradients, not weights)."
+            f"recipes/train.py does not run under FSDP1: use FSDP2 (fsdp_version: 2, as in {fsdp2}), which shards "
+            "the generator by decoder layer and keeps the retriever whole"
         )
+    if scheme == "DeepSpeed ZeRO-3":
+        raise ValueError(
+            f"recipes/train.py does not run under DeepSpeed ZeRO-3: use FSDP2 ({fsdp2}) to shard the weights, or "
+            "zero2.yaml (ZeRO-2 shards optimizer states and gradients, not weights)"
+        )
+    if scheme == "FSDP2":
+        if cuda_available is None:
+            cuda_available = torch.cuda.is_available()
+        if training_args.use_cpu or not cuda_available:
+            raise ValueError(
+                "FSDP2 needs GPUs: accelerate applies FSDP to GPU processes only, and on CPU"
+                f"{' (--use_cpu true)' if training_args.use_cpu else ''} the processes would train as DDP replicas; "
+                "without a GPU use recipes/accelerate_configs/cpu.yaml, or accelerate launch --multi_gpu (DDP over "
+                "gloo)"
+            )
+    return scheme
+
+
+def gather_trained_model(
+    trainer: JointRetrievalTrainer, build_model: Callable[[], JMLRForCausalLM], device: torch.device | None = None
+) -> JMLRForCausalLM:
+    """The trained model, whole, for what the main process does after training (evaluate, refresh the index, save).
+
+    Without sharding, the trainer's own model. Under FSDP2, a collective: the full state dict is gathered the way
+    accelerate does it (`Accelerator.get_state_dict`: every shard all-gathered, kept on the main process's CPU), and
+    the main process loads it into an unsharded model from `build_model` (the same structure: the same generator,
+    the same PEFT adapters), moved to `device` (the main process's GPU) when it fits in that device's free memory,
+    kept on the CPU otherwise, with a warning (evaluation then runs on the CPU). The other processes get their own,
+    sharded, model back: its retriever is whole and trained there too (FSDP2 keeps it whole), and its generator must
+    not be called outside a collective. Peak host memory on the main process: the gathered state dict plus the
+    rebuilt model, about twice the model's size.
+    """
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if not trainer.is_fsdp_enabled:
+        return model
+    state = trainer.accelerator.get_state_dict(trainer.model)
+    if not trainer.accelerator.is_main_process:
+        return model
+    whole = build_model()
+    load_gathered_state_dict(whole, state)
+    del state
+    if device is not None and device.type == "cuda":
+        size = sum(t.numel() * t.element_size() for t in (*whole.parameters(), *whole.buffers()))
+        free = torch.cuda.mem_get_info(device)[0]
+        if size < 0.9 * free:
+            whole.to(device)
+        else:
+            print(
+                f"warning: the gathered model ({size / 2**30:.1f} GiB) does not fit the {free / 2**30:.1f} GiB free on "
+                f"{device}: evaluating, re-encoding and saving it on the CPU",
+                file=sys.stderr,
+            )
+    return whole.eval()
 
 
 def logged_metrics(metrics: dict, prefix: str = "eval_") -> dict[str, float]:
@@ -366,7 +483,12 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
     logging.basicConfig(level=min(level, logging.WARNING))
     logging.getLogger("faiss").setLevel(logging.WARNING)
     check_arguments(data_args, training_args, model_args, retrieval_args)
-    check_sharding(training_args)
+    scheme = check_sharding(training_args)
+    if model_args.load_in_4bit and (scheme is not None or training_args.world_size > 1):
+        raise RecipeError(
+            "--load_in_4bit (QLoRA) is the one-process path for a large generator: run one process, or shard a bf16 "
+            "generator across processes with FSDP2 (recipes/accelerate_configs/fsdp2.yaml) without --load_in_4bit"
+        )
     check_inputs(data_args, training_args)
     if training_args.push_to_hub:
         check_hub_access(training_args)  # before hours of indexing and training
@@ -377,7 +499,7 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
     else:
         set_seed(training_args.seed)
     model, tokenizer, retriever_tokenizer = load_model(
-        model_args, retrieval_args, training_args.max_length, training_args.trust_remote_code
+        model_args, retrieval_args, training_args.max_length, training_args.trust_remote_code, training_args.device
     )
     cfg = model.config
     index_dir = data_args.index_dir or os.path.join(training_args.output_dir, "index")
@@ -450,6 +572,7 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
             return dict(zip(rows["id"], rows["candidates"], strict=True))
 
         callbacks.append(CandidateRefreshCallback(refresh, data_args.refresh_index_steps))
+    peft_config = get_peft_config(model_args)
     trainer = JointRetrievalTrainer(
         model=model,
         args=training_args,
@@ -457,17 +580,25 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
         eval_dataset=eval_dataset,  # evaluated with the joint loss and the retrieval metrics (--eval_strategy)
         processing_class=tokenizer,
         retriever_tokenizer=retriever_tokenizer,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config,
         callbacks=callbacks,
     )
     resume = training_args.resume_from_checkpoint
     # `--resume_from_checkpoint true` (or `true` in the YAML): the last complete checkpoint of output_dir.
     trainer.train(resume_from_checkpoint=True if str(resume).lower() == "true" else resume)
 
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    def unsharded_model() -> JMLRForCausalLM:
+        # The structure the trained model has (the same loading, the same adapters), for the gathered FSDP2 weights.
+        whole = load_model(model_args, retrieval_args, training_args.max_length, training_args.trust_remote_code)[0]
+        if peft_config is not None:
+            apply_peft_to_generator(whole, peft_config)
+        return whole
+
+    model = gather_trained_model(trainer, unsharded_model, training_args.device)
+    cfg = model.config
     generator_weights = "merged" if data_args.merge_adapter or not has_generator_adapter(model) else "adapter"
-    if generator_weights == "merged":
-        merge_generator_adapter(model)
+    if generator_weights == "merged" and (trainer.accelerator.is_main_process or not trainer.is_fsdp_enabled):
+        merge_generator_adapter(model)  # under FSDP2 the other processes' generators are shards: left alone
     if trainer.accelerator.is_main_process:
         after = run_eval("after training")
         trainer.log_measurement(logged_metrics(after))

@@ -51,6 +51,7 @@ from ..models import (
     truncate_to_tokens,
 )
 from ..utils.atomic import atomic_directory, recover_interrupted_swap
+from .fsdp import all_reduce_retriever_gradients, configure_fsdp2
 from .joint_retrieval_config import JointRetrievalConfig
 
 logger = logging.getLogger(__name__)
@@ -383,6 +384,9 @@ class JointRetrievalTrainer(SFTTrainer):
         # compute_loss does not use `num_items_in_batch`, so the Trainer must scale the loss for gradient
         # accumulation itself.
         self.model_accepts_loss_kwargs = False
+        if self.is_fsdp_enabled:
+            # FSDP2: the generator sharded by decoder layer, the retriever kept whole (see jmlr_hf/trainer/fsdp.py).
+            configure_fsdp2(self.accelerator.state.fsdp_plugin, self.model)
         for callback in self.callback_handler.callbacks:
             self._bind_callback(callback)
 
@@ -626,6 +630,9 @@ class JointRetrievalTrainer(SFTTrainer):
             model.zero_grad(set_to_none=True)
             self._nonfinite_in_step = False
             self._nonfinite_skipped = getattr(self, "_nonfinite_skipped", 0) + 1
+        elif self.accelerator.sync_gradients and self.is_fsdp_enabled:
+            # FSDP2 reduce-scatters the generator's gradients; the retriever it ignores is averaged here.
+            all_reduce_retriever_gradients(self.accelerator.unwrap_model(model), self.accelerator.num_processes)
         return loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
