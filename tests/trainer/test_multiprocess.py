@@ -5,40 +5,19 @@ which writes every rank's final weights and samples."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.testing_utils.launch import ROOT, launch_two_processes
+
 WORKER = ROOT / "tests" / "testing_utils" / "ddp_worker.py"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def launch(out_dir: Path, *worker_args: str, timeout: int = 240) -> list[dict]:
     """Run the worker on two CPU processes; a hang fails the test at `timeout` instead of blocking the suite."""
-    accelerate = Path(sys.executable).with_name("accelerate")
-    command = [
-        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-        str(WORKER), str(out_dir), *worker_args,
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    env.pop("PYTHONPATH", None)
-    try:
-        run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as err:
-        pytest.fail(f"the 2-process run did not finish in {timeout} s (a hang?): {str(err.stderr)[-3000:]}")
-    assert run.returncode == 0, run.stderr[-5000:]
+    launch_two_processes(WORKER, str(out_dir), *worker_args, timeout=timeout)
     ranks = [torch.load(out_dir / f"rank{rank}.pt", weights_only=False) for rank in range(2)]
     assert [rank["world"] for rank in ranks] == [2, 2]
     return ranks
