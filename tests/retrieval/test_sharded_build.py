@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import faiss
+import numpy as np
 import pytest
 
 from jmlr_hf.retrieval.sharded import process_group, shard_bounds
@@ -81,3 +82,26 @@ def test_a_two_process_build_from_a_stream_is_the_one_process_build(tmp_path):
     assert [rank["encoded"].get("stream-flat-205") for rank in ranks] == [115, 90]
     assert [rank["encoded"].get("stream-ivf-205") for rank in ranks] == [115, 90]
     assert [rank["encoded"].get("stream-flat-7") for rank in ranks] == [7, None]
+
+
+@pytest.mark.integration
+def test_jmlr_index_under_accelerate_launch_writes_the_one_process_index_once(tmp_path):
+    """`accelerate launch --num_processes 2 ... jmlr index`: both processes encode (all-MiniLM-L6-v2), the main
+    process alone writes the folder and prints the summary; the index is the one `jmlr index` writes alone, to the
+    float rounding of other batch compositions (each process pads its own batches)."""
+    from jmlr_hf.cli import main
+    from jmlr_hf.retrieval import DocumentIndex
+
+    corpus = tmp_path / "corpus.jsonl"
+    rows = [{"id": f"d{i}", "title": f"Topic {i}", "text": f"Passage {i} about organ {i % 4}."} for i in range(7)]
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    command = ["index", "--corpus", str(corpus), "--retriever", "all-minilm-l6-v2"]
+    run = launch_two_processes(
+        ROOT / "tests" / "testing_utils" / "cli_worker.py", *command, "--output", str(tmp_path / "two")
+    )
+    assert run.stdout.count("Indexed 7") == 1, run.stdout
+    main([*command, "--output", str(tmp_path / "one")])
+    two, one = DocumentIndex.load(tmp_path / "two"), DocumentIndex.load(tmp_path / "one")
+    assert two.documents.to_list() == one.documents.to_list() and two.config() == one.config()
+    two_vectors, one_vectors = (index.faiss_index.reconstruct_n(0, 7) for index in (two, one))
+    assert np.abs(two_vectors - one_vectors).max() < 1e-5
