@@ -99,3 +99,22 @@ def test_candidate_refresh_needs_no_filesystem_shared_between_the_processes(tmp_
     assert ranks[0]["overrides"] == ranks[1]["overrides"] and set(ranks[0]["overrides"]) == {"0", "1"}
     assert sorted((tmp_path / "rank0" / "out" / "refreshed_candidates").iterdir())
     assert not (tmp_path / "rank1" / "out" / "refreshed_candidates").exists()
+
+
+def test_the_recipes_index_and_refresh_are_encoded_by_every_rank_without_a_shared_filesystem(tmp_path):
+    """The recipe's initial index and `--refresh_index_steps` refresh under DDP: each rank re-encodes its share of the
+    15-passage corpus (8 + 7 rows; no rank waits alone on the whole corpus) at the start and at the refreshes of steps
+    1 and 2, the main process alone writes the index into its own output_dir, and both ranks train on the same
+    refreshed candidates and the same prepared rows, received over torch.distributed (each rank has its own
+    output_dir, as nodes without a shared filesystem would)."""
+    ranks = launch(tmp_path, "--index_refresh", "--refresh_every", "1", "--output_dir_per_rank")
+    assert_same_weights(ranks)
+    assert [rank["initial_encoded"] for rank in ranks] == [8, 7]
+    assert [rank["initial_index"] for rank in ranks] == ["DocumentIndex", "NoneType"]
+    assert [sum(rank["encoded"]) for rank in ranks] == [3 * 8, 3 * 7]  # the initial build and 2 refreshes
+    assert [rank["index_on_disk"] for rank in ranks] == [True, False]
+    assert [rank["prepared_on_disk"] for rank in ranks] == [True, False]
+    assert ranks[0]["prepared"] == ranks[1]["prepared"] and len(ranks[0]["prepared"]["train"]) == 2
+    assert ranks[0]["overrides"] == ranks[1]["overrides"] and set(ranks[0]["overrides"]) == {"q1", "q2"}
+    assert all(len(candidates) == 4 for candidates in ranks[0]["overrides"].values())
+    assert sorted((tmp_path / "rank0" / "out" / "refreshed_candidates").iterdir())
