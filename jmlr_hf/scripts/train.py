@@ -350,7 +350,8 @@ def share_prepared_splits(group: ShardGroup | None, prepare: Callable[[], None],
         return {split: load_from_disk(os.path.join(prepared_dir, split)) for split in splits}
     run_on_main(group, prepare)
     datasets = {split: load_from_disk(os.path.join(prepared_dir, split)) for split in splits} if group.is_main else {}
-    tables = group.broadcast({split: data.flatten_indices().data.table for split, data in datasets.items()})
+    # Saved datasets have no indices mapping: their Arrow tables are their rows.
+    tables = group.broadcast({split: data.data.table for split, data in datasets.items()})
     if group.is_main:
         return datasets
     from datasets.table import InMemoryTable
