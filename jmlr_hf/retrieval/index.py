@@ -26,6 +26,12 @@ index.save("outputs/index")
 # A corpus too large for memory, streamed (e.g. load_dataset(..., streaming=True)): written into the folder as it goes.
 index = DocumentIndex.from_retriever(streamed_corpus, retriever, tokenizer, directory="outputs/big-index")
 
+# Under `accelerate launch` / torchrun, every process runs the same call and encodes its share of the corpus; the main
+# process gets the index (the one a single process builds), the others None (`jmlr_hf.retrieval.sharded`).
+index = DocumentIndex.from_retriever(corpus, retriever, tokenizer)
+if index is not None:
+    index.save("outputs/index")
+
 index = DocumentIndex.load("outputs/index", expected_fingerprint=retriever.weights_fingerprint())
 index = load_index("org/my-index", revision="main")  # a published index, downloaded once into the Hub cache
 hits = index.retrieve(questions, encode_queries_with(retriever, tokenizer), k=32)
