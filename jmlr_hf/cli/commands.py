@@ -93,12 +93,19 @@ def limit_questions(questions: Dataset, limit: int | None, *, sample: bool = Tru
 
 
 def run_index(args: IndexArguments) -> None:
-    """`jmlr index`: encode a corpus with the retriever and save a faiss index."""
+    """`jmlr index`: encode a corpus with the retriever and save a faiss index.
+
+    Under `accelerate launch --num_processes N` (or torchrun) every process encodes its share of the corpus and the
+    main process writes the index (the folder a single process writes) and prints the summaries; the nodes need not
+    share a filesystem, only the corpus and the retriever (see `jmlr_hf.retrieval.sharded`)."""
     from ..data import load_named_corpus, print_load_summaries
     from ..retrieval import DocumentIndex
+    from ..retrieval.sharded import process_group
     from ..scripts.preflight import check_corpus
 
     check_corpus(args.corpus, args.data_dir, args.distractor_passages)  # before the retriever loads
+    group = process_group()  # joins the other processes of `accelerate launch` / torchrun, if any
+    is_main = group is None or group.is_main
     if args.streaming:
         if args.corpus in ("pubmedqa", "medquad") or args.distractor_passages or args.kind == "ivf":
             raise ValueError(
@@ -115,8 +122,11 @@ def run_index(args: IndexArguments) -> None:
             max_length=config.max_document_length,
             kind=args.kind,
             directory=args.output,
+            show_progress=is_main,
+            distributed=None,  # under accelerate launch / torchrun, every process encodes its share
         )
-        print(f"Indexed {len(index)} streamed documents ({index.kind}, dim {index.dim}) into {args.output}")
+        if index is not None:  # the main process, which wrote the folder
+            print(f"Indexed {len(index)} streamed documents ({index.kind}, dim {index.dim}) into {args.output}")
         return
     retriever, tokenizer, config = load_retriever(args.retriever)
     reports: list[LoadReport] = []
@@ -127,12 +137,22 @@ def run_index(args: IndexArguments) -> None:
         skip_invalid=args.skip_invalid,
         reports=reports,
     )
-    print_load_summaries(reports, "corpus")
+    if is_main:
+        print_load_summaries(reports, "corpus")
     index = DocumentIndex.from_retriever(
-        corpus, retriever, tokenizer, max_length=config.max_document_length, kind=args.kind
+        corpus,
+        retriever,
+        tokenizer,
+        max_length=config.max_document_length,
+        kind=args.kind,
+        show_progress=is_main,
+        distributed=None,  # under accelerate launch / torchrun, every process encodes its share
     )
+    if index is None:  # another process: its share of the vectors went to the main process, which saves the index
+        return
     index.save(args.output)
-    print(f"Indexed {len(index)} documents ({index.kind}, dim {index.dim}) into {args.output}")
+    where = f", encoded by {group.world_size} processes" if group is not None else ""
+    print(f"Indexed {len(index)} documents ({index.kind}, dim {index.dim}{where}) into {args.output}")
 
 
 def run_retrieve(args: RetrieveArguments) -> None:

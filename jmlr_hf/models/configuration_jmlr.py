@@ -289,7 +289,20 @@ class JMLRConfig(PretrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        # A composite config sets its sub-configs' attention implementation from its own (None unless asked), and a
+        # sub-config given as a loaded model's config object is that model's config: resetting it would silently
+        # switch the model to an attention path that ignores the padding mask (an encoder whose vectors change with
+        # what else is in the batch). Keep what each given sub-config had, unless an implementation is asked for.
+        kept = {
+            name: getattr(self, name)._attn_implementation
+            for name in ("generator", "retriever")
+            if isinstance(getattr(self, name), PretrainedConfig)
+        }
         super().__post_init__(**kwargs)
+        if kwargs.get("attn_implementation") is None:
+            for name, implementation in kept.items():
+                if implementation is not None and getattr(self, name)._attn_implementation is None:
+                    getattr(self, name)._attn_implementation = implementation
         self.validate_retrieval_settings()
 
     def validate_retrieval_settings(self) -> None:

@@ -858,10 +858,7 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
 
             tokenizer = AutoTokenizer.from_pretrained(retriever_name_or_path, **hub_kwargs)
             retrieval_kwargs["colbert_token_ids"] = colbert_token_ids(tokenizer)
-        # A new composite config resets its sub-configs' attention implementation; keep what the loaded models use.
-        attn = (generator.config._attn_implementation, encoder.config._attn_implementation)
         config = JMLRConfig(generator=generator.config, retriever=encoder.config, **retrieval_kwargs)
-        config.generator._attn_implementation, config.retriever._attn_implementation = attn
         model = cls(config, generator=generator, retriever_encoder=encoder)
         if colbert_linear is not None and model.retriever.linear is not None:
             if tuple(model.retriever.linear.weight.shape) != tuple(colbert_linear.shape):

@@ -26,6 +26,12 @@ index.save("outputs/index")
 # A corpus too large for memory, streamed (e.g. load_dataset(..., streaming=True)): written into the folder as it goes.
 index = DocumentIndex.from_retriever(streamed_corpus, retriever, tokenizer, directory="outputs/big-index")
 
+# Under `accelerate launch` / torchrun, every process runs the same call and encodes its share of the corpus; the main
+# process gets the index (the one a single process builds), the others None (`jmlr_hf.retrieval.sharded`).
+index = DocumentIndex.from_retriever(corpus, retriever, tokenizer)
+if index is not None:
+    index.save("outputs/index")
+
 index = DocumentIndex.load("outputs/index", expected_fingerprint=retriever.weights_fingerprint())
 index = load_index("org/my-index", revision="main")  # a published index, downloaded once into the Hub cache
 hits = index.retrieve(questions, encode_queries_with(retriever, tokenizer), k=32)
@@ -69,6 +75,7 @@ from ..models.retrieval_jmlr import (
 )
 from ..utils.atomic import atomic_directory
 from ._corpus import check_document_rows, columns_dataset, document_text, prepare_documents
+from .sharded import ShardGroup, encode_blocks, encode_stream, process_group, run_on_main
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -356,8 +363,15 @@ class DocumentIndex:
         train_points_per_list: int = _MAX_POINTS_PER_CENTROID,
         use_gpu: bool | None = None,
         show_progress: bool = True,
-    ) -> DocumentIndex:
+        distributed: bool | None = False,
+    ) -> DocumentIndex | None:
         """Encode a corpus and index it.
+
+        Under `accelerate launch` / torchrun (several processes), every process encodes its own contiguous block of
+        the corpus and the main process assembles the index from the vectors the others send it over
+        `torch.distributed` (see `jmlr_hf.retrieval.sharded`): the same index as one process builds (same vectors,
+        rows and IVF training sample). Every process must then call this with the same corpus; the main process gets
+        the index and the others `None`.
 
         Args:
             documents: A ``datasets.Dataset`` or a list of dicts, with at least ``id`` (unique) and ``text``
@@ -378,11 +392,19 @@ class DocumentIndex:
                 sample). 256, faiss's own cap, by default; fewer trains faster on millions of vectors (64 per list
                 kept recall@10 at 0.98 on 1M clustered vectors, see docs/PERFORMANCE.md).
             use_gpu: Put a flat or IVF index on a GPU. ``None`` uses a GPU when faiss has GPU support and sees one.
-            show_progress: Show a progress bar while encoding.
+            show_progress: Show a progress bar while encoding (the main process's).
+            distributed: ``False`` (the default): encode in this process alone and return the index, whether or
+                not other processes run (what code that builds on one process of a group needs). ``None``: share the
+                encoding among the processes when this is one of several (a ``torch.distributed`` group, or
+                ``WORLD_SIZE`` > 1 from the launcher) — every process of the group must then call this, and only
+                the main process gets the index (the others ``None``); what `jmlr index` and the training recipe
+                do. ``True``: as ``None``, but several processes are required. Opt-in, because a shared build is a
+                collective: one process calling it alone would wait for the others forever.
 
         Raises:
             ValueError: On an invalid corpus (the message names the offending row or id) or invalid arguments.
             ImportError: When faiss is not installed.
+            RuntimeError: When another process of a shared build failed (its error is named).
         """
         if isinstance(documents, IterableDataset):
             raise TypeError(
@@ -408,9 +430,19 @@ class DocumentIndex:
                     _MIN_POINTS_PER_CENTROID,
                 )
             nprobe = min(nprobe, nlist)
-        on_gpu = _resolve_use_gpu(faiss, use_gpu, kind)
-
-        batches = _encode_in_batches(dataset, encode_fn, batch_size, show_progress)
+        group = process_group(distributed)
+        if group is None:
+            on_gpu = _resolve_use_gpu(faiss, use_gpu, kind)
+            batches = _encode_in_batches(dataset, encode_fn, batch_size, show_progress)
+        else:
+            on_gpu = bool(run_on_main(group, lambda: _resolve_use_gpu(faiss, use_gpu, kind)))
+            shown = show_progress and group.is_main
+            received = encode_blocks(
+                dataset, lambda block: _encode_in_batches(block, encode_fn, batch_size, shown), group
+            )
+            if received is None:  # not the main process: its block went to the main process, which builds
+                return None
+            batches = received
         first = next(batches)
         dim = first.shape[1]
         index, resources, device = _new_faiss_index(faiss, kind, dim, nlist, nprobe, hnsw_m, ef_search, on_gpu)
@@ -454,8 +486,11 @@ class DocumentIndex:
         *,
         max_length: int = 256,
         **build_kwargs: Any,
-    ) -> DocumentIndex:
+    ) -> DocumentIndex | None:
         """Build an index with a JMLR retriever's dense encoder, fingerprinted with its current weights.
+
+        Under `accelerate launch` / torchrun every process calls it and encodes its share (see :meth:`build`); the
+        main process gets the index, the others `None`.
 
         Args:
             documents: The corpus, as in :meth:`build`.
@@ -493,7 +528,8 @@ class DocumentIndex:
         train_points_per_list: int = _MAX_POINTS_PER_CENTROID,
         use_gpu: bool | None = None,
         show_progress: bool = True,
-    ) -> DocumentIndex:
+        distributed: bool | None = False,
+    ) -> DocumentIndex | None:
         """Index a corpus that does not fit in memory, e.g. a Hub corpus read with `load_dataset(..., streaming=True)`
         (MedRAG's PubMed has 23.9M snippets), straight into `directory`.
 
@@ -511,7 +547,13 @@ class DocumentIndex:
         the first `nlist * train_points_per_list` documents, so shuffle a corpus sorted by topic (IterableDataset
         `.shuffle(buffer_size=...)`) before indexing it as IVF.
 
-        Returns the index, loaded from `directory` (the document store is read into memory there, as by [`load`]).
+        Under `accelerate launch` / torchrun (`distributed`, as in [`build`]) every process reads the stream and
+        encodes every `world_size`-th chunk of it (keeping no other rows); the main process writes the documents and
+        the index from the vectors the others send it over `torch.distributed`, and is the only one to touch
+        `directory` (the nodes need not share a filesystem). The folder is the one a single process writes.
+
+        Returns the index, loaded from `directory` (the document store is read into memory there, as by [`load`]);
+        `None` on the processes other than the main one of a shared build.
         """
         faiss = _import_faiss()
         _check_build_arguments(kind, fingerprint, batch_size, nlist, train_points_per_list, nprobe, hnsw_m, ef_search)
@@ -522,19 +564,40 @@ class DocumentIndex:
                 "a streamed corpus has no length up front: pass nlist for an IVF index (about 4 * sqrt(number of "
                 "documents)), or build a flat or HNSW index"
             )
-        on_gpu = _resolve_use_gpu(faiss, use_gpu, kind)
-        directory = _check_index_directory(directory)
+        group = process_group(distributed)
+        if group is None:
+            on_gpu = _resolve_use_gpu(faiss, use_gpu, kind)
+            directory = _check_index_directory(directory)
+        else:
+            checked = run_on_main(
+                group, lambda: (_resolve_use_gpu(faiss, use_gpu, kind), _check_index_directory(directory))
+            )
+            if not group.is_main:  # encodes its chunks for the main process, which alone writes the folder
+                with tqdm(disable=True) as progress:
+                    encode = _chunk_encoder(encode_fn, batch_size, progress)
+                    for _ in encode_stream(_stream_chunks(documents, chunk_size), encode, group):
+                        pass
+                return None
+            on_gpu, directory = checked
         train_size = (nlist or 0) * train_points_per_list
         with atomic_directory(directory) as tmp, _DocumentWriter(tmp / DOCUMENTS_FILE) as writer:
             index = resources = device = None
             pending: list[np.ndarray] = []  # IVF: the vectors k-means trains on, until there are enough
             id_hashes: list[np.ndarray] = []
+
+            def keep_documents(chunk: Dataset) -> None:
+                id_hashes.append(_hash_ids(chunk["id"]))
+                writer.write(chunk)
+
             with tqdm(desc="Encoding documents", unit="doc", disable=not show_progress) as progress:
-                for chunk in _stream_chunks(documents, chunk_size):  # each chunk checked as it is read
-                    id_hashes.append(_hash_ids(chunk["id"]))
-                    columns = chunk.select_columns(_text_columns(chunk)).to_dict()
-                    texts = [document_text(dict(zip(columns, values))) for values in zip(*columns.values())]
-                    embeddings = _encode_window(texts, encode_fn, batch_size, progress)
+                # Each chunk is checked as it is read, its documents written, and its vectors come in stream order.
+                vectors = _stream_vectors(
+                    _stream_chunks(documents, chunk_size),
+                    _chunk_encoder(encode_fn, batch_size, progress),
+                    keep_documents,
+                    group,
+                )
+                for embeddings in vectors:
                     if index is None:
                         index, resources, device = _new_faiss_index(
                             faiss, kind, embeddings.shape[1], nlist, nprobe, hnsw_m, ef_search, on_gpu
@@ -547,7 +610,6 @@ class DocumentIndex:
                             pending = []
                     else:
                         index.add(embeddings)
-                    writer.write(chunk)
             if writer.num_rows == 0:
                 raise ValueError("Cannot build an index from an empty corpus.")
             if pending:
@@ -807,6 +869,33 @@ def _encode_in_batches(
         for chunk in dataset.select_columns(_text_columns(dataset)).iter(batch_size=window):
             rows = [dict(zip(chunk, values)) for values in zip(*chunk.values())]
             yield _encode_window([document_text(row) for row in rows], encode_fn, batch_size, progress)
+
+
+def _chunk_encoder(encode_fn: EncodeFn, batch_size: int, progress: tqdm) -> Callable[[Dataset], np.ndarray]:
+    """`chunk -> its normalised vectors`: how a streamed build encodes each chunk of rows it reads."""
+
+    def encode(chunk: Dataset) -> np.ndarray:
+        columns = chunk.select_columns(_text_columns(chunk)).to_dict()
+        texts = [document_text(dict(zip(columns, values))) for values in zip(*columns.values())]
+        return _encode_window(texts, encode_fn, batch_size, progress)
+
+    return encode
+
+
+def _stream_vectors(
+    chunks: Iterable[Dataset],
+    encode: Callable[[Dataset], np.ndarray],
+    keep_documents: Callable[[Dataset], None],
+    group: ShardGroup | None,
+) -> Iterator[np.ndarray]:
+    """The vectors of a stream's chunks, one array per chunk in stream order, `keep_documents` called on every chunk
+    as it is read: encoded here, or, in a shared build's main process, by the processes each chunk belongs to."""
+    if group is not None:
+        yield from encode_stream(chunks, encode, group, keep_documents)
+        return
+    for chunk in chunks:
+        keep_documents(chunk)
+        yield encode(chunk)
 
 
 def _encode_window(texts: list[str], encode_fn: EncodeFn, batch_size: int, progress: tqdm) -> np.ndarray:

@@ -16,6 +16,7 @@ flag it accepts does something or is refused before anything loads, with a messa
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
@@ -54,6 +55,7 @@ from ..models import (
 )
 from ..models.utils import apply_peft_to_generator, has_generator_adapter
 from ..retrieval import DocumentIndex, StaleIndexError, add_candidates
+from ..retrieval.sharded import ShardGroup, process_group, run_on_main
 from ..trainer import CandidateRefreshCallback, JointRetrievalConfig, JointRetrievalTrainer
 from ..trainer.fsdp import load_gathered_state_dict
 from ..utils.atomic import write_text
@@ -330,29 +332,92 @@ def load_model(
     return model, tokenizer, retriever_tokenizer
 
 
-def build_or_load_index(model, retriever_tokenizer, corpus_fn, args: DataArguments, index_dir: str) -> DocumentIndex:
-    """Reuse the index in `index_dir` if the current retriever built it; otherwise (re)build and save it."""
+def build_or_load_index(
+    model, retriever_tokenizer, corpus_fn, args: DataArguments, index_dir: str
+) -> DocumentIndex | None:
+    """Reuse the index in `index_dir` if the current retriever built it; otherwise (re)build and save it.
+
+    With several processes (DDP) every process calls it, and none waits alone on the whole corpus: the main process
+    alone reads and writes `index_dir` (the nodes need not share a filesystem) and decides whether to rebuild; a
+    rebuild is shared, each process encoding its share of the corpus (`jmlr_hf.retrieval.sharded`). The main process
+    gets the index, the others `None`."""
+    group = process_group()
+    is_main = group is None or group.is_main
     fingerprint = model.retriever.weights_fingerprint()
-    if os.path.exists(os.path.join(index_dir, "index_config.json")):
-        try:
-            return DocumentIndex.load(index_dir, expected_fingerprint=fingerprint)
-        except StaleIndexError:
-            logger.info("The index in %s was built by other retriever weights: rebuilding it", index_dir)
+
+    def current_index() -> DocumentIndex | None:
+        if os.path.exists(os.path.join(index_dir, "index_config.json")):
+            try:
+                return DocumentIndex.load(index_dir, expected_fingerprint=fingerprint)
+            except StaleIndexError:
+                logger.info("The index in %s was built by other retriever weights: rebuilding it", index_dir)
+        return None
+
+    index = current_index() if group is None else run_on_main(group, current_index)
+    reused = index is not None if group is None else group.broadcast(index is not None)
+    if reused:
+        return index
     corpus = corpus_fn()
+    common = {
+        "max_length": model.config.max_document_length,
+        "kind": args.index_kind,
+        "show_progress": is_main,
+        "distributed": None,  # every process of the run encodes its share
+    }
     if isinstance(corpus, IterableDataset):  # --corpus_streaming: written into index_dir as it is encoded
         return DocumentIndex.from_retriever(
-            corpus,
-            model.retriever,
-            retriever_tokenizer,
-            max_length=model.config.max_document_length,
-            kind=args.index_kind,
-            directory=index_dir,
+            corpus, model.retriever, retriever_tokenizer, directory=index_dir, **common
         )
-    index = DocumentIndex.from_retriever(
-        corpus, model.retriever, retriever_tokenizer, max_length=model.config.max_document_length, kind=args.index_kind
-    )
-    index.save(index_dir)
+    index = DocumentIndex.from_retriever(corpus, model.retriever, retriever_tokenizer, **common)
+    if index is not None:
+        index.save(index_dir)
     return index
+
+
+def candidate_refresh(
+    retriever_tokenizer,
+    corpus_fn: Callable[[], Dataset | IterableDataset],
+    args: DataArguments,
+    index_dir: str,
+    train_dataset: Dataset,
+    num_candidates: int,
+    max_query_length: int,
+) -> Callable[..., dict[str, list[str]] | None]:
+    """The `--refresh_index_steps` refresh, for [`CandidateRefreshCallback`] (called on every process): the corpus
+    re-encoded by the model being trained, each process encoding its share, into `index_dir`; then, on the main
+    process, the training questions' `num_candidates` candidates retrieved from it (`None` on the others, which
+    receive the main process's over `torch.distributed`)."""
+    questions = train_dataset.remove_columns(["candidate_ids", "candidates", "candidate_scores"])
+
+    def refresh(jmlr) -> dict[str, list[str]] | None:
+        index = build_or_load_index(jmlr, retriever_tokenizer, corpus_fn, args, index_dir)
+        if index is None:
+            return None
+        rows = add_candidates(
+            questions, index, jmlr.retriever, retriever_tokenizer, num_candidates, max_query_length=max_query_length
+        )
+        return dict(zip(rows["id"], rows["candidates"], strict=True))
+
+    return refresh
+
+
+def share_prepared_splits(group: ShardGroup | None, prepare: Callable[[], None], prepared_dir: str) -> dict:
+    """`{"train": ..., "eval": ...}`: the questions with their candidates, which `prepare()` writes under
+    `prepared_dir` on the main process. The other processes receive them from it over `torch.distributed` (as Arrow
+    tables), not from `prepared_dir`: the nodes of a multi-node run need not share a filesystem."""
+    splits = ("train", "eval")
+    if group is None:
+        prepare()
+        return {split: load_from_disk(os.path.join(prepared_dir, split)) for split in splits}
+    run_on_main(group, prepare)
+    datasets = {split: load_from_disk(os.path.join(prepared_dir, split)) for split in splits} if group.is_main else {}
+    # Saved datasets have no indices mapping: their Arrow tables are their rows.
+    tables = group.broadcast({split: data.data.table for split, data in datasets.items()})
+    if group.is_main:
+        return datasets
+    from datasets.table import InMemoryTable
+
+    return {split: Dataset(InMemoryTable(table)) for split, table in tables.items()}
 
 
 def sharding_scheme(training_args: JointRetrievalConfig) -> str | None:
@@ -519,15 +584,16 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
             reports=reports,
         )
         corpus_loads += 1
-        if corpus_loads == 1:  # index refreshes read the same files again
+        if corpus_loads == 1 and training_args.process_index == 0:  # index refreshes read the same files again
             print_load_summaries(reports, "corpus")
         return loaded
 
-    # Index and pre-retrieval run once per filesystem; the other processes read the result from disk.
+    # Every process takes part in building the index (each encodes its share of the corpus); the main process
+    # pre-retrieves and sends the prepared questions to the others.
     prepared_dir = os.path.join(training_args.output_dir, "prepared")
+    group = process_group()
 
-    def prepare() -> None:
-        index = build_or_load_index(model, retriever_tokenizer, corpus, data_args, index_dir)
+    def prepare(index: DocumentIndex) -> None:
         for split, limit in (("train", data_args.train_limit), ("eval", data_args.eval_limit)):
             questions = load_split_questions(data_args, "train" if split == "train" else "test")
             if limit is not None:
@@ -542,9 +608,10 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
             )
             questions.save_to_disk(os.path.join(prepared_dir, split))
 
-    run_once_per_filesystem(training_args, os.path.join(prepared_dir, "eval"), prepare, "index and pre-retrieval")
-    train_dataset = load_from_disk(os.path.join(prepared_dir, "train"))
-    eval_dataset = load_from_disk(os.path.join(prepared_dir, "eval"))
+    index = build_or_load_index(model, retriever_tokenizer, corpus, data_args, index_dir)
+    prepared = share_prepared_splits(group, functools.partial(prepare, index), prepared_dir)
+    del index  # the main process's: the index is searched again only by a refresh, which rebuilds it
+    train_dataset, eval_dataset = prepared["train"], prepared["eval"]
 
     def run_eval(tag: str) -> dict:
         metrics = evaluate_model(
@@ -557,21 +624,12 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
 
     callbacks: list[TrainerCallback] = [LogAtTrainBegin(logged_metrics(before))] if before is not None else []
     if data_args.refresh_index_steps:
-
-        def refresh(jmlr) -> dict[str, list[str]]:
-            index = build_or_load_index(jmlr, retriever_tokenizer, corpus, data_args, index_dir)
-            questions = train_dataset.remove_columns(["candidate_ids", "candidates", "candidate_scores"])
-            rows = add_candidates(
-                questions,
-                index,
-                jmlr.retriever,
-                retriever_tokenizer,
-                cfg.num_candidates,
-                max_query_length=cfg.max_query_length,
-            )
-            return dict(zip(rows["id"], rows["candidates"], strict=True))
-
-        callbacks.append(CandidateRefreshCallback(refresh, data_args.refresh_index_steps))
+        refresh = candidate_refresh(
+            retriever_tokenizer, corpus, data_args, index_dir, train_dataset, cfg.num_candidates, cfg.max_query_length
+        )
+        callbacks.append(
+            CandidateRefreshCallback(refresh, data_args.refresh_index_steps, refresh_on_every_process=True)
+        )
     peft_config = get_peft_config(model_args)
     trainer = JointRetrievalTrainer(
         model=model,
@@ -599,12 +657,14 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
     generator_weights = "merged" if data_args.merge_adapter or not has_generator_adapter(model) else "adapter"
     if generator_weights == "merged" and (trainer.accelerator.is_main_process or not trainer.is_fsdp_enabled):
         merge_generator_adapter(model)  # under FSDP2 the other processes' generators are shards: left alone
+    if data_args.refresh_index:
+        # The trained retriever encodes queries differently: the index must hold its document vectors too. Every
+        # process encodes its share with its retriever (whole on every process, also under FSDP2, and equal: its
+        # gradients are averaged); the main process writes index_dir.
+        build_or_load_index(model, retriever_tokenizer, corpus, data_args, index_dir)
     if trainer.accelerator.is_main_process:
         after = run_eval("after training")
         trainer.log_measurement(logged_metrics(after))
-        if data_args.refresh_index:
-            # The trained retriever encodes queries differently: the index must hold its document vectors too.
-            build_or_load_index(model, retriever_tokenizer, corpus, data_args, index_dir)
         final_dir = os.path.join(training_args.output_dir, "final")
         cfg.index_repo_id, cfg.index_revision = os.path.abspath(index_dir), None
         save_model(model, tokenizer, retriever_tokenizer, final_dir, generator_weights=generator_weights)
@@ -639,20 +699,6 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
             )
             print(f"Pushed the model to {result.url} (index {result.index_repo_id} @ {result.index_revision})")
     return trainer
-
-
-def run_once_per_filesystem(training_args, done_marker: str, build: Callable[[], None], desc: str) -> None:
-    """`build()` on the global main process first, every other process waiting; then, on a node whose filesystem
-    does not show its result (`done_marker` missing: no filesystem shared with the first node), once more by that
-    node's local main process, its other processes waiting. On a shared filesystem it runs exactly once: with
-    `main_process_first(local=True)` alone, each node's local main process would start at once and write into the
-    same folders concurrently."""
-    with training_args.main_process_first(local=False, desc=desc):
-        if training_args.process_index == 0:
-            build()
-    with training_args.main_process_first(local=True, desc=desc):
-        if training_args.local_process_index == 0 and not os.path.exists(done_marker):
-            build()
 
 
 class RecipeParser(TrlParser):

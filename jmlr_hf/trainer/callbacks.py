@@ -139,7 +139,8 @@ class CandidateRefreshCallback(TrainerCallback):
 
     The joint trainer re-scores a fixed list of N pre-retrieved candidates per question; as the retriever trains, the
     documents it would retrieve from the whole corpus drift away from that list. This callback calls `refresh_fn`
-    (the main process only: typically re-encode the corpus, rebuild the index, re-retrieve), saves what it returns to
+    (the main process only, or every process with `refresh_on_every_process`: typically re-encode the corpus,
+    rebuild the index, re-retrieve), saves what the main process's returns to
     `<output_dir>/refreshed_candidates/step-<N>.json` (on the main process), sends it to every other process over
     `torch.distributed` (nodes need not share a filesystem), and every process trains on those candidates from the
     next micro-batch on (the collator's `set_candidate_overrides`, by row id, integer ids included), also one the
@@ -150,18 +151,28 @@ class CandidateRefreshCallback(TrainerCallback):
     Args:
         refresh_fn: `model -> {row id: [candidate texts]}` for the training rows (at least `num_candidates` each).
         every_steps: the refresh interval in optimizer steps (> 0). No refresh after the last step.
+        refresh_on_every_process: call `refresh_fn` on every process, not only the main one, for a refresh whose
+            work the processes share (the recipe's: each process re-encodes its share of the corpus, see
+            `jmlr_hf.retrieval.sharded`); only the main process's result is used, the others may return `None`.
 
     The dataloader must run in the training processes (`dataloader_num_workers=0`): worker processes would keep their
     own copy of the collator and never see a refresh. A refresh costs what `refresh_fn` costs, on the main process,
-    while the others wait: on the demo, re-encoding its 3,858 passages took 88 s and re-retrieving its 500 training
-    questions 3.6 s on 2 CPU cores.
+    while the others wait, unless they share the work (`refresh_on_every_process`): on the demo, re-encoding its
+    3,858 passages took 88 s and re-retrieving its 500 training questions 3.6 s on 2 CPU cores, in one process.
     """
 
-    def __init__(self, refresh_fn: Callable[[Any], dict[Any, list[str]]], every_steps: int):
+    def __init__(
+        self,
+        refresh_fn: Callable[[Any], dict[Any, list[str]] | None],
+        every_steps: int,
+        *,
+        refresh_on_every_process: bool = False,
+    ):
         if every_steps <= 0:
             raise ValueError(f"every_steps must be positive, got {every_steps}")
         self.refresh_fn = refresh_fn
         self.every_steps = every_steps
+        self.refresh_on_every_process = refresh_on_every_process
 
     @staticmethod
     def _folder(args: TrainingArguments) -> str:
@@ -211,9 +222,12 @@ class CandidateRefreshCallback(TrainerCallback):
         if state.global_step % self.every_steps or state.global_step >= state.max_steps:
             return
         overrides = None
-        if state.is_world_process_zero:
-            model = getattr(model, "module", model)
-            # String keys: what the JSON file keeps, and what the collator looks rows up by.
-            overrides = {str(key): list(value) for key, value in self.refresh_fn(model).items()}
-            write_json(os.path.join(self._folder(args), f"step-{state.global_step}.json"), overrides)
+        if state.is_world_process_zero or self.refresh_on_every_process:
+            refreshed = self.refresh_fn(getattr(model, "module", model))
+            if state.is_world_process_zero:
+                if refreshed is None:
+                    raise ValueError("refresh_fn returned None on the main process: return the refreshed candidates")
+                # String keys: what the JSON file keeps, and what the collator looks rows up by.
+                overrides = {str(key): list(value) for key, value in refreshed.items()}
+                write_json(os.path.join(self._folder(args), f"step-{state.global_step}.json"), overrides)
         self._collator(train_dataloader).set_candidate_overrides(self._from_main_process(overrides))

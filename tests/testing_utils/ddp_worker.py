@@ -3,11 +3,16 @@
     accelerate launch --multi_gpu --num_processes 2 tests/testing_utils/ddp_worker.py OUT_DIR [--retrieval_loss_weight 0]
         [--num_context_documents 0] [--tie_nlls_on_rank 1] [--gradient_checkpointing] [--peft] [--refresh_every 1]
         [--gradient_accumulation_steps 2 --nonfinite_loss skip_step --nan_at_micro_batch 2 --nan_on_rank 0]
-        [--output_dir_per_rank] [--integer_ids]
+        [--output_dir_per_rank] [--integer_ids] [--index_refresh]
 
 Every rank builds the same tiny random JMLR model (same seed), trains a few steps on the toy rows with the
 `JointRetrievalTrainer`, and writes `OUT_DIR/rank{r}.pt`: its final trainable weights, the documents it sampled at
 each step, and its logged metrics. The test compares the ranks.
+
+With `--index_refresh` the candidates come from the recipe's own code (`jmlr_hf.scripts.train`): the initial index
+(`build_or_load_index`), the prepared questions sent to the other ranks (`share_prepared_splits`) and the
+`--refresh_index_steps` refresh (`candidate_refresh`), over a 15-passage corpus in `<output dir>/index`; every rank
+records how many corpus rows its retriever encoded.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from jmlr_hf import JMLRForCausalLM, JointRetrievalTrainer  # noqa: E402
 from jmlr_hf.trainer import CandidateRefreshCallback  # noqa: E402
 from jmlr_hf.trainer import joint_retrieval_trainer as trainer_module  # noqa: E402
 from jmlr_hf.utils.demo_models import minilm_path, smollm2_path  # noqa: E402
-from tests.testing_utils.models import TOY_ROWS, tiny_config  # noqa: E402
+from tests.testing_utils.models import RECIPE_CORPUS, TOY_ROWS, tiny_config  # noqa: E402
 from tests.testing_utils.training import make_args  # noqa: E402
 
 
@@ -53,6 +58,7 @@ def main() -> None:
         help="each rank writes under OUT_DIR/rank{r}: nodes that share no filesystem (one node per rank)",
     )
     parser.add_argument("--integer_ids", action="store_true", help="the rows' ids are integers")
+    parser.add_argument("--index_refresh", action="store_true", help="the recipe's index, prepared rows and refresh")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -85,7 +91,10 @@ def main() -> None:
 
         peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     callbacks = []
-    if args.refresh_every:
+    recipe: dict = {}
+    if args.index_refresh:
+        callbacks.append(recipe_refresh(model, retriever_tokenizer, rows, out_dir, args.refresh_every, recipe))
+    elif args.refresh_every:
         # A stand-in for "rebuild the index, re-retrieve": each question's candidates in the opposite order.
         def refresh(jmlr):
             return {row["id"]: list(reversed(row["candidates"])) for row in rows}
@@ -136,9 +145,59 @@ def main() -> None:
             "log_history": trainer.state.log_history,
             "world": trainer.args.world_size,
             "initial": initial,
+            **recipe,
+            "index_on_disk": (out_dir / "index" / "index_config.json").exists(),
         },
         os.path.join(args.out_dir, f"rank{rank}.pt"),
     )
+
+
+def recipe_refresh(
+    model, retriever_tokenizer, rows, out_dir: Path, every: int, recipe: dict
+) -> CandidateRefreshCallback:
+    """The recipe's initial index and prepared rows, and its refresh callback; `recipe` receives what the test checks:
+    the corpus rows this rank's retriever encoded, the prepared rows it got, and where it found an index folder."""
+    from jmlr_hf.retrieval.sharded import process_group
+    from jmlr_hf.scripts.arguments import DataArguments
+    from jmlr_hf.scripts.train import build_or_load_index, candidate_refresh, share_prepared_splits
+
+    texts = list(dict.fromkeys([text for row in rows for text in row["candidates"]] + RECIPE_CORPUS))
+    passages = [{"id": f"p{i}", "text": text} for i, text in enumerate(texts + ["The thyroid makes thyroxine."])]
+    assert len(passages) == 15  # odd: the ranks' shares differ by one row
+
+    encoded: list[int] = []
+    real_encode = model.retriever.encode_dense_texts
+
+    def counting_encode(texts, *encode_args, is_query=False, **kwargs):
+        if not is_query:
+            encoded.append(len(texts))
+        return real_encode(texts, *encode_args, is_query=is_query, **kwargs)
+
+    model.retriever.encode_dense_texts = counting_encode
+    data_args = DataArguments(index_kind="flat")
+    index_dir = str(out_dir / "index")
+    questions = Dataset.from_list(rows)
+    questions = questions.add_column("candidate_ids", [[f"x{i}" for i in range(4)] for _ in rows])
+    questions = questions.add_column("candidate_scores", [[0.0] * 4 for _ in rows])
+
+    def corpus():
+        return Dataset.from_list(passages)
+
+    index = build_or_load_index(model, retriever_tokenizer, corpus, data_args, index_dir)
+    recipe["initial_encoded"] = sum(encoded)
+    recipe["initial_index"] = type(index).__name__
+    prepared_dir = out_dir / "prepared"
+
+    def prepare() -> None:  # the recipe pre-retrieves here; the rows themselves are what the ranks must share
+        for split in ("train", "eval"):
+            questions.save_to_disk(str(prepared_dir / split))
+
+    prepared = share_prepared_splits(process_group(), prepare, str(prepared_dir))
+    recipe["prepared"] = {split: data.to_list() for split, data in prepared.items()}
+    recipe["prepared_on_disk"] = prepared_dir.exists()
+    recipe["encoded"] = encoded
+    refresh = candidate_refresh(retriever_tokenizer, corpus, data_args, index_dir, questions, 4, 32)
+    return CandidateRefreshCallback(refresh, every, refresh_on_every_process=True)
 
 
 if __name__ == "__main__":

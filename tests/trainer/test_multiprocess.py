@@ -5,40 +5,19 @@ which writes every rank's final weights and samples."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.testing_utils.launch import ROOT, launch_two_processes
+
 WORKER = ROOT / "tests" / "testing_utils" / "ddp_worker.py"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def launch(out_dir: Path, *worker_args: str, timeout: int = 240) -> list[dict]:
     """Run the worker on two CPU processes; a hang fails the test at `timeout` instead of blocking the suite."""
-    accelerate = Path(sys.executable).with_name("accelerate")
-    command = [
-        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-        str(WORKER), str(out_dir), *worker_args,
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    env.pop("PYTHONPATH", None)
-    try:
-        run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as err:
-        pytest.fail(f"the 2-process run did not finish in {timeout} s (a hang?): {str(err.stderr)[-3000:]}")
-    assert run.returncode == 0, run.stderr[-5000:]
+    launch_two_processes(WORKER, str(out_dir), *worker_args, timeout=timeout)
     ranks = [torch.load(out_dir / f"rank{rank}.pt", weights_only=False) for rank in range(2)]
     assert [rank["world"] for rank in ranks] == [2, 2]
     return ranks
@@ -120,3 +99,22 @@ def test_candidate_refresh_needs_no_filesystem_shared_between_the_processes(tmp_
     assert ranks[0]["overrides"] == ranks[1]["overrides"] and set(ranks[0]["overrides"]) == {"0", "1"}
     assert sorted((tmp_path / "rank0" / "out" / "refreshed_candidates").iterdir())
     assert not (tmp_path / "rank1" / "out" / "refreshed_candidates").exists()
+
+
+def test_the_recipes_index_and_refresh_are_encoded_by_every_rank_without_a_shared_filesystem(tmp_path):
+    """The recipe's initial index and `--refresh_index_steps` refresh under DDP: each rank re-encodes its share of the
+    15-passage corpus (8 + 7 rows; no rank waits alone on the whole corpus) at the start and at the refreshes of steps
+    1 and 2, the main process alone writes the index into its own output_dir, and both ranks train on the same
+    refreshed candidates and the same prepared rows, received over torch.distributed (each rank has its own
+    output_dir, as nodes without a shared filesystem would)."""
+    ranks = launch(tmp_path, "--index_refresh", "--refresh_every", "1", "--output_dir_per_rank")
+    assert_same_weights(ranks)
+    assert [rank["initial_encoded"] for rank in ranks] == [8, 7]
+    assert [rank["initial_index"] for rank in ranks] == ["DocumentIndex", "NoneType"]
+    assert [sum(rank["encoded"]) for rank in ranks] == [3 * 8, 3 * 7]  # the initial build and 2 refreshes
+    assert [rank["index_on_disk"] for rank in ranks] == [True, False]
+    assert [rank["prepared_on_disk"] for rank in ranks] == [True, False]
+    assert ranks[0]["prepared"] == ranks[1]["prepared"] and len(ranks[0]["prepared"]["train"]) == 2
+    assert ranks[0]["overrides"] == ranks[1]["overrides"] and set(ranks[0]["overrides"]) == {"q1", "q2"}
+    assert all(len(candidates) == 4 for candidates in ranks[0]["overrides"].values())
+    assert sorted((tmp_path / "rank0" / "out" / "refreshed_candidates").iterdir())
