@@ -26,9 +26,10 @@ index.save("outputs/index")
 # A corpus too large for memory, streamed (e.g. load_dataset(..., streaming=True)): written into the folder as it goes.
 index = DocumentIndex.from_retriever(streamed_corpus, retriever, tokenizer, directory="outputs/big-index")
 
-# Under `accelerate launch` / torchrun, every process runs the same call and encodes its share of the corpus; the main
-# process gets the index (the one a single process builds), the others None (`jmlr_hf.retrieval.sharded`).
-index = DocumentIndex.from_retriever(corpus, retriever, tokenizer)
+# Under `accelerate launch` / torchrun, with `distributed=None`, every process runs the same call and encodes its share
+# of the corpus; the main process gets the index (the one a single process builds), the others None
+# (`jmlr_hf.retrieval.sharded`). Without it (the default) each process that calls it builds the whole index alone.
+index = DocumentIndex.from_retriever(corpus, retriever, tokenizer, distributed=None)
 if index is not None:
     index.save("outputs/index")
 

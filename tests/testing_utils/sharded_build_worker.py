@@ -72,11 +72,13 @@ def main() -> None:
                 rows, encode, "fp", batch_size=8, show_progress=False, distributed=distributed, **options
             ))  # fmt: skip
         try:  # process 1 passes other documents: both processes refuse before encoding anything
-            DocumentIndex.build(corpus(10 + rank), encoder("mismatch"), "fp", show_progress=False)
+            DocumentIndex.build(corpus(10 + rank), encoder("mismatch"), "fp", show_progress=False, distributed=None)
         except ValueError as err:
             report["errors"]["mismatch"] = str(err)
         try:  # the encoder fails on process 1: process 0 learns it instead of waiting for vectors that never come
-            DocumentIndex.build(corpus(10), encoder("broken", fail_on_rank=1, rank=rank), "fp", show_progress=False)
+            DocumentIndex.build(
+                corpus(10), encoder("broken", fail_on_rank=1, rank=rank), "fp", show_progress=False, distributed=None
+            )
         except RuntimeError as err:
             report["errors"]["broken"] = str(err)
     else:
