@@ -23,6 +23,7 @@ from jmlr_hf.cli import main as jmlr
 from jmlr_hf.data import DataFormatError, load_corpus, load_medmcqa, load_task
 from jmlr_hf.hub import HubError, push_index, push_model
 from jmlr_hf.models import apply_peft_to_generator, save_model
+from jmlr_hf.models.retrieval_jmlr import DOCUMENTS_FILE, INDEX_FILE
 from jmlr_hf.retrieval import DocumentIndex, StaleIndexWarning, encode_queries_with, load_index
 from tests.testing_utils.models import TOY_ROWS
 from tests.testing_utils.training import make_args, make_trainer
@@ -273,7 +274,7 @@ def test_push_index_then_load_index_gives_identical_search_results(
     local = build_index(model, retriever_tokenizer, tmp_path / "index")
     repo_id = unique("index")
     result = push_index(tmp_path / "index", repo_id)
-    assert {"index.faiss", "documents.parquet"} <= hub.lfs_files(repo_id, "dataset")
+    assert {INDEX_FILE, DOCUMENTS_FILE} <= hub.lfs_files(repo_id, "dataset")
 
     pulled = load_index(repo_id, revision=result.commit, expected_fingerprint=model.retriever.weights_fingerprint())
     assert search(pulled, model, retriever_tokenizer) == search(local, model, retriever_tokenizer)
@@ -285,7 +286,7 @@ def test_push_index_then_load_index_gives_identical_search_results(
 
 def test_a_corrupt_index_is_never_published(hub, tmp_path, make_tiny_model, retriever_tokenizer):
     build_index(make_tiny_model(seed=5), retriever_tokenizer, tmp_path / "index")
-    with open(tmp_path / "index" / "documents.parquet", "ab") as f:
+    with open(tmp_path / "index" / DOCUMENTS_FILE, "ab") as f:
         f.write(b"garbage")
     repo_id = unique("index-corrupt")
     with pytest.raises(Exception, match="sha256|checksum"):
