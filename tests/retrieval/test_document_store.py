@@ -13,22 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from jmlr_hf.models.retrieval_jmlr import (
-    CONFIG_FILE,
-    DOCUMENTS_FILE,
-    INDEX_FILE,
-    PARQUET_DOCUMENTS_FILE,
-    CorruptIndexError,
-    JMLRIndex,
-    file_sha256,
-    index_config_sha256,
-    index_file_names,
-)
+from jmlr_hf.models.retrieval_jmlr import CONFIG_FILE, DOCUMENTS_FILE, CorruptIndexError, JMLRIndex, index_file_names
 from jmlr_hf.retrieval import document_store
 from jmlr_hf.retrieval.index import DocumentIndex
+from tests.testing_utils.index_formats import as_format_1
 
 pytest.importorskip("faiss")
 
@@ -55,21 +45,6 @@ def corpus(n: int, filler: int = 0) -> list[dict]:
         }
         for i in range(n)
     ]
-
-
-def as_format_1(folder: Path) -> Path:
-    """Rewrite a saved index folder as format 1 wrote it: the same table as parquet (with the `datasets` features
-    in its schema metadata), `format_version` 1, the checksums of that folder."""
-    table = pa.ipc.open_stream(pa.memory_map(str(folder / DOCUMENTS_FILE))).read_all()
-    with pq.ParquetWriter(folder / PARQUET_DOCUMENTS_FILE, table.schema) as writer:
-        writer.write_table(table)
-    (folder / DOCUMENTS_FILE).unlink()
-    config = json.loads((folder / CONFIG_FILE).read_text())
-    config["format_version"] = 1
-    config["sha256"] = {name: file_sha256(folder / name) for name in (INDEX_FILE, PARQUET_DOCUMENTS_FILE)}
-    config["config_sha256"] = index_config_sha256(config)
-    (folder / CONFIG_FILE).write_text(json.dumps(config))
-    return folder
 
 
 @pytest.fixture
