@@ -566,7 +566,9 @@ class DocumentIndex:
             )
             _finish_index_directory(faiss, cpu_index, tmp, config)
         logger.info("Built a %s index of %d streamed documents into %s.", kind, writer.num_rows, directory)
-        del index, resources
+        # Every reference to the built index goes before the folder is loaded (`cpu_index` is the same index on CPU):
+        # otherwise the faiss index is held twice at the end of the build (benchmarks/index_memory.py saw 2x).
+        del index, resources, cpu_index
         return cls.load(directory, use_gpu=use_gpu, verify_checksums=False)
 
     # ------------------------------------------------------------------ search
