@@ -222,14 +222,17 @@ class SavedIndex:
     memory_mapped: bool = False
 
 
-def open_documents(path: str | os.PathLike, format_version: int = INDEX_FORMAT_VERSION):
+def open_documents(path: str | os.PathLike, format_version: int = INDEX_FORMAT_VERSION, *, validate: bool = True):
     """The document store at `path` as a pyarrow table: memory-mapped, zero-copy, for format 2 (an Arrow IPC
     stream: reading it walks the record batches' metadata, the text stays on disk until rows are gathered), read
     whole for format 1 (parquet).
 
-    Raises `CorruptIndexError` naming the file when it cannot be read as such (truncated, not Arrow, bad buffers).
-    The checks here are the cheap ones (`Table.validate()`, buffer sizes): a byte changed inside the text is found
-    by the sha256 check of `read_index_folder`, which reads the file once."""
+    Raises `CorruptIndexError` naming the file when it cannot be read as such (truncated, not Arrow). With
+    `validate`, also when its buffers do not hold what their offsets say (`Table.validate()`, which reads a page or
+    two per column and record batch: ~30 MB of a mapped 1M-passage store, benchmarks/index_memory.py), so that a
+    damaged store is an error here, not a crash inside a later gather. `read_index_folder` skips it when the
+    file's sha256 was verified: the bytes are then the ones written. A byte changed inside the text is only found
+    by the sha256."""
     pa = import_pyarrow()
     path = os.fspath(path)
     try:
@@ -238,7 +241,8 @@ def open_documents(path: str | os.PathLike, format_version: int = INDEX_FORMAT_V
         else:
             # Not closed here: the table's buffers point into the mapping and keep it alive as long as they live.
             table = pa.ipc.open_stream(pa.memory_map(path, "r")).read_all()
-        table.validate()
+        if validate:
+            table.validate()
     except (pa.ArrowException, OSError) as err:
         kind = "parquet" if format_version == 1 else "Arrow IPC stream"
         raise CorruptIndexError(f"{path} is not a readable {kind} document store: {err}") from err
@@ -395,7 +399,7 @@ def read_index_folder(
         cpu_index = faiss.read_index(paths[INDEX_FILE])
     except RuntimeError as err:
         raise CorruptIndexError(f"faiss cannot read {paths[INDEX_FILE]}: {err}") from err
-    documents = open_documents(paths[documents_file], version)
+    documents = open_documents(paths[documents_file], version, validate=not verify_checksums)
     if cpu_index.ntotal != config["num_documents"] or documents.num_rows != config["num_documents"]:
         raise CorruptIndexError(
             f"{directory} is inconsistent: {CONFIG_FILE} says {config['num_documents']} documents, "

@@ -160,3 +160,22 @@ def test_a_store_cut_at_a_batch_boundary_is_caught_by_its_row_count(saved):
     path.write_bytes(sink.getvalue().to_pybytes())
     with pytest.raises(CorruptIndexError, match=f"{DOCUMENTS_FILE} has 7 rows"):
         DocumentIndex.load(folder, verify_checksums=False)
+
+
+def test_offsets_that_point_outside_their_buffer_are_a_corrupt_index_not_a_crash(saved):
+    """A well-formed stream whose text offsets run past the text (checksums not verified): refused at open."""
+    _, folder = saved
+    path = folder / DOCUMENTS_FILE
+    with pa.memory_map(str(path)) as source:
+        base = source.read_buffer(source.size()).address
+        source.seek(0)
+        table = pa.ipc.open_stream(source).read_all()
+        offsets = table.column("text").chunk(0).buffers()[1]
+        position = offsets.address - base + 7 * 4  # the 8th (last) int32 offset of the first batch's 7 texts
+        del table, offsets
+    data = bytearray(path.read_bytes())
+    data[position : position + 4] = (2**30).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    for load in (DocumentIndex.load, JMLRIndex.load):
+        with pytest.raises(CorruptIndexError, match=re.escape(str(path))):
+            load(folder, verify_checksums=False)
