@@ -34,13 +34,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PYTEST) -m "not integration" tests experiments/tests
 
-# The figures of docs/PERFORMANCE.md (about 25 minutes on 2 CPU cores; each script prints its own).
+# The figures of docs/PERFORMANCE.md (about 35 minutes on 2 CPU cores; each script prints its own).
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/joint_step.py
 	$(BIN)/python benchmarks/evaluation.py
 	$(BIN)/python benchmarks/candidate_ranking.py
 	$(BIN)/python benchmarks/index_encoding.py
 	$(BIN)/python benchmarks/index_search.py
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/index_memory.py
 
 # Every dependency at its floor in pyproject.toml, from PyPI, in a separate venv (.venv-floors), then a short training
 # (tools/check_floors.sh; downloads a few GB: torch's CUDA build, as pip takes it on Linux).

@@ -194,7 +194,7 @@ class PushModelArguments(PushArguments):
 class PushIndexArguments(PushArguments):
     """`jmlr push index`: a saved document index folder (as a data set repository)."""
 
-    source: str = positional("The index folder (index.faiss, documents.parquet, index_config.json)")
+    source: str = positional("The index folder (index.faiss, documents.arrow, index_config.json)")
     model_repo_id: str | None = option(None, "The model it goes with (named in the card)")
 
 

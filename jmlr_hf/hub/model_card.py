@@ -18,7 +18,7 @@ from datasets import Dataset, DatasetDict, List
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
 from ..data.medqa_reason import check_reason_splits, data_file
-from ..models.retrieval_jmlr import RELATIVE_PATH_PREFIXES, is_local_path
+from ..models.retrieval_jmlr import DOCUMENTS_FILE, RELATIVE_PATH_PREFIXES, is_local_path
 
 # The package that holds the card templates: `model_cards/` of the source tree, installed as `jmlr_hf/hub/templates`
 # (pyproject.toml maps one to the other), so `importlib.resources` finds them in every kind of install.
@@ -250,8 +250,16 @@ def render_model_card(
     )
 
 
-def render_index_card(index, repo_id: str, *, model_repo_id: str | None = None, license: str | None = None):
-    """The card of a document-index repository (a data set repository on the Hub) for a `DocumentIndex`."""
+def render_index_card(
+    index,
+    repo_id: str,
+    *,
+    model_repo_id: str | None = None,
+    license: str | None = None,
+    documents_file: str = DOCUMENTS_FILE,
+):
+    """The card of a document-index repository (a data set repository on the Hub) for a `DocumentIndex`;
+    `documents_file` is the name of its document store (`documents.parquet` for an index of format 1)."""
     card_data = DatasetCardData(
         license=license,
         pretty_name=f"JMLR document index {repo_id.split('/')[-1]}",
@@ -265,6 +273,7 @@ def render_index_card(index, repo_id: str, *, model_repo_id: str | None = None, 
         index=index.config(),
         num_documents=len(index),
         model_repo_id=model_repo_id,
+        documents_file=documents_file,
     )
 
 

@@ -11,7 +11,7 @@ Pushing over an existing repository adds a commit; files that are not part of th
 * a model repository holds the remote code (`configuration_jmlr.py`, `modeling_jmlr.py`, `auto_map` in the config),
   the generator (merged full weights, or a LoRA adapter in `generator_adapter/` plus the base model's id), the
   retriever, both tokenizers (the retriever's in `retriever_tokenizer/`) and a model card;
-* an index is a data set repository (`index.faiss`, `documents.parquet`, `index_config.json`, a card); the model's
+* an index is a data set repository (`index.faiss`, `documents.arrow`, `index_config.json`, a card); the model's
   config records its id and commit (`index_repo_id`, `index_revision`), so that one model id gives both;
 * a data set repository holds `data/<split>-00000-of-00001.parquet` and a data set card (see
   `jmlr_hf.data.medqa_reason`).
@@ -37,7 +37,7 @@ from httpx2 import HTTPError  # the HTTP client of huggingface_hub 2.x; network 
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-from ..models.retrieval_jmlr import is_local_path
+from ..models.retrieval_jmlr import index_file_names, is_local_path
 from ..models.utils import (
     GeneratorWeights,
     adapter_base_model,
@@ -45,7 +45,7 @@ from ..models.utils import (
     load_jmlr_checkpoint,
     save_model,
 )
-from ..retrieval.index import CONFIG_FILE, DOCUMENTS_FILE, INDEX_FILE, INDEX_REPO_TYPE, DocumentIndex
+from ..retrieval.index import CONFIG_FILE, INDEX_REPO_TYPE, DocumentIndex
 from ..utils.atomic import atomic_directory
 from .model_card import eval_results_from_evaluation, render_index_card, render_model_card, weights_digest
 
@@ -371,14 +371,19 @@ def push_index(
 ) -> PushResult:
     """Publish a saved `DocumentIndex` folder as a data set repository, in one commit, with its card.
 
-    The folder is loaded first (checksums verified), so a corrupt index is never published.
+    The folder is loaded first (checksums verified), so a corrupt index is never published. Its files are
+    published as they are: a folder of index format 1 (`documents.parquet`) stays format 1 on the Hub; load and
+    `save` it first to publish format 2 (`documents.arrow`, which opens without reading the text).
     """
     index = DocumentIndex.load(index_dir)
+    format_version = json.loads((Path(index_dir) / CONFIG_FILE).read_text(encoding="utf-8"))["format_version"]
+    names = index_file_names(format_version)  # checked by the load
     with tempfile.TemporaryDirectory(prefix="jmlr-push-") as staging:
         folder = Path(staging)
-        for name in (INDEX_FILE, DOCUMENTS_FILE, CONFIG_FILE):
+        for name in names:
             shutil.copy2(Path(index_dir) / name, folder / name)
-        render_index_card(index, repo_id, model_repo_id=model_repo_id, license=license).save(folder / "README.md")
+        card = render_index_card(index, repo_id, model_repo_id=model_repo_id, license=license, documents_file=names[1])
+        card.save(folder / "README.md")
         return _upload(
             folder,
             repo_id,

@@ -18,9 +18,19 @@ loaded with `trust_remote_code` retrieves with only faiss, pyarrow and huggingfa
 The format is defined here once: `jmlr_hf.retrieval.index` writes it, and reads it through `read_index_folder`.
 
 On disk an index is a folder with `index.faiss` (a CPU faiss index of L2-normalised vectors, inner product),
-`documents.parquet` (row i is the document of vector i: `id`, `text`, optional `title` and other columns) and
+the document store (row i is the document of vector i: `id`, `text`, optional `title` and other columns) and
 `index_config.json` (kind, dimension, search parameters, encoder fingerprint, sha256 checksums). On the Hub it is a
 data set repository with these three files.
+
+The document store depends on the config's `format_version`:
+
+* 2 (written now): `documents.arrow`, an Arrow IPC *stream* (the format of `datasets`' own cache files), written in
+  record batches. Opening it memory-maps the file (`pyarrow.memory_map`) and reads only the batches' metadata: no
+  text is read until a search returns rows, and then only the hits' rows are touched (`DocumentRows`). An index of
+  tens of millions of passages opens in every process at the cost of its page tables, not of its text.
+* 1 (indexes saved before, some already on the Hub): `documents.parquet`, still read, as before: whole, into memory
+  (parquet pages are compressed, so they cannot be mapped). Such a folder is not converted in place; saving the
+  loaded index (`DocumentIndex.save`) writes format 2.
 """
 
 import hashlib
@@ -34,10 +44,13 @@ from dataclasses import dataclass
 
 # A saved index is a folder with these three files (a data set repository on the Hub: the Hub has no index type).
 INDEX_FILE = "index.faiss"
-DOCUMENTS_FILE = "documents.parquet"
+DOCUMENTS_FILE = "documents.arrow"  # format 2: an Arrow IPC stream, memory-mapped when opened
+PARQUET_DOCUMENTS_FILE = "documents.parquet"  # format 1: read whole
 CONFIG_FILE = "index_config.json"
 INDEX_REPO_TYPE = "dataset"
-INDEX_FORMAT_VERSION = 1
+INDEX_FORMAT_VERSION = 2  # the version written
+# The versions read, with the name of their document file.
+DOCUMENTS_FILES: dict[int, str] = {1: PARQUET_DOCUMENTS_FILE, 2: DOCUMENTS_FILE}
 INDEX_METRIC = "inner_product"
 INDEX_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
 INDEX_CONFIG_KEYS = ("kind", "metric", "dim", "num_documents", "fingerprint")
@@ -56,7 +69,15 @@ class StaleIndexWarning(UserWarning):
 
 
 class CorruptIndexError(ValueError):
-    """A file of a saved index does not match the checksum recorded when it was saved."""
+    """A file of a saved index does not match the checksum recorded when it was saved, or cannot be read."""
+
+
+def index_file_names(format_version: int = INDEX_FORMAT_VERSION) -> tuple[str, str, str]:
+    """The three files of an index folder of `format_version`: faiss index, document store, config (the files a
+    push uploads and a download fetches)."""
+    if format_version not in DOCUMENTS_FILES:
+        raise ValueError(f"Unknown index format_version {format_version!r}; known: {sorted(DOCUMENTS_FILES)}.")
+    return INDEX_FILE, DOCUMENTS_FILES[format_version], CONFIG_FILE
 
 
 def document_text(row: dict) -> str:
@@ -155,7 +176,8 @@ def download_index(
     local_files_only: bool = False,
 ) -> str:
     """The local folder of an index: `index` itself when it is a folder, else the snapshot of the Hub index
-    repository `index` at `revision` (downloaded once into the Hub cache, only the index's three files)."""
+    repository `index` at `revision` (downloaded once into the Hub cache, only the index's three files: the
+    document store of either format, so that indexes published before format 2 still download)."""
     check_path_or_hub_id(index, "index")
     if os.path.isdir(index):
         return index
@@ -168,7 +190,7 @@ def download_index(
             index,
             repo_type=INDEX_REPO_TYPE,
             revision=revision,
-            allow_patterns=[INDEX_FILE, DOCUMENTS_FILE, CONFIG_FILE],
+            allow_patterns=[INDEX_FILE, CONFIG_FILE, *DOCUMENTS_FILES.values()],
             token=token,
             cache_dir=cache_dir,
             local_files_only=local_files_only,
@@ -189,12 +211,77 @@ def download_index(
 @dataclass
 class SavedIndex:
     """The contents of a saved index folder, checked: the CPU faiss index, the document store (a pyarrow table,
-    row i = vector i) and `index_config.json` (with the search parameters in effect)."""
+    row i = vector i: memory-mapped from `documents_path` for format 2, in memory for format 1) and
+    `index_config.json` (with the search parameters in effect)."""
 
     faiss_index: object
     documents: object
     config: dict
     directory: str
+    documents_path: str = ""
+    memory_mapped: bool = False
+
+
+def open_documents(path: str | os.PathLike, format_version: int = INDEX_FORMAT_VERSION, *, validate: bool = True):
+    """The document store at `path` as a pyarrow table: memory-mapped, zero-copy, for format 2 (an Arrow IPC
+    stream: reading it walks the record batches' metadata, the text stays on disk until rows are gathered), read
+    whole for format 1 (parquet).
+
+    Raises `CorruptIndexError` naming the file when it cannot be read as such (truncated, not Arrow). With
+    `validate`, also when its buffers do not hold what their offsets say (`Table.validate()`, which reads a page or
+    two per column and record batch: ~30 MB of a mapped 1M-passage store, benchmarks/index_memory.py), so that a
+    damaged store is an error here, not a crash inside a later gather. `read_index_folder` skips it when the
+    file's sha256 was verified: the bytes are then the ones written. A byte changed inside the text is only found
+    by the sha256."""
+    pa = import_pyarrow()
+    path = os.fspath(path)
+    try:
+        if format_version == 1:
+            table = import_parquet().read_table(path)
+        else:
+            # Not closed here: the table's buffers point into the mapping and keep it alive as long as they live.
+            table = pa.ipc.open_stream(pa.memory_map(path, "r")).read_all()
+        if validate:
+            table.validate()
+    except (pa.ArrowException, OSError) as err:
+        kind = "parquet" if format_version == 1 else "Arrow IPC stream"
+        raise CorruptIndexError(f"{path} is not a readable {kind} document store: {err}") from err
+    return table
+
+
+class DocumentRows:
+    """Gathers rows of a document table by position, batch by batch, so that only the rows asked for are read.
+
+    `pyarrow.Table.take` on a table of many record batches concatenates each column first: on a memory-mapped
+    store that reads (and copies) the whole text to return ten rows. Here each row is a zero-copy one-row slice of
+    its record batch, found by binary search over the batch offsets, as `datasets` gathers rows."""
+
+    def __init__(self, table) -> None:
+        import numpy as np
+
+        self._schema = table.schema
+        self._batches = [batch for batch in table.to_batches() if batch.num_rows]
+        self._offsets = np.cumsum([0] + [batch.num_rows for batch in self._batches], dtype=np.int64)
+
+    def take(self, rows: Sequence[int]) -> list[dict]:
+        """The rows at positions `rows` (in that order, repeats allowed) as dicts of their columns."""
+        import numpy as np
+
+        pa = import_pyarrow()
+        positions = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if not len(positions):
+            return []
+        if positions.min() < 0 or positions.max() >= self._offsets[-1]:
+            raise IndexError(
+                f"row positions must be in [0, {int(self._offsets[-1])}), got {int(positions.min())} to "
+                f"{int(positions.max())}."
+            )
+        batches = np.searchsorted(self._offsets, positions, side="right") - 1
+        slices = [
+            self._batches[batch].slice(position - self._offsets[batch], 1)
+            for batch, position in zip(batches.tolist(), positions.tolist())
+        ]
+        return pa.Table.from_batches(slices, schema=self._schema).to_pylist()
 
 
 def read_index_folder(
@@ -237,7 +324,7 @@ def read_index_folder(
                 "next save into it does so first)."
             )
         raise FileNotFoundError(f"No index directory at {directory}.{hint}")
-    paths = {name: os.path.join(directory, name) for name in (CONFIG_FILE, INDEX_FILE, DOCUMENTS_FILE)}
+    paths = {name: os.path.join(directory, name) for name in (CONFIG_FILE, INDEX_FILE)}
     for name, path in paths.items():
         if not os.path.isfile(path):
             raise FileNotFoundError(f"The index directory {directory} has no {name}.")
@@ -251,9 +338,16 @@ def read_index_folder(
     if not isinstance(config, dict):
         raise CorruptIndexError(f"{config_path} does not hold a JSON object.")
     version = config.get("format_version")
-    if version != INDEX_FORMAT_VERSION:
+    if version not in DOCUMENTS_FILES:
         raise CorruptIndexError(
-            f"{config_path} has format_version={version!r}; this code reads format_version={INDEX_FORMAT_VERSION}."
+            f"{config_path} has format_version={version!r}; this code reads format_version "
+            f"{' or '.join(map(str, sorted(DOCUMENTS_FILES)))}."
+        )
+    documents_file = DOCUMENTS_FILES[version]
+    paths[documents_file] = os.path.join(directory, documents_file)
+    if not os.path.isfile(paths[documents_file]):
+        raise FileNotFoundError(
+            f"The index directory {directory} has no {documents_file} (the document store of index format {version})."
         )
     # The config's own checksum (indexes saved before it existed have none): a hand-edited config is caught here,
     # not deep inside faiss.
@@ -285,8 +379,10 @@ def read_index_folder(
         warnings.warn(message, StaleIndexWarning, stacklevel=2)
 
     if verify_checksums:
+        # `file_sha256` streams each file in 1 MiB reads: the check costs one pass of disk I/O (page cache, not this
+        # process's memory), and the document store is mapped, not read, afterwards.
         checksums = config.get("sha256") or {}
-        for name in (INDEX_FILE, DOCUMENTS_FILE):
+        for name in (INDEX_FILE, documents_file):
             expected = checksums.get(name)
             if expected is None:
                 raise CorruptIndexError(f"{config_path} records no sha256 for {name}.")
@@ -298,17 +394,16 @@ def read_index_folder(
                 )
 
     faiss = import_faiss()
-    pq = import_parquet()
 
     try:
         cpu_index = faiss.read_index(paths[INDEX_FILE])
     except RuntimeError as err:
         raise CorruptIndexError(f"faiss cannot read {paths[INDEX_FILE]}: {err}") from err
-    documents = pq.read_table(paths[DOCUMENTS_FILE])
+    documents = open_documents(paths[documents_file], version, validate=not verify_checksums)
     if cpu_index.ntotal != config["num_documents"] or documents.num_rows != config["num_documents"]:
         raise CorruptIndexError(
             f"{directory} is inconsistent: {CONFIG_FILE} says {config['num_documents']} documents, "
-            f"{INDEX_FILE} has {cpu_index.ntotal} vectors and {DOCUMENTS_FILE} has {documents.num_rows} rows."
+            f"{INDEX_FILE} has {cpu_index.ntotal} vectors and {documents_file} has {documents.num_rows} rows."
         )
     if cpu_index.d != config["dim"]:
         raise CorruptIndexError(f"{paths[INDEX_FILE]} has dimension {cpu_index.d}, not {config['dim']}.")
@@ -329,7 +424,14 @@ def read_index_folder(
     if config["kind"] == "hnsw" and ef_search is not None:
         cpu_index.hnsw.efSearch = ef_search
         config["ef_search"] = ef_search
-    return SavedIndex(faiss_index=cpu_index, documents=documents, config=config, directory=directory)
+    return SavedIndex(
+        faiss_index=cpu_index,
+        documents=documents,
+        config=config,
+        directory=directory,
+        documents_path=paths[documents_file],
+        memory_mapped=version != 1,
+    )
 
 
 def import_faiss():
@@ -344,6 +446,18 @@ def import_faiss():
     return faiss
 
 
+def import_pyarrow():
+    """`pyarrow`, imported on first use inside a `try`, for the reason given in [`import_parquet`]."""
+    try:
+        import pyarrow as pa
+    except ImportError as err:
+        raise ImportError(
+            "Reading a document index needs pyarrow (its documents are an Arrow file), which is not installed: "
+            "`pip install pyarrow`."
+        ) from err
+    return pa
+
+
 def import_parquet():
     """`pyarrow.parquet`, imported on first use, inside a `try`: transformers' `check_imports`, which runs before a
     model is loaded by Hub id with `trust_remote_code`, counts every import of the remote code, function-level ones
@@ -353,8 +467,8 @@ def import_parquet():
         import pyarrow.parquet as pq
     except ImportError as err:
         raise ImportError(
-            "Reading a document index needs pyarrow (its documents are a parquet file), which is not installed: "
-            "`pip install pyarrow`."
+            "Reading a format-1 document index needs pyarrow (its documents are a parquet file), which is not "
+            "installed: `pip install pyarrow`."
         ) from err
     return pq
 
@@ -366,7 +480,8 @@ class JMLRIndex:
 
     def __init__(self, saved: SavedIndex):
         self._index = saved.faiss_index
-        self.documents = saved.documents
+        self.documents = saved.documents  # a pyarrow table, memory-mapped for a format-2 index
+        self._rows = DocumentRows(saved.documents)
         self.config = saved.config
         self.directory = saved.directory
 
@@ -425,7 +540,7 @@ class JMLRIndex:
             scores, indices = self.search(encode_query_fn(queries[start : start + batch_size]), k)
             for row_scores, row_indices in zip(scores.tolist(), indices.tolist()):
                 kept = [(score, row) for score, row in zip(row_scores, row_indices) if row >= 0]
-                rows = self.documents.take([row for _, row in kept]).to_pylist() if kept else []
+                rows = self._rows.take([row for _, row in kept])
                 hits = []
                 for (score, _), document in zip(kept, rows):
                     if document.get("title") is None:
@@ -438,13 +553,16 @@ class JMLRIndex:
 __all__ = [
     "CONFIG_FILE",
     "DOCUMENTS_FILE",
+    "DOCUMENTS_FILES",
     "INDEX_FILE",
     "INDEX_FORMAT_VERSION",
     "INDEX_KINDS",
     "INDEX_METRIC",
     "INDEX_REPO_TYPE",
+    "PARQUET_DOCUMENTS_FILE",
     "RELATIVE_PATH_PREFIXES",
     "CorruptIndexError",
+    "DocumentRows",
     "JMLRIndex",
     "SavedIndex",
     "StaleIndexError",
@@ -455,8 +573,11 @@ __all__ = [
     "file_sha256",
     "import_faiss",
     "import_parquet",
+    "import_pyarrow",
     "index_config_sha256",
+    "index_file_names",
     "is_local_path",
+    "open_documents",
     "read_index_folder",
     "resolve_index_location",
 ]

@@ -12,7 +12,9 @@ load time (:class:`StaleIndexError`) instead of silently returning poor candidat
 On disk an index is a directory with three files, written atomically by :meth:`DocumentIndex.save`:
 
 * ``index.faiss``: the faiss index (always a CPU index);
-* ``documents.parquet``: the document store (``id``, ``text``, optional ``title`` and any other columns);
+* ``documents.arrow``: the document store (``id``, ``text``, optional ``title`` and any other columns), an Arrow IPC
+  stream that loading memory-maps, so that opening an index of millions of passages does not read their text
+  (:mod:`jmlr_hf.retrieval.document_store`; indexes of format 1, with ``documents.parquet``, are still read, whole);
 * ``index_config.json``: kind, dimension, search parameters, encoder fingerprint and sha256 checksums of the other two.
 
 Example:
@@ -76,6 +78,11 @@ from ..models.retrieval_jmlr import (
 )
 from ..utils.atomic import atomic_directory
 from ._corpus import check_document_rows, columns_dataset, document_text, prepare_documents
+
+# Under the names the build and save code (and tests that interrupt a save) use.
+from .document_store import DocumentStoreWriter as _DocumentWriter
+from .document_store import documents_dataset, gather_column
+from .document_store import write_documents as _write_documents
 from .sharded import ShardGroup, encode_blocks, encode_stream, process_group, run_on_main
 
 if TYPE_CHECKING:
@@ -95,7 +102,6 @@ _KINDS = INDEX_KINDS
 _MIN_POINTS_PER_CENTROID = 39
 _MAX_POINTS_PER_CENTROID = 256
 _TRAIN_SAMPLE_SEED = 0
-_ROW_BATCH = 10_000  # rows per batch when the document store is written
 # Rows per chunk of a streamed corpus: read, encoded, added to faiss and written out before the next one is read.
 _STREAM_CHUNK = 10_000
 # Documents are encoded shortest first within windows of this many batches (less padding, bounded memory).
@@ -214,16 +220,6 @@ def _to_gpu(faiss: ModuleType, cpu_index: Any) -> tuple[Any, Any, int]:
     return faiss.index_cpu_to_gpu(resources, device, cpu_index), resources, device
 
 
-def _write_documents(documents: Dataset, path: Path) -> None:
-    """Write the document store as parquet, keeping the ``datasets`` features in the schema metadata."""
-    import pyarrow.parquet as pq
-
-    # Written in batches with pyarrow rather than `Dataset.to_parquet`, which shows its own progress bar.
-    with pq.ParquetWriter(path, documents.features.arrow_schema) as writer:
-        for batch in documents.with_format("arrow").iter(batch_size=_ROW_BATCH):
-            writer.write_table(batch)
-
-
 class DocumentIndex:
     """A faiss index over one dense, L2-normalised vector per document, plus the document store.
 
@@ -287,7 +283,8 @@ class DocumentIndex:
 
     @property
     def documents(self) -> Dataset:
-        """The document store; row ``i`` is the document of faiss vector ``i``."""
+        """The document store; row ``i`` is the document of faiss vector ``i``. Backed by the memory-mapped
+        ``documents.arrow`` for a loaded (or streamed) index: reading a column or rows reads only those from disk."""
         return self._documents
 
     @property
@@ -553,8 +550,8 @@ class DocumentIndex:
         the index from the vectors the others send it over `torch.distributed`, and is the only one to touch
         `directory` (the nodes need not share a filesystem). The folder is the one a single process writes.
 
-        Returns the index, loaded from `directory` (the document store is read into memory there, as by [`load`]);
-        `None` on the processes other than the main one of a shared build.
+        Returns the index, loaded from `directory` (the document store memory-mapped, as by [`load`]); `None` on the
+        processes other than the main one of a shared build.
         """
         faiss = _import_faiss()
         _check_build_arguments(kind, fingerprint, batch_size, nlist, train_points_per_list, nprobe, hnsw_m, ef_search)
@@ -632,7 +629,9 @@ class DocumentIndex:
             )
             _finish_index_directory(faiss, cpu_index, tmp, config)
         logger.info("Built a %s index of %d streamed documents into %s.", kind, writer.num_rows, directory)
-        del index, resources
+        # Every reference to the built index goes before the folder is loaded (`cpu_index` is the same index on CPU):
+        # otherwise the faiss index is held twice at the end of the build (benchmarks/index_memory.py saw 2x).
+        del index, resources, cpu_index
         return cls.load(directory, use_gpu=use_gpu, verify_checksums=False)
 
     # ------------------------------------------------------------------ search
@@ -706,7 +705,8 @@ class DocumentIndex:
 
     def _hits(self, scores: np.ndarray, indices: np.ndarray) -> list[list[dict[str, Any]]]:
         # One gather for the whole batch (datasets row access has a large per-call overhead), and one dict per distinct
-        # document, copied per hit: queries of a batch often share documents.
+        # document, copied per hit: queries of a batch often share documents. `datasets` gathers rows as one-row
+        # slices of their record batches (`fast_gather`), so a memory-mapped store reads only the hits' rows.
         rows = np.unique(indices[indices >= 0]).tolist()
         columns = self._documents[rows] if rows else {}
         documents: dict[int, dict[str, Any]] = {}
@@ -798,12 +798,10 @@ class DocumentIndex:
             nprobe=nprobe,
             ef_search=ef_search,
         )
-        from datasets.table import InMemoryTable
-
         faiss = _import_faiss()
         cpu_index, config, kind = saved.faiss_index, saved.config, saved.config["kind"]
-        # The documents are wrapped as read, not copied into the HF datasets cache (as `Dataset.from_parquet` would).
-        documents = Dataset(InMemoryTable(saved.documents))
+        # Wrapped as opened (memory-mapped, or read whole for format 1), not copied into the HF datasets cache.
+        documents = documents_dataset(saved)
         nprobe, ef_search = config.get("nprobe"), config.get("ef_search")
         index, resources, device = cpu_index, None, None
         if _resolve_use_gpu(faiss, use_gpu, kind):
@@ -1022,36 +1020,6 @@ def _finish_index_directory(faiss: ModuleType, cpu_index: Any, folder: Path, con
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-class _DocumentWriter:
-    """Appends chunks of document rows to the parquet document store, with the features of the first chunk (kept
-    in the schema metadata, as `_write_documents` does); every later chunk must have the same fields."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.num_rows = 0
-        self._writer: Any = None
-
-    def write(self, chunk: Dataset) -> None:
-        import pyarrow.parquet as pq
-
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, chunk.features.arrow_schema)
-        for batch in chunk.with_format("arrow").iter(batch_size=_ROW_BATCH):
-            self._writer.write_table(batch)
-        self.num_rows += len(chunk)
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    def __enter__(self) -> _DocumentWriter:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
-
-
 def _stream_chunks(documents: IterableDataset | Iterable[Mapping[str, Any]], chunk_size: int) -> Iterator[Dataset]:
     """The rows of a streamed corpus, `chunk_size` at a time, each chunk a small in-memory `Dataset` with the
     features of the first chunk (or of the `IterableDataset`, when it knows them)."""
@@ -1127,19 +1095,18 @@ def _hash_ids(ids: Sequence[Any]) -> np.ndarray:
 
 def _check_unique_ids(hashes: np.ndarray, documents_path: Path) -> None:
     """Raise `ValueError` naming a duplicate id and its rows. Equal hashes are confirmed on the ids themselves,
-    read back from the written document store (one column), so a hash collision is never reported as a duplicate."""
+    read back from the written document store (only the rows whose hashes collide), so a hash collision is never
+    reported as a duplicate."""
     order = np.argsort(hashes, kind="stable")
     ordered = hashes[order]
     same = np.nonzero(ordered[1:] == ordered[:-1])[0]
     if not len(same):
         return
-    import pyarrow.parquet as pq
-
-    ids = pq.read_table(documents_path, columns=["id"]).column("id").to_pylist()
-    for position in same:
-        first, second = sorted((int(order[position]), int(order[position + 1])))
-        if ids[first] == ids[second]:
-            raise ValueError(f"Duplicate document id {ids[first]!r} at rows {first} and {second}.")
+    pairs = [tuple(sorted((int(order[position]), int(order[position + 1])))) for position in same]
+    ids = gather_column(documents_path, "id", [row for pair in pairs for row in pair])
+    for number, (first, second) in enumerate(pairs):
+        if ids[2 * number] == ids[2 * number + 1]:
+            raise ValueError(f"Duplicate document id {ids[2 * number]!r} at rows {first} and {second}.")
 
 
 def _check_dim(embeddings: np.ndarray, dim: int) -> np.ndarray:

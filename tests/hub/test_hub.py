@@ -10,6 +10,7 @@ import uuid
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset, load_dataset
@@ -23,7 +24,9 @@ from jmlr_hf.cli import main as jmlr
 from jmlr_hf.data import DataFormatError, load_corpus, load_medmcqa, load_task
 from jmlr_hf.hub import HubError, push_index, push_model
 from jmlr_hf.models import apply_peft_to_generator, save_model
+from jmlr_hf.models.retrieval_jmlr import DOCUMENTS_FILE, INDEX_FILE, PARQUET_DOCUMENTS_FILE
 from jmlr_hf.retrieval import DocumentIndex, StaleIndexWarning, encode_queries_with, load_index
+from tests.testing_utils.index_formats import as_format_1
 from tests.testing_utils.models import TOY_ROWS
 from tests.testing_utils.training import make_args, make_trainer
 
@@ -273,7 +276,7 @@ def test_push_index_then_load_index_gives_identical_search_results(
     local = build_index(model, retriever_tokenizer, tmp_path / "index")
     repo_id = unique("index")
     result = push_index(tmp_path / "index", repo_id)
-    assert {"index.faiss", "documents.parquet"} <= hub.lfs_files(repo_id, "dataset")
+    assert {INDEX_FILE, DOCUMENTS_FILE} <= hub.lfs_files(repo_id, "dataset")
 
     pulled = load_index(repo_id, revision=result.commit, expected_fingerprint=model.retriever.weights_fingerprint())
     assert search(pulled, model, retriever_tokenizer) == search(local, model, retriever_tokenizer)
@@ -283,9 +286,28 @@ def test_push_index_then_load_index_gives_identical_search_results(
     assert f"{len(DOCUMENTS)} documents" in card.text
 
 
+def test_an_index_published_in_format_1_still_downloads_and_retrieves(hub, fresh_hf_cache, tmp_path):
+    """Indexes published before the memory-mapped store (format 2) hold documents.parquet: they download and load."""
+
+    def encode(texts: list[str]) -> np.ndarray:
+        words = ["insulin", "pancreas", "aspirin", "heart", "kidney", "blood"]
+        return np.array([[text.lower().count(word) + 1e-3 for word in words] for text in texts], "float32")
+
+    index = DocumentIndex.build(DOCUMENTS, encode, "bow", show_progress=False)
+    as_format_1(index.save(tmp_path / "index"))
+    repo_id = unique("index-format-1")
+    result = push_index(tmp_path / "index", repo_id)
+    assert {INDEX_FILE, PARQUET_DOCUMENTS_FILE} <= hub.lfs_files(repo_id, "dataset")
+    assert DOCUMENTS_FILE not in hub.files(repo_id, "dataset")
+
+    pulled = load_index(repo_id, revision=result.commit, expected_fingerprint="bow")
+    expected = index.retrieve(QUERIES, encode, k=3, show_progress=False)
+    assert pulled.retrieve(QUERIES, encode, k=3, show_progress=False) == expected
+
+
 def test_a_corrupt_index_is_never_published(hub, tmp_path, make_tiny_model, retriever_tokenizer):
     build_index(make_tiny_model(seed=5), retriever_tokenizer, tmp_path / "index")
-    with open(tmp_path / "index" / "documents.parquet", "ab") as f:
+    with open(tmp_path / "index" / DOCUMENTS_FILE, "ab") as f:
         f.write(b"garbage")
     repo_id = unique("index-corrupt")
     with pytest.raises(Exception, match="sha256|checksum"):

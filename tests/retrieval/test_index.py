@@ -355,7 +355,7 @@ def test_save_load_round_trip(tmp_path, kind):
 
     config = json.loads((path / CONFIG_FILE).read_text())
     assert config["kind"] == kind and config["dim"] == 16 and config["num_documents"] == 400
-    assert config["fingerprint"] == "fp-1" and config["metric"] == "inner_product" and config["format_version"] == 1
+    assert config["fingerprint"] == "fp-1" and config["metric"] == "inner_product" and config["format_version"] == 2
     assert set(config["sha256"]) == {INDEX_FILE, DOCUMENTS_FILE}
     assert (config["nprobe"] is not None) == (kind == "ivf")
     assert (config["ef_search"] is not None) == (kind == "hnsw")
@@ -522,8 +522,8 @@ def test_crash_while_writing_keeps_the_previous_index(tmp_path, flat_index, monk
     flat_index.save(tmp_path / "index")
 
     def crash_halfway(documents, path):
-        path.write_bytes(b"PAR1 half a parquet file")
-        raise KeyboardInterrupt("killed while writing documents.parquet")
+        path.write_bytes(b"\xff\xff\xff\xff half an Arrow stream")
+        raise KeyboardInterrupt("killed while writing documents.arrow")
 
     monkeypatch.setattr(index_module, "_write_documents", crash_halfway)
     other = DocumentIndex.build(MEDICAL_DOCS[:2], hashed_bow, "fp-new", show_progress=False)

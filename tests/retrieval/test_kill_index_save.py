@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from jmlr_hf.models.retrieval_jmlr import DOCUMENTS_FILE
 from jmlr_hf.retrieval import index as index_module
 from jmlr_hf.retrieval.index import DocumentIndex
 from jmlr_hf.utils import atomic
@@ -43,9 +44,9 @@ def test_sigkill_during_an_index_save_keeps_the_previous_index(tmp_path):
     out = tmp_path / "index"
     old_index().save(out)
 
-    # The worker builds another index and is killed with its documents.parquet half-written.
+    # The worker builds another index and is killed with its document store half-written.
     half_written = kill_when_paused("index-save", out)
-    assert half_written.name == "documents.parquet" and half_written.stat().st_size > 0
+    assert half_written.name == DOCUMENTS_FILE and half_written.stat().st_size > 0
 
     assert_index(out, "fp-old", OLD_DOCUMENTS)
     new_index().save(out)

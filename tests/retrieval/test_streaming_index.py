@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from datasets import Dataset, IterableDataset
 
 import jmlr_hf.retrieval.index as index_module
+from jmlr_hf.models.retrieval_jmlr import DOCUMENTS_FILE, open_documents
 from jmlr_hf.retrieval import DocumentIndex
 
 WORDS = ["insulin", "pancreas", "aspirin", "heart", "kidney", "liver", "bone", "nerve"]
@@ -74,10 +74,10 @@ def test_a_streamed_corpus_larger_than_a_chunk_gives_the_in_memory_index(tmp_pat
     checksum_free = [{k: v for k, v in c.items() if k not in ("sha256", "config_sha256")} for c in configs]
     assert checksum_free[0] == checksum_free[1]
     # A flat index is the same bytes (an HNSW graph depends on how the vectors were added: in chunks here); the
-    # document stores hold the same table (their row groups may differ).
+    # document stores hold the same table (their record batches may differ).
     if kind == "flat":
         assert configs[0]["sha256"]["index.faiss"] == configs[1]["sha256"]["index.faiss"]
-    tables = [pq.read_table(tmp_path / name / "documents.parquet") for name in ("streamed", "in_memory")]
+    tables = [open_documents(tmp_path / name / DOCUMENTS_FILE) for name in ("streamed", "in_memory")]
     assert tables[0].equals(tables[1]) and tables[0].schema.metadata == tables[1].schema.metadata
     # What was written is a complete, checked index: it loads, and both find the same documents.
     loaded = DocumentIndex.load(tmp_path / "streamed", expected_fingerprint="bow")

@@ -10,7 +10,7 @@ as the training script saves its final model (`jmlr_hf.models.save_model`). `ind
 saves it to OUT (`DocumentIndex.save`).
 
 With `--pause`, the save stops half-way through writing its largest file — the model's `model.safetensors`, the
-index's `documents.parquet` — as a kill during the write would find it: the file is cut to half its length, the
+index's `documents.arrow` — as a kill during the write would find it: the file is cut to half its length, the
 worker prints `PAUSED <path of the file>` and sleeps until the test kills it. The pause comes from a patched writer,
 not from timing, so the kill always lands at the same point of the save.
 """

@@ -80,12 +80,12 @@ CLASSES: dict[str, dict[str, str]] = {
         "resume restores both models": "resume from a checkpoint, full fine-tuning and LoRA",
     },
     "index": {
-        "corrupted data file": "a byte of index.faiss or documents.parquet changed",
+        "corrupted data file": "a byte of index.faiss or documents.arrow changed",
         "hand-edited config": "index_config.json edited (kind, nlist, dim, ...)",
         "config disagrees with faiss file": "a config consistent with its checksum but not with the faiss file",
         "missing file": "a file of the index folder deleted",
         "interrupted save": "a crash while writing, or while swapping the new folder in",
-        "SIGKILL during an index save": "a process killed with half of documents.parquet written, over an existing "
+        "SIGKILL during an index save": "a process killed with half of documents.arrow written, over an existing "
         "index",
         "stale temporary folders": "what an interrupted save left behind, at the next save",
         "missing local folder": "a local --index path that does not exist (not a Hub id)",
