@@ -57,8 +57,6 @@ def test_max_length_is_the_sequence_cap_and_max_prompt_length_its_old_name():
         (["--padding_free", "true"], "nll_padding_free"),
         (["--max_length", "300", "--max_prompt_length", "200"], "give --max_length only"),
         (["--dataset_name", "org/questions", "--train_file", "x.jsonl"], "drop --train_file"),
-        (["--load_in_4bit", "true"], "--dtype bfloat16"),
-        (["--load_in_4bit", "true"], "FSDP2 (accelerate launch --config_file recipes/accelerate_configs/fsdp2.yaml)"),
         (["--dataset_streaming", "true"], "--corpus_streaming true"),
     ],
 )
