@@ -13,6 +13,7 @@ import faiss
 import numpy as np
 import pytest
 
+from jmlr_hf.models.retrieval_jmlr import DOCUMENTS_FILE, INDEX_FILE
 from jmlr_hf.retrieval.sharded import process_group, shard_bounds
 from tests.testing_utils.launch import ROOT, launch_two_processes
 
@@ -27,7 +28,7 @@ def run(out_dir: Path, scenario: str) -> list[dict]:
 def assert_same_folder(sharded: Path, single: Path) -> dict:
     config = json.loads((sharded / "index_config.json").read_text())
     assert config == json.loads((single / "index_config.json").read_text())  # checksums of both files included
-    for name in ("index.faiss", "documents.parquet"):
+    for name in (INDEX_FILE, DOCUMENTS_FILE):
         assert (sharded / name).read_bytes() == (single / name).read_bytes(), name
     return config
 
