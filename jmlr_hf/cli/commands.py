@@ -98,12 +98,18 @@ def run_index(args: IndexArguments) -> None:
     from ..retrieval import DocumentIndex
     from ..scripts.preflight import check_corpus
 
-    check_corpus(args.corpus, args.data_dir, args.distractor_passages)  # before the retriever loads
+    options = args.index_options()  # its checks, like the corpus's, before the retriever loads
+    check_corpus(args.corpus, args.data_dir, args.distractor_passages)
     if args.streaming:
-        if args.corpus in ("pubmedqa", "medquad") or args.distractor_passages or args.kind == "ivf":
+        if args.corpus in ("pubmedqa", "medquad") or args.distractor_passages:
             raise ValueError(
-                "--streaming reads one corpus file or Hub id as it comes: give --corpus <file or Hub id>, no "
-                "--distractor_passages, and --kind flat or hnsw (an IVF index needs its training points first)"
+                "--streaming reads one corpus file or Hub id as it comes: give --corpus <file or Hub id> and no "
+                "--distractor_passages"
+            )
+        if args.kind in ("ivf", "ivfpq") and args.nlist is None:
+            raise ValueError(
+                f"--streaming --kind {args.kind} needs --nlist (about 4*sqrt(number of documents)): a stream has no "
+                "length up front, and the lists are trained on its first documents"
             )
         from ..data import stream_corpus
 
@@ -113,8 +119,8 @@ def run_index(args: IndexArguments) -> None:
             retriever,
             tokenizer,
             max_length=config.max_document_length,
-            kind=args.kind,
             directory=args.output,
+            **options,
         )
         print(f"Indexed {len(index)} streamed documents ({index.kind}, dim {index.dim}) into {args.output}")
         return
@@ -129,7 +135,7 @@ def run_index(args: IndexArguments) -> None:
     )
     print_load_summaries(reports, "corpus")
     index = DocumentIndex.from_retriever(
-        corpus, retriever, tokenizer, max_length=config.max_document_length, kind=args.kind
+        corpus, retriever, tokenizer, max_length=config.max_document_length, **options
     )
     index.save(args.output)
     print(f"Indexed {len(index)} documents ({index.kind}, dim {index.dim}) into {args.output}")
@@ -140,7 +146,9 @@ def run_retrieve(args: RetrieveArguments) -> None:
     from ..retrieval import DocumentIndex, add_candidates
 
     retriever, tokenizer, config = load_retriever(args.retriever)
-    index = DocumentIndex.load(args.index, expected_fingerprint=retriever.weights_fingerprint(), on_stale="warn")
+    index = DocumentIndex.load(
+        args.index, expected_fingerprint=retriever.weights_fingerprint(), on_stale="warn", gpu_shards=args.gpu_shards
+    )
     questions = load_questions(args, args.split)
     questions = limit_questions(questions, args.limit, sample=args.sample, seed=args.sample_seed)
     result = add_candidates(
