@@ -163,9 +163,10 @@ def gpu_count(faiss: ModuleType) -> int:
 
 def cloner_options(faiss: ModuleType, kind: str, *, shards: bool) -> Any:
     """faiss's options for copying `kind` to GPUs: sharded (each GPU holds 1/n of the vectors, the results are
-    merged) when `shards`; IVF-PQ with float16 lookup tables, which its GPU kernels need once `pq_m * 2**pq_bits`
-    float32 entries outgrow a block's shared memory (96 sub-quantisers x 256 x 4 bytes already do). `None` when the
-    defaults do (one GPU, not IVF-PQ)."""
+    merged) when `shards`; IVF-PQ with float16 lookup tables (`useFloat16`), which faiss's GPU IVF-PQ needs once a
+    query's `pq_m * 2**pq_bits` float32 table entries outgrow the shared memory of a CUDA block (96 x 256 x 4 bytes =
+    96 KiB, the default pq_m for 384-d, does). `None` when faiss's defaults do (one GPU, not IVF-PQ). Not run on a GPU
+    here (no GPU on the development machine): the tests stop at this call."""
     if not shards and kind != "ivfpq":
         return None
     options = faiss.GpuMultipleClonerOptions() if shards else faiss.GpuClonerOptions()
