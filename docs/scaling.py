@@ -14,6 +14,7 @@ MODELS = {
     # name: (parameters, hidden size, layers, intermediate size, vocabulary)
     "Llama-2-7B": (6.74e9, 4096, 32, 11008, 32000),
     "Llama-2-13B": (13.02e9, 5120, 40, 13824, 32000),
+    "Llama-2-70B": (68.98e9, 8192, 80, 28672, 32000),
 }
 RETRIEVER_PARAMS = 110e6 + 768 * 128  # ColBERTv2: BERT-base + the 768 -> 128 projection
 LORA_RANK = 128
@@ -53,8 +54,10 @@ def memory_table() -> str:
                     # bf16 base; LoRA and retriever in fp32: weights 4 + grads 4 + Adam m, v 8 bytes.
                     base, lo, ret = params * 2, lora * 16, RETRIEVER_PARAMS * 16
                 elif strategy == "FSDP2":
-                    # fp32 sharded parameters (bf16 compute), grads and Adam states sharded too.
-                    base, lo, ret = params * 4 / gpus, lora * 16 / gpus, RETRIEVER_PARAMS * 16 / gpus
+                    # The generator sharded: its frozen base in the dtype it was loaded in (bf16: accelerate upcasts
+                    # only trainable weights), LoRA in fp32 with grads and Adam states, all divided by the GPUs. The
+                    # retriever is kept whole on every GPU (jmlr_hf.trainer.fsdp: FSDP2's ignored modules).
+                    base, lo, ret = params * 2 / gpus, lora * 16 / gpus, RETRIEVER_PARAMS * 16
                 else:
                     # bf16 sharded parameters; trainable ones: bf16 grads 2 + fp32 master 4 + Adam 8, sharded.
                     base = params * 2 / gpus
@@ -137,6 +140,34 @@ def index_table() -> str:
     return "\n".join(lines)
 
 
+def pubmed_plan() -> str:
+    """A PubMed-scale JMLR-70B run on one node of 8 GPUs (80 GB each), in numbers from the constants above."""
+    snippets, gpus = 23.9e6, 8
+    params, hidden, layers, intermediate, _ = MODELS["Llama-2-70B"]
+    lora = lora_params(hidden, layers, intermediate)
+    per_gpu = params * 2 / gpus + lora * 16 / gpus + RETRIEVER_PARAMS * 16
+    encode_hours = 2 * RETRIEVER_PARAMS * DOC_TOKENS * snippets / (A100_BF16 * MFU) / 3600
+    text_gb = (
+        snippets * 1.2e3 / GB
+    )  # ~1.2 kB of Arrow per snippet (title + ~150 words; 520 MiB per 1M 60-word passages)
+    ivfpq_gb = snippets * (32 + 8) / GB
+    return "\n".join(
+        [
+            "| item | figure | how |",
+            "|---|---|---|",
+            f"| processes | {gpus} (one per GPU), `accelerate launch --config_file recipes/accelerate_configs/fsdp2.yaml` | FSDP2 |",
+            f"| weights + LoRA + retriever states per GPU | {per_gpu / GB:.1f} GB | the memory table's FSDP2 row |",
+            f"| host RAM per process while loading | {params * 2 / GB:.0f} GB | every process loads the whole bf16 model before sharding |",
+            f"| host RAM on the main process while gathering the trained model | {params * 2 * 2 / GB:.0f} GB | the "
+            "gathered state dict plus the rebuilt model (`gather_trained_model`) |",
+            f"| encoding the corpus (initial index, each refresh) | {encode_hours * 60 / gpus:.0f} min on {gpus} GPUs ({encode_hours:.1f} A100-hours) | sharded build: each process its block |",
+            f"| index (IVF-PQ, 128-d, 32 x 8 bits) | {ivfpq_gb:.1f} GB, on the main process | flat 128-d would be {snippets * 512 / GB:.1f} GB |",
+            f"| document store | ~{text_gb:.0f} GB on disk, memory-mapped | pages read on demand, shared by the processes of a node |",
+            f"| vectors sent to the main process per refresh | {snippets * 128 * 4 * (gpus - 1) / gpus / GB:.1f} GB | 128-d float32, in chunks of 8,192 rows |",
+        ]
+    )
+
+
 if __name__ == "__main__":
     print(f"Lengths: L_K = {L_K} tokens (LM prompt with K = {K} documents), L_1 = {L_1} (one NLL-pass sequence).\n")
     print("### Memory per GPU: weights, gradients, optimizer states\n")
@@ -148,3 +179,5 @@ if __name__ == "__main__":
     print("\n" + budget_paragraph())
     print("\n### Indexing PubMed\n")
     print(index_table())
+    print("\n### A worked plan: JMLR-70B on PubMed, one node of 8 GPUs\n")
+    print(pubmed_plan())

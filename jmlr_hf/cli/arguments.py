@@ -81,15 +81,49 @@ class IndexArguments:
     output: str = required("The index folder to write")
     corpus: str = option("pubmedqa", "'pubmedqa', 'medquad', or a corpus file / Hub id")
     retriever: str = option("all-minilm-l6-v2", "An encoder or a trained JMLR model (path, Hub id or alias)")
-    kind: Literal["flat", "ivf", "hnsw"] = option("flat", "The faiss index type")
+    kind: Literal["flat", "ivf", "ivfpq", "hnsw"] = option(
+        "flat",
+        "The faiss index type: flat (exact), ivf (inverted lists), ivfpq (inverted lists of product-quantised "
+        "vectors: --pq_m bytes per vector), hnsw (graph, CPU only)",
+    )
+    nlist: int | None = option(
+        None, "ivf/ivfpq: inverted lists (default about 4*sqrt(documents); required with --streaming)"
+    )
+    nprobe: int | None = option(None, "ivf/ivfpq: lists searched per query, saved with the index (default 16)")
+    pq_m: int | None = option(
+        None,
+        "ivfpq: sub-quantisers = bytes per vector at 8 bits; must divide the dimension (default: dim/4, 96 for 384)",
+    )
+    pq_bits: int | None = option(None, "ivfpq: bits per sub-quantiser code (default 8)")
+    opq: bool = option(
+        False, "ivfpq: learn an OPQ rotation in front of the quantiser (better recall, slower training)"
+    )
     distractor_passages: int = option(0, "MedQuAD passages to add as distractors")
     data_dir: str | None = option(None, DATA_DIR_HELP)
     skip_invalid: bool = option(True, SKIP_INVALID_HELP)
     streaming: bool = option(
         False,
         "Stream --corpus (a corpus file or Hub id) into --output chunk by chunk instead of loading it: corpora larger "
-        "than memory (MedRAG's PubMed); invalid rows stop the build, naming the row; flat or hnsw",
+        "than memory (MedRAG's PubMed); invalid rows stop the build, naming the row; ivf/ivfpq need --nlist",
     )
+
+    def index_options(self) -> dict[str, Any]:
+        """The kind's options given on the command line, as `DocumentIndex.build` keywords (the others keep the
+        library's defaults). An accepted flag must do something: the options of another kind are refused here (not
+        at parsing, where each flag is read alone), before anything loads."""
+        ivf_only = [name for name in ("nlist", "nprobe") if getattr(self, name) is not None]
+        pq_only = [name for name in ("pq_m", "pq_bits") if getattr(self, name) is not None] + (
+            ["opq"] if self.opq else []
+        )
+        if self.kind not in ("ivf", "ivfpq") and ivf_only:
+            raise ValueError(f"--{' and --'.join(ivf_only)} apply to --kind ivf or ivfpq, not --kind {self.kind}")
+        if self.kind != "ivfpq" and pq_only:
+            raise ValueError(f"--{' and --'.join(pq_only)} apply to --kind ivfpq, not --kind {self.kind}")
+        options = {name: getattr(self, name) for name in ("nlist", "nprobe", "pq_m", "pq_bits")}
+        options = {name: value for name, value in options.items() if value is not None}
+        if self.opq:
+            options["opq"] = True
+        return {"kind": self.kind, **options}
 
 
 @dataclass(kw_only=True)
@@ -98,6 +132,11 @@ class RetrieveArguments(QuestionArguments):
 
     index: str = required("The index folder (or Hub id) to retrieve from")
     output: str = required("A .jsonl file, or a folder for save_to_disk")
+    gpu_shards: bool = option(
+        False,
+        "Shard the index over all GPUs for the search (needs GPU faiss and a GPU; flat, ivf or ivfpq). Without it the "
+        "index goes to one GPU when GPU faiss sees one, else stays on CPU",
+    )
     retriever: str = option("all-minilm-l6-v2", "The encoder (or trained JMLR model) the index was built with")
     split: Literal["train", "validation", "test"] | None = option(
         None, "Split of the task's questions (default: all questions; validation: medquad and medqa-reason only)"

@@ -103,14 +103,22 @@ def run_index(args: IndexArguments) -> None:
     from ..retrieval.sharded import process_group
     from ..scripts.preflight import check_corpus
 
-    check_corpus(args.corpus, args.data_dir, args.distractor_passages)  # before the retriever loads
+    options = args.index_options()  # its checks, like the corpus's, before the retriever loads
+    check_corpus(args.corpus, args.data_dir, args.distractor_passages)
     group = process_group()  # joins the other processes of `accelerate launch` / torchrun, if any
     is_main = group is None or group.is_main
+    # Under accelerate launch / torchrun, every process encodes its share (the main process writes the folder).
+    options.update(show_progress=is_main, distributed=None)
     if args.streaming:
-        if args.corpus in ("pubmedqa", "medquad") or args.distractor_passages or args.kind == "ivf":
+        if args.corpus in ("pubmedqa", "medquad") or args.distractor_passages:
             raise ValueError(
-                "--streaming reads one corpus file or Hub id as it comes: give --corpus <file or Hub id>, no "
-                "--distractor_passages, and --kind flat or hnsw (an IVF index needs its training points first)"
+                "--streaming reads one corpus file or Hub id as it comes: give --corpus <file or Hub id> and no "
+                "--distractor_passages"
+            )
+        if args.kind in ("ivf", "ivfpq") and args.nlist is None:
+            raise ValueError(
+                f"--streaming --kind {args.kind} needs --nlist (about 4*sqrt(number of documents)): a stream has no "
+                "length up front, and the lists are trained on its first documents"
             )
         from ..data import stream_corpus
 
@@ -120,10 +128,8 @@ def run_index(args: IndexArguments) -> None:
             retriever,
             tokenizer,
             max_length=config.max_document_length,
-            kind=args.kind,
             directory=args.output,
-            show_progress=is_main,
-            distributed=None,  # under accelerate launch / torchrun, every process encodes its share
+            **options,
         )
         if index is not None:  # the main process, which wrote the folder
             print(f"Indexed {len(index)} streamed documents ({index.kind}, dim {index.dim}) into {args.output}")
@@ -140,13 +146,7 @@ def run_index(args: IndexArguments) -> None:
     if is_main:
         print_load_summaries(reports, "corpus")
     index = DocumentIndex.from_retriever(
-        corpus,
-        retriever,
-        tokenizer,
-        max_length=config.max_document_length,
-        kind=args.kind,
-        show_progress=is_main,
-        distributed=None,  # under accelerate launch / torchrun, every process encodes its share
+        corpus, retriever, tokenizer, max_length=config.max_document_length, **options
     )
     if index is None:  # another process: its share of the vectors went to the main process, which saves the index
         return
@@ -160,7 +160,9 @@ def run_retrieve(args: RetrieveArguments) -> None:
     from ..retrieval import DocumentIndex, add_candidates
 
     retriever, tokenizer, config = load_retriever(args.retriever)
-    index = DocumentIndex.load(args.index, expected_fingerprint=retriever.weights_fingerprint(), on_stale="warn")
+    index = DocumentIndex.load(
+        args.index, expected_fingerprint=retriever.weights_fingerprint(), on_stale="warn", gpu_shards=args.gpu_shards
+    )
     questions = load_questions(args, args.split)
     questions = limit_questions(questions, args.limit, sample=args.sample, seed=args.sample_seed)
     result = add_candidates(

@@ -52,7 +52,9 @@ INDEX_FORMAT_VERSION = 2  # the version written
 # The versions read, with the name of their document file.
 DOCUMENTS_FILES: dict[int, str] = {1: PARQUET_DOCUMENTS_FILE, 2: DOCUMENTS_FILE}
 INDEX_METRIC = "inner_product"
-INDEX_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
+INDEX_KINDS: tuple[str, ...] = ("flat", "ivf", "ivfpq", "hnsw")
+# The kinds with inverted lists, whose config records nlist and nprobe (the IVF part of an OPQ index is behind it).
+IVF_INDEX_KINDS: tuple[str, ...] = ("ivf", "ivfpq")
 INDEX_CONFIG_KEYS = ("kind", "metric", "dim", "num_documents", "fingerprint")
 # How a config records an index folder next to (or inside) the model folder: relative to the model folder, so that
 # the pair can be moved together. Hub ids never start with a dot, so the two cannot be confused.
@@ -407,20 +409,21 @@ def read_index_folder(
         )
     if cpu_index.d != config["dim"]:
         raise CorruptIndexError(f"{paths[INDEX_FILE]} has dimension {cpu_index.d}, not {config['dim']}.")
-    stored_kind = "hnsw" if hasattr(cpu_index, "hnsw") else "ivf" if hasattr(cpu_index, "nlist") else "flat"
-    if stored_kind != config["kind"] or (stored_kind == "ivf" and cpu_index.nlist != config.get("nlist")):
+    stored = faiss_index_layout(faiss, cpu_index)
+    recorded = {key: config.get(key) for key in stored}
+    if stored != recorded:
         raise CorruptIndexError(
-            f"{directory} is inconsistent: {CONFIG_FILE} says kind={config['kind']!r}, nlist={config.get('nlist')!r}; "
-            f"{INDEX_FILE} holds an index of kind {stored_kind!r}"
-            + (f" with nlist={cpu_index.nlist}." if stored_kind == "ivf" else ".")
+            f"{directory} is inconsistent: {CONFIG_FILE} says {_describe_layout(recorded)}; {INDEX_FILE} holds an "
+            f"index of {_describe_layout(stored)}."
         )
 
     config = dict(config)
     nprobe = nprobe if nprobe is not None else config.get("nprobe")
     ef_search = ef_search if ef_search is not None else config.get("ef_search")
-    if config["kind"] == "ivf" and nprobe is not None:
-        cpu_index.nprobe = min(nprobe, config["nlist"])
-        config["nprobe"] = cpu_index.nprobe
+    if config["kind"] in IVF_INDEX_KINDS and nprobe is not None:
+        ivf = faiss.extract_index_ivf(cpu_index)
+        ivf.nprobe = min(nprobe, config["nlist"])
+        config["nprobe"] = ivf.nprobe
     if config["kind"] == "hnsw" and ef_search is not None:
         cpu_index.hnsw.efSearch = ef_search
         config["ef_search"] = ef_search
@@ -432,6 +435,36 @@ def read_index_folder(
         documents_path=paths[documents_file],
         memory_mapped=version != 1,
     )
+
+
+def faiss_index_layout(faiss, cpu_index) -> dict:
+    """What a CPU faiss index is, in `index_config.json`'s terms: `kind`, and `nlist` (IVF kinds), `pq_m`, `pq_bits`
+    and `opq` (IVF-PQ). An index of no known kind has `kind` set to its faiss class name, which then matches no config.
+
+    OPQ is recognised as a square linear transform in front of an IVF-PQ index (faiss writes an `OPQMatrix` as a
+    plain `LinearTransform`, so the file does not say more)."""
+    inner, opq = cpu_index, False
+    if isinstance(cpu_index, faiss.IndexPreTransform):
+        chain = [faiss.downcast_VectorTransform(cpu_index.chain.at(i)) for i in range(cpu_index.chain.size())]
+        inner = faiss.downcast_index(cpu_index.index)
+        opq = len(chain) == 1 and isinstance(chain[0], faiss.LinearTransform) and chain[0].d_in == chain[0].d_out
+        if not (opq and isinstance(inner, faiss.IndexIVFPQ)):
+            names = "+".join(type(part).__name__ for part in (*chain, inner))
+            return {"kind": f"IndexPreTransform({names})"}
+    if isinstance(inner, faiss.IndexIVFPQ):
+        return {"kind": "ivfpq", "nlist": inner.nlist, "pq_m": inner.pq.M, "pq_bits": inner.pq.nbits, "opq": opq}
+    if isinstance(inner, faiss.IndexIVFFlat):
+        return {"kind": "ivf", "nlist": inner.nlist}
+    if isinstance(inner, faiss.IndexHNSW):
+        return {"kind": "hnsw"}
+    if isinstance(inner, faiss.IndexFlat):
+        return {"kind": "flat"}
+    return {"kind": type(inner).__name__}
+
+
+def _describe_layout(layout: dict) -> str:
+    details = ", ".join(f"{key}={value!r}" for key, value in layout.items() if key != "kind")
+    return f"kind {layout['kind']!r}" + (f" with {details}" if details else "")
 
 
 def import_faiss():
@@ -557,6 +590,7 @@ __all__ = [
     "INDEX_FILE",
     "INDEX_FORMAT_VERSION",
     "INDEX_KINDS",
+    "IVF_INDEX_KINDS",
     "INDEX_METRIC",
     "INDEX_REPO_TYPE",
     "PARQUET_DOCUMENTS_FILE",
@@ -570,6 +604,7 @@ __all__ = [
     "check_path_or_hub_id",
     "document_text",
     "download_index",
+    "faiss_index_layout",
     "file_sha256",
     "import_faiss",
     "import_parquet",

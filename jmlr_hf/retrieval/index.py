@@ -77,12 +77,14 @@ from ..models.retrieval_jmlr import (
     read_index_folder,
 )
 from ..utils.atomic import atomic_directory
+from . import faiss_kinds
 from ._corpus import check_document_rows, columns_dataset, document_text, prepare_documents
 
 # Under the names the build and save code (and tests that interrupt a save) use.
 from .document_store import DocumentStoreWriter as _DocumentWriter
 from .document_store import documents_dataset, gather_column
 from .document_store import write_documents as _write_documents
+from .faiss_kinds import DEFAULT_PQ_BITS, IVF_KINDS
 from .sharded import ShardGroup, encode_blocks, encode_stream, process_group, run_on_main
 
 if TYPE_CHECKING:
@@ -91,16 +93,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EncodeFn = Callable[[list[str]], np.ndarray]
-IndexKind = Literal["flat", "ivf", "hnsw"]
+IndexKind = Literal["flat", "ivf", "ivfpq", "hnsw"]
 
 # The file names and the format of a saved index are defined with the remote code (`jmlr_hf.models.retrieval_jmlr`),
 # which reads indexes without jmlr_hf; this module writes them and reads them through the same `read_index_folder`.
 FORMAT_VERSION = INDEX_FORMAT_VERSION
 METRIC = INDEX_METRIC
 _KINDS = INDEX_KINDS
-# faiss k-means warns below 39 training points per centroid and subsamples above 256 per centroid.
-_MIN_POINTS_PER_CENTROID = 39
-_MAX_POINTS_PER_CENTROID = 256
+_MIN_POINTS_PER_CENTROID = faiss_kinds.MIN_POINTS_PER_CENTROID
+_MAX_POINTS_PER_CENTROID = faiss_kinds.MAX_POINTS_PER_CENTROID
 _TRAIN_SAMPLE_SEED = 0
 # Rows per chunk of a streamed corpus: read, encoded, added to faiss and written out before the next one is read.
 _STREAM_CHUNK = 10_000
@@ -187,7 +188,7 @@ def _default_nlist(num_vectors: int) -> int:
 
 
 def _gpu_available(faiss: ModuleType) -> bool:
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    return faiss_kinds.gpu_count(faiss) > 0
 
 
 def _resolve_use_gpu(faiss: ModuleType, use_gpu: bool | None, kind: str) -> bool:
@@ -211,13 +212,19 @@ def _default_gpu_device(faiss: ModuleType) -> int:
     return int(os.environ.get("LOCAL_RANK", 0)) % max(1, faiss.get_num_gpus())
 
 
-def _to_gpu(faiss: ModuleType, cpu_index: Any) -> tuple[Any, Any, int]:
+def _to_gpu(faiss: ModuleType, cpu_index: Any, kind: str) -> tuple[Any, Any, int]:
     """`cpu_index` copied to this process's GPU: `(gpu index, its GPU resources, device)`. The one place an index
-    goes to a GPU (building and loading both do), so that the device choice and the resources are set up once. The
+    goes to one GPU (building and loading both do), so that the device choice and the resources are set up once. The
     resources are returned to be kept alive as long as the index: faiss does not own them."""
     device = _default_gpu_device(faiss)
     resources = faiss.StandardGpuResources()
-    return faiss.index_cpu_to_gpu(resources, device, cpu_index), resources, device
+    options = faiss_kinds.cloner_options(faiss, kind, shards=False)
+    try:
+        if options is None:
+            return faiss.index_cpu_to_gpu(resources, device, cpu_index), resources, device
+        return faiss.index_cpu_to_gpu(resources, device, cpu_index, options), resources, device
+    except RuntimeError as err:
+        raise RuntimeError(faiss_kinds.gpu_copy_error(kind, err)) from err
 
 
 class DocumentIndex:
@@ -262,8 +269,11 @@ class DocumentIndex:
         nprobe: int | None = None,
         hnsw_m: int | None = None,
         ef_search: int | None = None,
+        pq_m: int | None = None,
+        pq_bits: int | None = None,
+        opq: bool | None = None,
         gpu_resources: Any = None,
-        gpu_device: int | None = None,
+        gpu_device: int | tuple[int, ...] | None = None,
     ) -> None:
         if index.ntotal != len(documents):
             raise ValueError(f"The faiss index holds {index.ntotal} vectors but there are {len(documents)} documents.")
@@ -275,6 +285,7 @@ class DocumentIndex:
         self._nprobe = nprobe
         self._hnsw_m = hnsw_m
         self._ef_search = ef_search
+        self._pq_m, self._pq_bits, self._opq = pq_m, pq_bits, opq
         # faiss GPU indexes do not own their resources: keep them alive as long as the index.
         self._gpu_resources = gpu_resources
         self._gpu_device = gpu_device
@@ -294,7 +305,7 @@ class DocumentIndex:
 
     @property
     def kind(self) -> IndexKind:
-        """``"flat"`` (exact), ``"ivf"`` or ``"hnsw"`` (approximate)."""
+        """``"flat"`` (exact), ``"ivf"``, ``"ivfpq"`` (compressed) or ``"hnsw"`` (approximate)."""
         return self._kind
 
     @property
@@ -304,8 +315,13 @@ class DocumentIndex:
 
     @property
     def device(self) -> str:
-        """``"cpu"``, or ``"cuda:N"`` when the faiss index lives on GPU ``N``."""
-        return "cpu" if self._gpu_device is None else f"cuda:{self._gpu_device}"
+        """``"cpu"``, ``"cuda:N"`` when the faiss index lives on GPU ``N``, or ``"cuda:0,1,..."`` when it is sharded
+        over those GPUs (``load(..., gpu_shards=True)``)."""
+        if self._gpu_device is None:
+            return "cpu"
+        if isinstance(self._gpu_device, tuple):
+            return "cuda:" + ",".join(map(str, self._gpu_device))
+        return f"cuda:{self._gpu_device}"
 
     @property
     def faiss_index(self) -> Any:
@@ -314,16 +330,15 @@ class DocumentIndex:
         return self._index
 
     def set_search_parameters(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """Change how an approximate index searches, without rebuilding: ``nprobe`` (IVF, capped at ``nlist``) or
-        ``ef_search`` (HNSW). Saved with the index. A parameter of the other kind is an error."""
+        """Change how an approximate index searches, without rebuilding: ``nprobe`` (IVF and IVF-PQ, capped at
+        ``nlist``) or ``ef_search`` (HNSW). Saved with the index. A parameter of the other kind is an error."""
         if nprobe is not None:
-            if self._kind != "ivf" or nprobe < 1:
-                raise ValueError(f"nprobe must be >= 1 and needs an IVF index (this one is {self._kind!r}).")
+            if self._kind not in IVF_KINDS or nprobe < 1:
+                raise ValueError(
+                    f"nprobe must be >= 1 and needs an IVF index (ivf or ivfpq; this one is {self._kind!r})."
+                )
             self._nprobe = min(nprobe, self._nlist)
-            if self._gpu_device is None:
-                self._index.nprobe = self._nprobe
-            else:
-                _import_faiss().GpuParameterSpace().set_index_parameter(self._index, "nprobe", self._nprobe)
+            faiss_kinds.set_nprobe(_import_faiss(), self._index, self._nprobe, on_gpu=self._gpu_device is not None)
         if ef_search is not None:
             if self._kind != "hnsw" or ef_search < 1:
                 raise ValueError(f"ef_search must be >= 1 and needs an HNSW index (this one is {self._kind!r}).")
@@ -359,6 +374,9 @@ class DocumentIndex:
         hnsw_m: int = 32,
         ef_search: int = 128,
         train_points_per_list: int = _MAX_POINTS_PER_CENTROID,
+        pq_m: int | None = None,
+        pq_bits: int = DEFAULT_PQ_BITS,
+        opq: bool = False,
         use_gpu: bool | None = None,
         show_progress: bool = True,
         distributed: bool | None = False,
@@ -377,19 +395,31 @@ class DocumentIndex:
                 returned with search results. The encoder sees :func:`document_text` of each row.
             encode_fn: Maps a list of texts to a float32 array ``[n, d]``. Vectors are L2-normalised by the index.
             fingerprint: Identifies the encoder weights; stored with the index to detect stale indexes.
-            kind: ``"flat"`` (exact search), ``"ivf"`` (inverted lists, trained by k-means on the embeddings) or
-                ``"hnsw"`` (graph, CPU only).
+            kind: ``"flat"`` (exact search), ``"ivf"`` (inverted lists, trained by k-means on the embeddings),
+                ``"ivfpq"`` (inverted lists of product-quantised vectors: ``pq_m`` bytes per vector at 8 bits, e.g.
+                96 instead of 1,536 for 384-d; see :mod:`jmlr_hf.retrieval.faiss_kinds`) or ``"hnsw"`` (graph,
+                CPU only).
             batch_size: Number of documents per ``encode_fn`` call.
-            nlist: IVF only: number of inverted lists. Defaults to about ``4 * sqrt(n)``, limited so that every list
-                has at least 39 training points.
-            nprobe: IVF only: number of lists visited per query (capped at ``nlist``). Higher is slower and more
-                accurate.
+            nlist: IVF and IVF-PQ: number of inverted lists. Defaults to about ``4 * sqrt(n)``, limited so that every
+                list has at least 39 training points.
+            nprobe: IVF and IVF-PQ: number of lists visited per query (capped at ``nlist``). Higher is slower and
+                more accurate.
             hnsw_m: HNSW only: number of graph neighbours per node.
             ef_search: HNSW only: size of the search queue. Higher is slower and more accurate.
-            train_points_per_list: IVF only: k-means trains on at most this many vectors per list (a seeded
-                sample). 256, faiss's own cap, by default; fewer trains faster on millions of vectors (64 per list
-                kept recall@10 at 0.98 on 1M clustered vectors, see docs/PERFORMANCE.md).
-            use_gpu: Put a flat or IVF index on a GPU. ``None`` uses a GPU when faiss has GPU support and sees one.
+            train_points_per_list: IVF and IVF-PQ: k-means trains on at most this many vectors per centroid (a
+                seeded sample). 256, faiss's own cap, by default; fewer trains faster on millions of vectors (64 per
+                list kept recall@10 at 0.98 on 1M clustered vectors, see docs/PERFORMANCE.md). IVF-PQ's sample is
+                this many times ``max(nlist, 2**pq_bits)`` (its product quantiser trains ``2**pq_bits`` centroids
+                per sub-vector, on the same sample): 65,536 vectors at the defaults, and at least ``2**pq_bits``
+                documents are needed (fewer than 39 per centroid, 9,984 at 8 bits, logs a warning).
+            pq_m: IVF-PQ only: sub-quantisers, i.e. bytes per vector at 8 bits; must divide the dimension. Defaults to
+                the largest divisor of the dimension not above a quarter of it (96 for 384-d).
+            pq_bits: IVF-PQ only: bits per sub-quantiser code (8: one byte, what GPU faiss supports best).
+            opq: IVF-PQ only: learn an OPQ rotation in front of the quantiser (faiss's ``IndexPreTransform``):
+                better recall on real embeddings, at a slower training.
+            use_gpu: Put a flat, IVF or IVF-PQ index on a GPU (this process's, ``LOCAL_RANK``). ``None`` uses a GPU
+                when faiss has GPU support and sees one; ``True`` without one is an error; an HNSW index stays on
+                CPU (faiss has no GPU HNSW). To shard an index over all GPUs, load it with ``gpu_shards=True``.
             show_progress: Show a progress bar while encoding (the main process's).
             distributed: ``False`` (the default): encode in this process alone and return the index, whether or
                 not other processes run (what code that builds on one process of a group needs). ``None``: share the
@@ -412,10 +442,12 @@ class DocumentIndex:
             )
         faiss = _import_faiss()
         _check_build_arguments(kind, fingerprint, batch_size, nlist, train_points_per_list, nprobe, hnsw_m, ef_search)
+        faiss_kinds.check_kind_arguments(kind, pq_m, pq_bits, opq)
 
         dataset = prepare_documents(documents)
         num_documents = len(dataset)
-        if kind == "ivf":
+        faiss_kinds.check_training_size(kind, num_documents, pq_bits, opq)
+        if kind in IVF_KINDS:
             if nlist is None:
                 nlist = _default_nlist(num_documents)
             elif nlist > num_documents:
@@ -443,9 +475,13 @@ class DocumentIndex:
             batches = received
         first = next(batches)
         dim = first.shape[1]
-        index, resources, device = _new_faiss_index(faiss, kind, dim, nlist, nprobe, hnsw_m, ef_search, on_gpu)
+        if kind == "ivfpq":
+            pq_m = faiss_kinds.resolve_pq_m(dim, pq_m)
+        index, resources, device = _new_faiss_index(
+            faiss, kind, dim, nlist, nprobe, hnsw_m, ef_search, on_gpu, pq_m=pq_m, pq_bits=pq_bits, opq=opq
+        )
 
-        if kind == "ivf":
+        if kind in IVF_KINDS:
             # k-means needs every vector before anything is added, so IVF keeps all embeddings in memory once.
             embeddings = np.empty((num_documents, dim), dtype=np.float32)
             embeddings[: len(first)] = first
@@ -453,7 +489,8 @@ class DocumentIndex:
             for batch in batches:
                 embeddings[offset : offset + len(batch)] = _check_dim(batch, dim)
                 offset += len(batch)
-            index.train(_training_sample(embeddings, nlist, train_points_per_list))
+            centroids = faiss_kinds.training_centroids(kind, nlist, pq_bits, opq)
+            index.train(_training_sample(embeddings, centroids, train_points_per_list))
             index.add(embeddings)
             del embeddings
         else:
@@ -467,10 +504,11 @@ class DocumentIndex:
             dataset,
             kind=kind,
             fingerprint=fingerprint,
-            nlist=nlist if kind == "ivf" else None,
-            nprobe=nprobe if kind == "ivf" else None,
+            nlist=nlist if kind in IVF_KINDS else None,
+            nprobe=nprobe if kind in IVF_KINDS else None,
             hnsw_m=hnsw_m if kind == "hnsw" else None,
             ef_search=ef_search if kind == "hnsw" else None,
+            **_pq_fields(kind, pq_m, pq_bits, opq),
             gpu_resources=resources,
             gpu_device=device,
         )
@@ -524,6 +562,9 @@ class DocumentIndex:
         hnsw_m: int = 32,
         ef_search: int = 128,
         train_points_per_list: int = _MAX_POINTS_PER_CENTROID,
+        pq_m: int | None = None,
+        pq_bits: int = DEFAULT_PQ_BITS,
+        opq: bool = False,
         use_gpu: bool | None = None,
         show_progress: bool = True,
         distributed: bool | None = False,
@@ -555,11 +596,12 @@ class DocumentIndex:
         """
         faiss = _import_faiss()
         _check_build_arguments(kind, fingerprint, batch_size, nlist, train_points_per_list, nprobe, hnsw_m, ef_search)
+        faiss_kinds.check_kind_arguments(kind, pq_m, pq_bits, opq)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
-        if kind == "ivf" and nlist is None:
+        if kind in IVF_KINDS and nlist is None:
             raise ValueError(
-                "a streamed corpus has no length up front: pass nlist for an IVF index (about 4 * sqrt(number of "
+                f"a streamed corpus has no length up front: pass nlist for an {kind} index (about 4 * sqrt(number of "
                 "documents)), or build a flat or HNSW index"
             )
         group = process_group(distributed)
@@ -577,7 +619,8 @@ class DocumentIndex:
                         pass
                 return None
             on_gpu, directory = checked
-        train_size = (nlist or 0) * train_points_per_list
+        centroids = faiss_kinds.training_centroids(kind, nlist or 0, pq_bits, opq)
+        train_size = centroids * train_points_per_list
         with atomic_directory(directory) as tmp, _DocumentWriter(tmp / DOCUMENTS_FILE) as writer:
             index = resources = device = None
             pending: list[np.ndarray] = []  # IVF: the vectors k-means trains on, until there are enough
@@ -597,14 +640,17 @@ class DocumentIndex:
                 )
                 for embeddings in vectors:
                     if index is None:
+                        if kind == "ivfpq":
+                            pq_m = faiss_kinds.resolve_pq_m(embeddings.shape[1], pq_m)
                         index, resources, device = _new_faiss_index(
-                            faiss, kind, embeddings.shape[1], nlist, nprobe, hnsw_m, ef_search, on_gpu
-                        )
+                            faiss, kind, embeddings.shape[1], nlist, nprobe, hnsw_m, ef_search, on_gpu,
+                            pq_m=pq_m, pq_bits=pq_bits, opq=opq,
+                        )  # fmt: skip
                     embeddings = _check_dim(embeddings, index.d)
-                    if kind == "ivf" and not index.is_trained:
+                    if kind in IVF_KINDS and not index.is_trained:
                         pending.append(embeddings)
                         if sum(len(part) for part in pending) >= train_size:
-                            _train_and_add(index, pending, nlist, train_points_per_list)
+                            _train_and_add(index, pending, centroids, train_points_per_list, kind, pq_bits, opq)
                             pending = []
                     else:
                         index.add(embeddings)
@@ -613,7 +659,7 @@ class DocumentIndex:
             if pending:
                 if writer.num_rows < nlist:
                     raise ValueError(f"nlist={nlist} is larger than the number of documents ({writer.num_rows}).")
-                _train_and_add(index, pending, nlist, train_points_per_list)
+                _train_and_add(index, pending, centroids, train_points_per_list, kind, pq_bits, opq)
             writer.close()
             _check_unique_ids(np.concatenate(id_hashes), tmp / DOCUMENTS_FILE)
             cpu_index = index if device is None else faiss.index_gpu_to_cpu(index)
@@ -622,10 +668,11 @@ class DocumentIndex:
                 int(index.d),
                 writer.num_rows,
                 fingerprint,
-                nlist if kind == "ivf" else None,
-                min(nprobe, nlist) if kind == "ivf" else None,
+                nlist if kind in IVF_KINDS else None,
+                min(nprobe, nlist) if kind in IVF_KINDS else None,
                 hnsw_m if kind == "hnsw" else None,
                 ef_search if kind == "hnsw" else None,
+                **_pq_fields(kind, pq_m, pq_bits, opq),
             )
             _finish_index_directory(faiss, cpu_index, tmp, config)
         logger.info("Built a %s index of %d streamed documents into %s.", kind, writer.num_rows, directory)
@@ -733,6 +780,9 @@ class DocumentIndex:
             self._nprobe,
             self._hnsw_m,
             self._ef_search,
+            pq_m=self._pq_m,
+            pq_bits=self._pq_bits,
+            opq=self._opq,
         )
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -769,6 +819,7 @@ class DocumentIndex:
         verify_checksums: bool = True,
         nprobe: int | None = None,
         ef_search: int | None = None,
+        gpu_shards: bool = False,
     ) -> DocumentIndex:
         """Load an index written by :meth:`save`.
 
@@ -779,9 +830,13 @@ class DocumentIndex:
             on_stale: ``"raise"`` a :class:`StaleIndexError` or ``"warn"`` (:class:`StaleIndexWarning`) and load
                 anyway.
             use_gpu: As in :meth:`build`.
+            gpu_shards: Shard the index over all the GPUs faiss sees (each holds 1/n of the vectors; faiss merges
+                the results), for an index too large for one GPU's memory. Needs GPU faiss and at least one GPU
+                (a `RuntimeError` otherwise) and a flat, IVF or IVF-PQ index (HNSW has no GPU version: a
+                `ValueError`); ``use_gpu=False`` with it is a contradiction (a `ValueError`).
             verify_checksums: Check the sha256 of the files (reads them once more; disable for very large indexes
                 that are known to be intact).
-            nprobe: Override the stored IVF ``nprobe``.
+            nprobe: Override the stored IVF / IVF-PQ ``nprobe``.
             ef_search: Override the stored HNSW ``ef_search``.
 
         Raises:
@@ -804,8 +859,14 @@ class DocumentIndex:
         documents = documents_dataset(saved)
         nprobe, ef_search = config.get("nprobe"), config.get("ef_search")
         index, resources, device = cpu_index, None, None
-        if _resolve_use_gpu(faiss, use_gpu, kind):
-            index, resources, device = _to_gpu(faiss, cpu_index)
+        if gpu_shards:
+            if use_gpu is False:
+                raise ValueError(
+                    "gpu_shards=True puts the index on the GPUs; use_gpu=False keeps it on CPU: pick one."
+                )
+            index, resources, device = faiss_kinds.shard_over_gpus(faiss, cpu_index, kind)
+        elif _resolve_use_gpu(faiss, use_gpu, kind):
+            index, resources, device = _to_gpu(faiss, cpu_index, kind)
 
         return cls(
             index,
@@ -813,9 +874,10 @@ class DocumentIndex:
             kind=kind,
             fingerprint=config["fingerprint"],
             nlist=config.get("nlist"),
-            nprobe=nprobe if kind == "ivf" else None,
+            nprobe=nprobe if kind in IVF_KINDS else None,
             hnsw_m=config.get("hnsw_m"),
             ef_search=ef_search if kind == "hnsw" else None,
+            **_pq_fields(kind, config.get("pq_m"), config.get("pq_bits"), config.get("opq")),
             gpu_resources=resources,
             gpu_device=device,
         )
@@ -945,29 +1007,37 @@ def _new_faiss_index(
     hnsw_m: int,
     ef_search: int,
     on_gpu: bool,
+    *,
+    pq_m: int | None = None,
+    pq_bits: int = DEFAULT_PQ_BITS,
+    opq: bool = False,
 ) -> tuple[Any, Any, int | None]:
     """An empty faiss index of `kind` (on the GPU when `on_gpu`), with its GPU resources and device."""
-    if kind == "flat":
-        cpu_index = faiss.IndexFlatIP(dim)
-    elif kind == "ivf":
-        cpu_index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        cpu_index.nprobe = nprobe
-    else:
-        cpu_index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        # faiss's default construction queue (40) is small for wide embeddings; 2*M is a cheap improvement.
-        cpu_index.hnsw.efConstruction = max(40, 2 * hnsw_m)
-        cpu_index.hnsw.efSearch = ef_search
+    cpu_index = faiss_kinds.new_cpu_index(
+        faiss, kind, dim, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
+        pq_m=pq_m, pq_bits=pq_bits, opq=opq,
+    )  # fmt: skip
     if not on_gpu:
         return cpu_index, None, None
     # The GPU copies nprobe, and IVF trains (k-means) on the GPU too, which is where it is slow on CPU.
-    return _to_gpu(faiss, cpu_index)
+    return _to_gpu(faiss, cpu_index, kind)
 
 
-def _train_and_add(index: Any, parts: list[np.ndarray], nlist: int, per_list: int) -> None:
-    """Train an IVF index on (a seeded sample of) the buffered vectors, then add them."""
+def _train_and_add(
+    index: Any, parts: list[np.ndarray], centroids: int, per_centroid: int, kind: str, pq_bits: int, opq: bool
+) -> None:
+    """Train an IVF or IVF-PQ index on (a seeded sample of) the buffered vectors, then add them."""
     embeddings = np.concatenate(parts)
-    index.train(_training_sample(embeddings, nlist, per_list))
+    faiss_kinds.check_training_size(kind, len(embeddings), pq_bits, opq)
+    index.train(_training_sample(embeddings, centroids, per_centroid))
     index.add(embeddings)
+
+
+def _pq_fields(kind: str, pq_m: int | None, pq_bits: int | None, opq: bool | None) -> dict[str, Any]:
+    """The IVF-PQ settings an index records: `None` for the other kinds."""
+    if kind != "ivfpq":
+        return {"pq_m": None, "pq_bits": None, "opq": None}
+    return {"pq_m": pq_m, "pq_bits": pq_bits, "opq": bool(opq)}
 
 
 def _index_config(
@@ -979,6 +1049,10 @@ def _index_config(
     nprobe: int | None,
     hnsw_m: int | None,
     ef_search: int | None,
+    *,
+    pq_m: int | None = None,
+    pq_bits: int | None = None,
+    opq: bool | None = None,
 ) -> dict[str, Any]:
     """An index's metadata as written to ``index_config.json`` (without the checksums)."""
     faiss = _import_faiss()
@@ -993,6 +1067,9 @@ def _index_config(
         "nprobe": nprobe,
         "hnsw_m": hnsw_m,
         "ef_search": ef_search,
+        "pq_m": pq_m,
+        "pq_bits": pq_bits,
+        "opq": opq,
         "faiss_version": getattr(faiss, "__version__", None),
     }
 
@@ -1116,8 +1193,8 @@ def _check_dim(embeddings: np.ndarray, dim: int) -> np.ndarray:
 
 
 def _training_sample(embeddings: np.ndarray, nlist: int, per_list: int = _MAX_POINTS_PER_CENTROID) -> np.ndarray:
-    """All embeddings, or a seeded sample of `per_list` per list when there are more (k-means subsamples above 256
-    anyway)."""
+    """All embeddings, or a seeded sample of `per_list` per centroid when there are more (k-means subsamples above 256
+    anyway). `nlist` is the largest number of centroids one k-means trains (`faiss_kinds.training_centroids`)."""
     limit = per_list * nlist
     if len(embeddings) <= limit:
         return embeddings
