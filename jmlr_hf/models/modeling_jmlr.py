@@ -946,7 +946,7 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         `JMLRIndex` read with faiss and pyarrow alone, which searches the same way. The index's encoder fingerprint
         is compared with this model's retriever; a mismatch warns, because the index vectors were then computed by
         other weights. Keyword arguments: `token`, `cache_dir`, `local_files_only`, `on_stale`,
-        `verify_checksums`, `nprobe`, `ef_search` (and, with `jmlr_hf`, `use_gpu`).
+        `verify_checksums`, `nprobe`, `ef_search` (and, with `jmlr_hf`, `use_gpu` and `gpu_shards`).
         """
         if index is None:
             index, revision = self.config.index_repo_id, revision or self.config.index_revision
@@ -961,9 +961,11 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
             load_index = None
         if load_index is not None:
             return load_index(index, revision=revision, **kwargs)
-        if kwargs.pop("use_gpu", None):
+        gpu = [name for name in ("use_gpu", "gpu_shards") if kwargs.pop(name, None)]
+        if gpu:
             raise ValueError(
-                "GPU search needs jmlr_hf (`pip install 'jmlr_hf[faiss-gpu]'`); this index searches on CPU"
+                f"GPU search ({', '.join(gpu)}) needs jmlr_hf (`pip install 'jmlr_hf[faiss-gpu]'`); this index "
+                "searches on CPU"
             )
         download = {key: kwargs.pop(key) for key in ("token", "cache_dir", "local_files_only") if key in kwargs}
         return JMLRIndex.load(download_index(index, revision, **download), **kwargs)

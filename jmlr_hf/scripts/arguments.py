@@ -71,7 +71,13 @@ class DataArguments:
             "index then goes stale). False: such a run stops before anything loads."
         },
     )
-    index_kind: str = field(default="flat", metadata={"help": "'flat' (exact), 'ivf' or 'hnsw'."})
+    index_kind: str = field(
+        default="flat",
+        metadata={
+            "help": "'flat' (exact), 'ivf', 'ivfpq' (compressed: product quantisation, for corpora of millions; "
+            "`jmlr index` sets its options) or 'hnsw'."
+        },
+    )
     train_limit: int | None = field(default=None, metadata={"help": "Use only the first N training questions."})
     eval_limit: int | None = field(default=None, metadata={"help": "Use only the first N evaluation questions."})
     eval_answer_limit: int | None = field(

@@ -106,10 +106,11 @@ def check_arguments(
             "--corpus_streaming reads one corpus file or Hub id as it comes: give --corpus <file or Hub id> and "
             "--distractor_passages 0 (the named corpora 'pubmedqa' and 'medquad' fit in memory: drop the flag)"
         )
-    if data_args.corpus_streaming and data_args.index_kind == "ivf":
+    if data_args.corpus_streaming and data_args.index_kind in ("ivf", "ivfpq"):
         raise RecipeError(
-            "--corpus_streaming builds a flat or HNSW index (--index_kind flat or hnsw): an IVF index needs its list "
-            "count before the stream's length is known (DocumentIndex.build_streaming(..., nlist=...) in Python)"
+            "--corpus_streaming builds a flat or HNSW index (--index_kind flat or hnsw): an IVF or IVF-PQ index needs "
+            "its list count before the stream's length is known (`jmlr index --streaming --kind "
+            f"{data_args.index_kind} --nlist N`, then --index_dir)"
         )
     check_quantization(model_args, data_args)
 

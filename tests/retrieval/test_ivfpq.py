@@ -224,3 +224,15 @@ def test_jmlr_index_ivfpq_flags(tmp_path, capsys):
         retrieve += ["--questions", "tests/fixtures/medqa_tiny.jsonl", "--output", str(tmp_path / "q")]
         with pytest.raises(RuntimeError, match="gpu_shards=True shards the index over the GPUs"):
             main([*retrieve, "--gpu_shards"])
+
+
+def test_gpu_search_through_the_remote_code_alone_is_refused_naming_jmlr_hf(tmp_path, monkeypatch, make_tiny_model):
+    """Without jmlr_hf (a model loaded with trust_remote_code), `load_index` reads the index with faiss and pyarrow
+    alone, which search on CPU: asking for GPUs must say so, not fail deep inside the reader."""
+    import sys
+
+    model = make_tiny_model()
+    monkeypatch.setitem(sys.modules, "jmlr_hf.retrieval.index", None)  # `from jmlr_hf.retrieval.index ...` fails
+    for flag in ("use_gpu", "gpu_shards"):
+        with pytest.raises(ValueError, match=rf"GPU search \({flag}\) needs jmlr_hf"):
+            model.load_index(str(tmp_path), **{flag: True})
