@@ -42,6 +42,9 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/index_encoding.py
 	$(BIN)/python benchmarks/index_search.py
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/index_memory.py
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/sharded_index_build.py --documents 3000 --output /tmp/jmlr-one
+	OMP_NUM_THREADS=1 $(BIN)/accelerate launch --multi_gpu --num_processes 2 benchmarks/sharded_index_build.py \
+		--documents 3000 --output /tmp/jmlr-two --compare /tmp/jmlr-one
 
 # Every dependency at its floor in pyproject.toml, from PyPI, in a separate venv (.venv-floors), then a short training
 # (tools/check_floors.sh; downloads a few GB: torch's CUDA build, as pip takes it on Linux).

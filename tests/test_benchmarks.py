@@ -98,3 +98,18 @@ def test_index_search_benchmark_runs_and_exact_search_finds_its_own_top_10(tmp_p
 def test_candidate_ranking_benchmark_runs_and_grouping_keeps_the_rankings():
     out = run_benchmark("candidate_ranking.py", "--questions", "16", "--repeats", "1")
     assert out.split("same rankings:")[1].split()[:3] == ["16", "of", "16"]
+
+
+@pytest.mark.integration
+def test_index_memory_benchmark_runs_and_the_mapped_store_allocates_no_arrow_memory_on_open(tmp_path):
+    figures = tmp_path / "figures.json"
+    run_benchmark(
+        "index_memory.py",
+        *("--passages", "3000", "--queries", "20", "--chunk-size", "1000", "--json", str(figures)),
+        paired=False,  # memory figures of separate processes, not timed variants
+    )
+    result = json.loads(figures.read_text())
+    assert result["build"]["num_documents"] == 3000
+    mapped, whole = result["open"]["2"], result["open"]["1"]
+    assert mapped["arrow_allocated_by_open"] == 0  # format 2: the text stays in the file, mapped
+    assert whole["arrow_allocated_by_open"] >= whole["documents_file_bytes"]  # format 1: read whole
