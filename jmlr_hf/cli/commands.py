@@ -100,7 +100,7 @@ def run_index(args: IndexArguments) -> None:
     share a filesystem, only the corpus and the retriever (see `jmlr_hf.retrieval.sharded`)."""
     from ..data import load_named_corpus, print_load_summaries
     from ..retrieval import DocumentIndex
-    from ..retrieval.sharded import process_group
+    from ..retrieval.sharded import close_process_group, process_group
     from ..scripts.preflight import check_corpus
 
     options = args.index_options()  # its checks, like the corpus's, before the retriever loads
@@ -133,6 +133,7 @@ def run_index(args: IndexArguments) -> None:
         )
         if index is not None:  # the main process, which wrote the folder
             print(f"Indexed {len(index)} streamed documents ({index.kind}, dim {index.dim}) into {args.output}")
+        close_process_group(group)
         return
     retriever, tokenizer, config = load_retriever(args.retriever)
     reports: list[LoadReport] = []
@@ -148,11 +149,11 @@ def run_index(args: IndexArguments) -> None:
     index = DocumentIndex.from_retriever(
         corpus, retriever, tokenizer, max_length=config.max_document_length, **options
     )
-    if index is None:  # another process: its share of the vectors went to the main process, which saves the index
-        return
-    index.save(args.output)
-    where = f", encoded by {group.world_size} processes" if group is not None else ""
-    print(f"Indexed {len(index)} documents ({index.kind}, dim {index.dim}{where}) into {args.output}")
+    if index is not None:  # None on the other processes: their shares of the vectors went to the main process
+        index.save(args.output)
+        where = f", encoded by {group.world_size} processes" if group is not None else ""
+        print(f"Indexed {len(index)} documents ({index.kind}, dim {index.dim}{where}) into {args.output}")
+    close_process_group(group)  # every process waits for the main one's save, then the group ends
 
 
 def run_retrieve(args: RetrieveArguments) -> None:

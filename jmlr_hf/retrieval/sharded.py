@@ -105,6 +105,17 @@ def process_group(distributed: bool | None = None) -> ShardGroup | None:
     return ShardGroup(dist.get_rank(), dist.get_world_size(), device)
 
 
+def close_process_group(group: ShardGroup | None) -> None:
+    """End a process group that `process_group` started for a command of its own (`jmlr index`): wait for every
+    process, then destroy the group. A process that exits with the group alive can abort in gloo's teardown
+    ("terminate called without an active exception") while another still uses it. No-op without a group."""
+    import torch.distributed as dist
+
+    if group is not None and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def shard_bounds(num_rows: int, world_size: int, rank: int) -> tuple[int, int]:
     """`(start, stop)` of process `rank`'s contiguous block of `num_rows` rows: the first `num_rows % world_size`
     processes get one row more than the others (`np.array_split`'s rule), so blocks differ by at most one row."""
@@ -328,6 +339,7 @@ def _receive_blocks(
 
 __all__ = [
     "ShardGroup",
+    "close_process_group",
     "encode_blocks",
     "encode_stream",
     "ids_digest",

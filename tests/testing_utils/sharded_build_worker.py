@@ -23,7 +23,7 @@ from datasets import Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: this checkout's jmlr_hf
 
 from jmlr_hf.retrieval import DocumentIndex  # noqa: E402
-from jmlr_hf.retrieval.sharded import process_group  # noqa: E402
+from jmlr_hf.retrieval.sharded import close_process_group, process_group  # noqa: E402
 
 DIM = 16
 encoded: Counter[str] = Counter()
@@ -100,6 +100,7 @@ def main() -> None:
                 build(encoder(case + "/single"), False)
     report["encoded"] = dict(encoded)
     (out_dir / f"rank{rank}.json").write_text(json.dumps(report, indent=1))
+    close_process_group(group)
 
 
 if __name__ == "__main__":
