@@ -93,3 +93,13 @@ def test_a_plain_encoder_loaded_for_jmlr_index_encodes_a_text_alike_padded_or_al
             together = retriever.encode_dense(padded["input_ids"], padded["attention_mask"], is_query=is_query)
             single = retriever.encode_dense(alone["input_ids"], alone["attention_mask"], is_query=is_query)
             torch.testing.assert_close(together[0], single[0], atol=1e-5, rtol=0)
+
+
+def test_python_m_jmlr_hf_cli_is_the_jmlr_command():
+    """`accelerate launch -m jmlr_hf.cli index …` (a sharded build) needs the package to run as a module."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "jmlr_hf.cli", "--help"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("usage: jmlr ") and "index" in run.stdout

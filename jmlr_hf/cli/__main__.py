@@ -1,6 +1,7 @@
-"""`python -m jmlr_hf.cli`: the `jmlr` command without the console script (e.g. from a virtual environment's
-Python, or where the scripts folder is not on PATH)."""
+"""`python -m jmlr_hf.cli …`, the same as the `jmlr` command: what `accelerate launch -m jmlr_hf.cli index …` runs in
+every process (a launcher starts a module or a script, not a console entry point)."""
 
 from . import main
 
-main()
+if __name__ == "__main__":
+    main()
