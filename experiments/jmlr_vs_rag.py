@@ -142,6 +142,14 @@ class ExperimentArguments:
             "for the final numbers."
         },
     )
+    train_subset: int | None = field(
+        default=None,
+        metadata={
+            "help": "Train on the first N prepared training questions only (all when None). A run setting, not a "
+            "preparation one: the prepared candidates and the cached NLLs stay those of train_limit, and a run on "
+            "a subset measures only the NLLs of its subset (what a cheap choice of τ on validation needs)."
+        },
+    )
     eval_limit: int | None = field(default=None, metadata={"help": "First N evaluation questions."})
     eval_answer_limit: int | None = field(default=None, metadata={"help": "Answer metrics on the first N only."})
     max_steps: int = field(default=40, metadata={"help": "Optimizer steps per run (the same for every arm)."})
@@ -328,6 +336,7 @@ LEGACY_DEFAULTS = {
     "eval_truncate_documents": False,
     "generative_limit": 0,
     "max_new_tokens": 12,
+    "train_subset": None,
 }
 
 
@@ -553,6 +562,8 @@ def train_arm(
     [`resume_checkpoint`])."""
     from peft import LoraConfig
 
+    if args.train_subset is not None:
+        train = train.select(range(min(args.train_subset, len(train))))
     checkpoint_dir = os.path.join(run_dir(args), "checkpoints", name)
     resume = resume_checkpoint(checkpoint_dir, settings) if args.save_steps > 0 else None
     training_args = JointRetrievalConfig(
@@ -650,6 +661,8 @@ def resume_checkpoint(checkpoint_dir: str, settings: dict[str, Any]) -> str | No
     ):
         return None
     recorded = _read_json(os.path.join(checkpoint_dir, CHECKPOINT_SETTINGS))
+    if recorded is not None:  # a setting added after the checkpoint was written: it ran with the legacy value
+        recorded = {key: value for key, value in LEGACY_DEFAULTS.items() if key in settings} | recorded
     if recorded != settings:
         raise ValueError(
             f"{checkpoint_dir} holds checkpoints of a run with other settings (or none recorded); delete the folder "

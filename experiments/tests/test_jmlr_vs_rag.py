@@ -410,3 +410,39 @@ def test_an_interrupted_nll_cache_keeps_the_rows_it_measured(tmp_path, monkeypat
     assert measured == [f"q{i}" for i in range(6, 12)]  # q7 failed once and is measured now
     assert nlls == [[float(i), 1.0] for i in range(12)]
     assert len(json.loads(path.read_text())) == 12
+
+
+def test_a_run_on_a_training_subset_measures_and_trains_on_that_subset_only(tmp_path, tiny_experiment):
+    """`train_subset`: the retriever-only arm on the first 2 of 4 prepared training questions measures the frozen
+    LLM's NLLs of those 2 alone (the cache is keyed by question, so the full run later measures only the rest), and
+    the setting is one of the run's: a record of the whole set is not reused for the subset."""
+    args = tiny_experiment(
+        arms=["retriever"], retrieval_losses=["llm_rank"], train_subset=2, batch_size=1, logging_steps=1
+    )
+    run_experiment(args)
+    out = tmp_path / "exp"
+    prepared = load_from_disk(str(out / "prepared" / "train"))
+    assert len(prepared) == 4  # the preparation is that of train_limit
+    measured = json.loads((out / "prepared" / "reference_nlls-train.json").read_text())
+    assert sorted(measured) == sorted(prepared["id"][:2])
+    record = json.loads((out / "runs" / "retriever-llm_rank-seed0.json").read_text())
+    assert record["settings"]["train_subset"] == 2
+    assert [e["step"] for e in record["log_history"] if "retrieval_loss" in e] == [1, 2]
+    whole = run_settings(dataclasses.asdict(dataclasses.replace(args, train_subset=None)), "retriever", "llm_rank")
+    assert experiment_module._load_record(str(out / "runs" / "retriever-llm_rank-seed0.json"), whole, None) is None
+
+
+def test_a_checkpoint_written_before_a_setting_existed_resumes_with_its_legacy_value(tmp_path):
+    """A run interrupted under an older version of the script (its `run_settings.json` lacks a setting added since)
+    resumes when the new setting has its legacy value, and is refused when it does not."""
+    settings = run_settings(dataclasses.asdict(ExperimentArguments()), "jmlr", "llm_rank")
+    older = {key: value for key, value in settings.items() if key != "train_subset"}
+    checkpoint = tmp_path / "checkpoint-3"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 3}))
+    (checkpoint / "model.safetensors").write_bytes(b"")
+    (checkpoint / "optimizer.pt").write_bytes(b"")
+    (tmp_path / experiment_module.CHECKPOINT_SETTINGS).write_text(json.dumps(older))
+    assert experiment_module.resume_checkpoint(str(tmp_path), settings) == str(checkpoint)
+    with pytest.raises(ValueError, match="other settings"):
+        experiment_module.resume_checkpoint(str(tmp_path), settings | {"train_subset": 100})
