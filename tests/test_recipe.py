@@ -29,7 +29,8 @@ def test_recipe_under_accelerate_then_answer(tmp_path):
         str(accelerate), "launch", "--config_file", str(ROOT / "recipes/accelerate_configs/cpu.yaml"),
         str(ROOT / "recipes/train.py"), "--config", str(ROOT / "recipes/demo.yaml"),
         "--output_dir", str(out), "--data_dir", str(default_data_dir()),
-        "--distractor_passages", "20", "--train_limit", "4", "--eval_limit", "6", "--eval_answer_limit", "2",
+        "--distractor_passages", "20", "--corpus_limit", "300", "--train_limit", "4", "--eval_limit", "6",
+        "--eval_answer_limit", "2",
         "--max_steps", "2", "--save_steps", "1", "--logging_steps", "1",
         "--num_candidates", "4", "--num_sampled", "2", "--max_document_length", "48",
     ]  # fmt: skip
@@ -37,6 +38,8 @@ def test_recipe_under_accelerate_then_answer(tmp_path):
     assert run.returncode == 0, run.stderr[-4000:]
     assert "| evidence@1 |" in run.stdout  # the before/after table
     assert "faiss.loader" not in run.stderr  # the script's INFO lines, not faiss's
+    # --corpus_limit: the first 300 of the 3,378 passages, at the start and in the final index alike.
+    assert "corpus: using the first 300 of 3378 passages (--corpus_limit)" in run.stdout
 
     results = json.loads((out / "results.json").read_text())
     for phase in ("before", "after"):
@@ -58,7 +61,10 @@ def test_recipe_under_accelerate_then_answer(tmp_path):
     assert not list(out.glob(".final.tmp-*")), "the atomic save left a temporary directory"
     # After training the corpus was re-encoded by the trained retriever: the saved model and its index agree.
     trained = JMLRForCausalLM.from_pretrained(final)
-    DocumentIndex.load(out / "index", expected_fingerprint=trained.retriever.weights_fingerprint(), on_stale="raise")
+    index = DocumentIndex.load(
+        out / "index", expected_fingerprint=trained.retriever.weights_fingerprint(), on_stale="raise"
+    )
+    assert len(index) == 300
 
     # `jmlr answer` finds the index through the saved config and prints the documents it used.
     answer = subprocess.run(

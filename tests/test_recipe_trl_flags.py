@@ -58,6 +58,8 @@ def test_max_length_is_the_sequence_cap_and_max_prompt_length_its_old_name():
         (["--max_length", "300", "--max_prompt_length", "200"], "give --max_length only"),
         (["--dataset_name", "org/questions", "--train_file", "x.jsonl"], "drop --train_file"),
         (["--dataset_streaming", "true"], "--corpus_streaming true"),
+        (["--corpus_limit", "0"], "--corpus_limit 0: give a positive count"),
+        (["--train_limit", "-1"], "--train_limit -1: give a positive count"),
     ],
 )
 def test_flags_that_cannot_work_are_refused_at_parse_time(capsys, monkeypatch, flags, named):
@@ -222,7 +224,8 @@ def test_model_flags_reach_the_generator(monkeypatch):
 
 def test_corpus_streaming_indexes_without_loading_the_corpus(tmp_path, tiny_checkpoint, monkeypatch, capsys):
     """`--corpus_streaming`: the corpus file is streamed into the index folder chunk by chunk (the in-memory build is
-    never called), and the run trains on candidates from it; the named corpora are refused with the flag."""
+    never called), and the run trains on candidates from it; `--corpus_limit` stops the stream after its first rows;
+    the named corpora are refused with the flag."""
     from jmlr_hf.retrieval import DocumentIndex
 
     monkeypatch.setattr(DocumentIndex, "build", classmethod(lambda *a, **k: pytest.fail("in-memory build")))
@@ -232,7 +235,8 @@ def test_corpus_streaming_indexes_without_loading_the_corpus(tmp_path, tiny_chec
     cli_main(
         [
             "--task", "medqa", "--train_file", str(MEDQA), "--eval_file", str(MEDQA), "--corpus", str(corpus),
-            "--corpus_streaming", "true", "--model_name_or_path", str(tiny_checkpoint), "--output_dir", str(out),
+            "--corpus_streaming", "true", "--corpus_limit", "5", "--model_name_or_path", str(tiny_checkpoint),
+            "--output_dir", str(out),
             "--num_candidates", "4", "--num_sampled", "2", "--num_context_documents", "1",
             "--max_document_length", "32", "--evaluate_before", "false", "--eval_answer_limit", "1",
             "--max_steps", "1", "--save_strategy", "no", "--use_cpu", "true", "--bf16", "false",
@@ -240,7 +244,7 @@ def test_corpus_streaming_indexes_without_loading_the_corpus(tmp_path, tiny_chec
         ]
     )  # fmt: skip
     index = DocumentIndex.load(out / "index")
-    assert index.documents["text"] == CORPUS and index.documents["id"] == [str(i) for i in range(len(CORPUS))]
+    assert index.documents["text"] == CORPUS[:5] and index.documents["id"] == [str(i) for i in range(5)]
     assert (out / "final" / "config.json").exists()
     capsys.readouterr()  # the run's progress bars
     assert "--corpus_streaming" in refused(capsys, "--corpus_streaming", "true")  # demo.yaml's corpus: pubmedqa

@@ -78,6 +78,13 @@ class DataArguments:
             "`jmlr index` sets its options) or 'hnsw'."
         },
     )
+    corpus_limit: int | None = field(
+        default=None,
+        metadata={
+            "help": "Use only the first N passages of --corpus (distractors included; a stream stops after N): with "
+            "--train_limit and --eval_limit, a quick trial of the whole pipeline on a real corpus."
+        },
+    )
     train_limit: int | None = field(default=None, metadata={"help": "Use only the first N training questions."})
     eval_limit: int | None = field(default=None, metadata={"help": "Use only the first N evaluation questions."})
     eval_answer_limit: int | None = field(

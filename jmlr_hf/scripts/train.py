@@ -106,6 +106,10 @@ def check_arguments(
             "--corpus_streaming reads one corpus file or Hub id as it comes: give --corpus <file or Hub id> and "
             "--distractor_passages 0 (the named corpora 'pubmedqa' and 'medquad' fit in memory: drop the flag)"
         )
+    for flag in ("corpus_limit", "train_limit", "eval_limit", "eval_answer_limit"):
+        value = getattr(data_args, flag)
+        if value is not None and value < 1:
+            raise RecipeError(f"--{flag} {value}: give a positive count, or leave it out to use all")
     if data_args.corpus_streaming and data_args.index_kind in ("ivf", "ivfpq"):
         raise RecipeError(
             "--corpus_streaming builds a flat or HNSW index (--index_kind flat or hnsw): an IVF or IVF-PQ index needs "
@@ -575,7 +579,8 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
     def corpus() -> Dataset | IterableDataset:
         nonlocal corpus_loads
         if data_args.corpus_streaming:
-            return stream_corpus(data_args.corpus)
+            stream = stream_corpus(data_args.corpus)
+            return stream if data_args.corpus_limit is None else stream.take(data_args.corpus_limit)
         reports: list[LoadReport] = []
         loaded = load_named_corpus(
             data_args.corpus,
@@ -587,6 +592,10 @@ def main(data_args: DataArguments, training_args: JointRetrievalConfig, model_ar
         corpus_loads += 1
         if corpus_loads == 1 and training_args.process_index == 0:  # index refreshes read the same files again
             print_load_summaries(reports, "corpus")
+            if data_args.corpus_limit is not None and data_args.corpus_limit < len(loaded):
+                print(f"corpus: using the first {data_args.corpus_limit} of {len(loaded)} passages (--corpus_limit)")
+        if data_args.corpus_limit is not None:
+            loaded = loaded.select(range(min(data_args.corpus_limit, len(loaded))))
         return loaded
 
     # Every process takes part in building the index (each encodes its share of the corpus); the main process
