@@ -69,7 +69,7 @@ class CorpusTopicArguments(ExperimentArguments):
     )
 
 
-def measure(args: CorpusTopicArguments) -> dict[str, dict[str, float]]:
+def measure_topics(args: CorpusTopicArguments) -> dict[str, dict[str, float]]:
     """The metrics of the base retriever and of each of `args.models`, on the prepared test questions."""
     from datasets import load_from_disk
     from transformers import AutoTokenizer
@@ -107,7 +107,7 @@ def measure(args: CorpusTopicArguments) -> dict[str, dict[str, float]]:
     return results
 
 
-def results_table(results: Mapping[str, Mapping[str, float]]) -> str:
+def topic_table(results: Mapping[str, Mapping[str, float]]) -> str:
     """A Markdown table, one row per model."""
     columns = list(next(iter(results.values())))
     lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
@@ -120,10 +120,10 @@ def main(argv: list[str] | None = None) -> dict:
     from trl import TrlParser
 
     (args,) = TrlParser((CorpusTopicArguments,)).parse_args_and_config(args=argv)
-    results = measure(args)
+    results = measure_topics(args)
     directory = run_dir(args)
     write_json(os.path.join(directory, "corpus_topics.json"), results)
-    table = results_table(results)
+    table = topic_table(results)
     write_text(os.path.join(directory, "corpus_topics.md"), table + "\n")
     print(table)
     return results

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.corpus_topics import results_table, topic_metrics
+from experiments.corpus_topics import topic_metrics, topic_table
 
 
 def hit(doc_id: str, title: str) -> dict:
@@ -31,7 +31,7 @@ def test_topic_metrics_hand_computed():
         "own_topic_in_top@4": 1.0,
         "own_topic_share@4": (2 / 4 + 1 / 4) / 2,
     }
-    assert results_table({"base": metrics}).splitlines()[2].startswith("| base | 0.000 | 0.500 |")
+    assert topic_table({"base": metrics}).splitlines()[2].startswith("| base | 0.000 | 0.500 |")
 
 
 def test_topic_metrics_needs_one_long_enough_hit_list_per_question():
