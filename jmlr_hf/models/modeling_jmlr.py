@@ -551,11 +551,17 @@ class JMLRRetriever(nn.Module):
 
     def weights_fingerprint(self) -> str:
         """A SHA-256 of the weights that encode documents: an index built by other weights is stale. That is the
-        whole retriever, or only its frozen document tower when it trains on the query side only."""
+        whole retriever, or only its frozen document tower when it trains on the query side only — hashed under the
+        names the one-tower retriever gives those weights (`encoder.*`, `linear.*`), so that the index of a base
+        retriever stays valid for a query-side model started from it (the same document embeddings)."""
         digest = hashlib.sha256()
         state = self.state_dict()
         if self.document_encoder is not None:
-            state = {name: tensor for name, tensor in state.items() if name.startswith("document_")}
+            state = {
+                name.removeprefix("document_"): tensor
+                for name, tensor in state.items()
+                if name.startswith("document_")
+            }
         for name, tensor in sorted(state.items()):
             digest.update(name.encode())
             digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())

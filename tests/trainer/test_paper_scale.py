@@ -310,6 +310,8 @@ def test_query_side_only_training_keeps_the_index_fresh(
 
     shared = make_tiny_model(0, projection_dim=16)
     shared_fingerprint = shared.retriever.weights_fingerprint()
+    # The same initial weights in one tower: the base retriever's index serves the query-side model started from it.
+    assert shared_fingerprint == fingerprint
     make_trainer(shared, make_args(tmp_path / "shared", max_steps=2), generator_tokenizer, retriever_tokenizer).train()
     assert shared.retriever.weights_fingerprint() != shared_fingerprint
 
