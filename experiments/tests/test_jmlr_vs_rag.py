@@ -84,6 +84,11 @@ def test_baselines_do_not_depend_on_retriever_settings():
     assert run_settings(base, "rag", "none") == run_settings(changed, "rag", "none")
     assert run_settings(base, "sft", "none") == run_settings(changed, "sft", "none")
     assert run_settings(base, "jmlr", "llm_rank") != run_settings(changed, "jmlr", "llm_rank")
+    # The supervised upper reference keeps its own τ whatever the JMLR losses' τ is (its learning rate still counts).
+    tau_only = base | {"retrieval_temperature": 0.1}
+    assert run_settings(base, "supervised", "none") == run_settings(tau_only, "supervised", "none")
+    assert run_settings(tau_only, "supervised", "none")["retrieval_temperature"] == 0.05
+    assert run_settings(base, "supervised", "none") != run_settings(changed, "supervised", "none")
     assert run_settings(base, "rag", "none") != run_settings(base | {"max_steps": 99}, "rag", "none")
     # Where the outputs go and what is only logged does not change a run.
     logged = base | {"output_dir": "elsewhere", "eval_retrieval_steps": 5, "seeds": [7]}
