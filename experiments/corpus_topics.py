@@ -98,7 +98,7 @@ def measure_topics(args: CorpusTopicArguments) -> dict[str, dict[str, float]]:
             raise ValueError(f"{name} trained its document tower: the base index does not describe it")
         hits = index.retrieve(
             list(questions["question"]),
-            encode_queries_with(model.retriever, tokenizer, max_length=64),
+            encode_queries_with(model.retriever, tokenizer, max_length=model.config.max_query_length),
             max(TOPIC_K_VALUES),
             show_progress=False,
         )
