@@ -13,8 +13,9 @@ answer as the target). Five variants, interleaved round by round:
 
 1. reference scoring: the S·B single-document sequences in S·B separate forwards with full-vocabulary logits and a
    float32 log-softmax over them (what the authors' code does);
-2. this project's scoring pass (`answer_nll`, as the trainer calls it), and both of its paths: packed (the S·B
-   sequences end to end in one row, block-diagonal attention) and padded (one right-padded batch);
+2. this project's scoring pass (`answer_nll`, as the trainer calls it), and its paths: packed (the S·B sequences end
+   to end in rows of at most `nll_max_packed_tokens`, block-diagonal attention), all of them in one packed row (what
+   the trainer did before the cap: SDPA computes the whole row's attention), and padded (one right-padded batch);
 3. a JMLR step: choice, scoring pass, retrieval loss, LM loss with the top K documents, backward;
 4. a RAG-SFT step: the same K documents (a frozen retriever's top K), LM loss, backward;
 5. an SFT step: no documents.
@@ -352,16 +353,21 @@ def main() -> None:
         "scoring pass": scoring(lambda: jmlr_trainer._answer_nll(jmlr, jmlr, nll_batch, device)),
         **{
             f"scoring pass, {path}": scoring(
-                lambda packed=packed: answer_nll(
+                lambda packed=packed, cap=cap: answer_nll(
                     jmlr,
                     nll_batch["input_ids"],
                     nll_batch["attention_mask"],
                     nll_batch["labels"],
                     micro_batch_size=jmlr_trainer.args.nll_micro_batch_size,
                     packed=packed,
+                    max_packed_tokens=cap,
                 )
             )
-            for path, packed in (("packed", True), ("padded", False))
+            for path, packed, cap in (
+                ("packed", True, jmlr_trainer._max_packed_tokens(jmlr)),
+                ("one packed row", True, None),
+                ("padded", False, None),
+            )
         },
         "scoring pass, 1/forward": scoring(
             lambda: answer_nll(
@@ -413,7 +419,19 @@ def main() -> None:
     packed_over_padded = paired_ratios(timings["scoring pass, packed"], timings["scoring pass, padded"])
     print(f"{'paired ratio':>18}: scoring pass, packed / scoring pass, padded {describe_ratios(packed_over_padded)}")
     figures["packed_over_padded"] = packed_over_padded
-    for name in ("scoring pass", "scoring pass, packed", "scoring pass, padded", "scoring pass, 1/forward"):
+    one_row = paired_ratios(timings["scoring pass, one packed row"], timings["scoring pass, packed"])
+    print(
+        f"{'paired ratio':>18}: one packed row / packed rows <= {jmlr_trainer._max_packed_tokens(jmlr)} tokens "
+        f"{describe_ratios(one_row)}"
+    )
+    figures["one_row_over_packed"] = one_row
+    for name in (
+        "scoring pass",
+        "scoring pass, packed",
+        "scoring pass, one packed row",
+        "scoring pass, padded",
+        "scoring pass, 1/forward",
+    ):
         speedup = paired_ratios(timings["reference scoring"], timings[name])
         memory = peaks[name] / max(peaks["reference scoring"], 1)
         difference = (timings["reference scoring"].result - timings[name].result).abs().max().item()

@@ -287,6 +287,27 @@ def pack_sequences(
     }
 
 
+def packed_groups(lengths: Sequence[int], max_tokens: int | None) -> list[slice]:
+    """Consecutive runs of sequences whose lengths add up to at most `max_tokens` each (a longer sequence alone): the
+    rows of a packed pass. `None`: one run of all of them.
+
+    Why a cap: transformers masks a packed row block-diagonally, but an attention kernel without variable-length
+    support (SDPA, eager) still computes the whole row's T x T scores under that mask, so its attention cost grows
+    with the row's length T per token. Rows of about a few sequences keep attention a small share of the forward
+    while still sparing the padding.
+    """
+    if max_tokens is None:
+        return [slice(0, len(lengths))]
+    groups, start, total = [], 0, 0
+    for i, length in enumerate(lengths):
+        if i > start and total + length > max_tokens:
+            groups.append(slice(start, i))
+            start, total = i, 0
+        total += length
+    groups.append(slice(start, len(lengths)))
+    return groups
+
+
 @torch.no_grad()
 def answer_nll(
     causal_lm: nn.Module,
@@ -296,6 +317,7 @@ def answer_nll(
     micro_batch_size: int | None = None,
     *,
     packed: bool = False,
+    max_packed_tokens: int | None = None,
 ) -> torch.Tensor:
     """Mean NLL per sequence `[n]` over its labelled (answer) tokens under `causal_lm`, without gradient.
 
@@ -307,15 +329,24 @@ def answer_nll(
     the full-vocabulary logits of the documents and the question are the largest tensors of the pass and none of
     them is needed; the cross-entropy then runs in float32 chunks. With `packed=True` each micro-batch's sequences
     are laid end to end in one row without padding (`pack_sequences`): no compute is spent on padding, which is
-    what batching costs on a CPU. Packing needs a model whose attention follows packed `position_ids` (transformers'
-    Llama-, Mistral-, Qwen-style models do); `JointRetrievalTrainer` checks that on its first pass.
+    what batching costs on a CPU. `max_packed_tokens` caps a packed row (see `packed_groups`): the micro-batch's
+    sequences then go through in several rows of at most that many tokens. Packing needs a model whose attention
+    follows packed `position_ids` (transformers' Llama-, Mistral-, Qwen-style models do); `JointRetrievalTrainer`
+    checks that on its first pass.
     """
     step = micro_batch_size or input_ids.shape[0]
+    lengths = attention_mask.sum(-1).tolist()
+    batches = [slice(start, start + step) for start in range(0, input_ids.shape[0], step)]
+    if packed:
+        batches = [
+            slice(sl.start + group.start, sl.start + group.stop)
+            for sl in batches
+            for group in packed_groups(lengths[sl], max_packed_tokens)
+        ]
     out = []
-    for start in range(0, input_ids.shape[0], step):
-        sl = slice(start, start + step)
+    for sl in batches:
         # Trim the shared right padding of this micro-batch: fewer positions, same result.
-        width = int(attention_mask[sl].sum(-1).max())
+        width = int(max(lengths[sl]))
         ids, mask, lab = input_ids[sl, :width], attention_mask[sl, :width], labels[sl, :width]
         if packed:
             pack = pack_sequences(ids, mask, lab)
@@ -826,9 +857,18 @@ class JMLRForCausalLM(JMLRPreTrainedModel, GenerationMixin):
         micro_batch_size: int | None = None,
         *,
         packed: bool = False,
+        max_packed_tokens: int | None = None,
     ) -> torch.Tensor:
         """Mean NLL per sequence `[n]` of the generator over its labelled (answer) tokens; see `answer_nll`."""
-        return answer_nll(self.generator, input_ids, attention_mask, labels, micro_batch_size, packed=packed)
+        return answer_nll(
+            self.generator,
+            input_ids,
+            attention_mask,
+            labels,
+            micro_batch_size,
+            packed=packed,
+            max_packed_tokens=max_packed_tokens,
+        )
 
     @classmethod
     def from_components(

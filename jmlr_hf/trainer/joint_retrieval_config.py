@@ -8,6 +8,11 @@ from typing import Any
 
 from trl import SFTConfig
 
+#: The NLL pass's longest packed row when `nll_max_packed_tokens` is `None` and the attention kernel computes a packed
+#: row's whole T x T scores (SDPA, eager). At 512-1,024 the pass of 32 MedQuAD sequences ran as fast as padded ones on
+#: a 2-core CPU, at 2,048 1.2x slower, as one row of 5,815 tokens 2.3x slower (docs/PERFORMANCE.md).
+DEFAULT_MAX_PACKED_TOKENS = 1024
+
 
 @dataclass
 class JointRetrievalConfig(SFTConfig):
@@ -50,6 +55,15 @@ class JointRetrievalConfig(SFTConfig):
             sequences exactly; it pads otherwise (SDPA's dense mask would spend on the whole packed row). The first
             pass checks that the model's attention follows packed sequences (the NLLs must equal the padded pass's):
             with `None` a model that does not falls back to padding, with a warning; with `True` it is an error.
+        nll_max_packed_tokens (`int`, *optional*):
+            The longest packed row of the NLL pass, in tokens: a forward's sequences go through in consecutive rows of
+            at most this many (a longer sequence alone). A kernel without variable-length support (SDPA, eager: every
+            CPU run) computes a packed row's whole T × T attention under its block-diagonal mask, so one row of all
+            B × S sequences makes attention the bulk of the pass. `None` (default) caps rows at
+            `DEFAULT_MAX_PACKED_TOKENS` (1,024) unless the attention is a flash-attention kernel, whose
+            variable-length attention costs nothing extra for a long row; then rows are not capped. Measured on a
+            2-core CPU (SmolLM2-135M, 32 sequences of 182 tokens on average, `docs/PERFORMANCE.md`): one row 33.7 s,
+            rows of ≤ 1,024 tokens 14.0 s, padded 14.4 s.
 
         > Parameters that control what a non-finite loss does
 
@@ -139,6 +153,13 @@ class JointRetrievalConfig(SFTConfig):
             "flash attention, pads otherwise; the first pass checks that the model follows packed sequences."
         },
     )
+    nll_max_packed_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "Longest packed row of the NLL pass, in tokens (a longer sequence goes alone). `None` caps rows "
+            "at 1024 unless the attention is flash-attention (variable-length kernels): then no cap."
+        },
+    )
     nonfinite_loss: str = field(
         default="error",
         metadata={
@@ -170,6 +191,13 @@ class JointRetrievalConfig(SFTConfig):
             raise ValueError("JointRetrievalConfig needs remove_unused_columns=False (the collator reads raw columns)")
         if self.freeze_generator and self.retriever_learning_rate <= 0:
             raise ValueError("freeze_generator=True trains only the retriever: set retriever_learning_rate > 0")
+        for name in ("nll_micro_batch_size", "nll_max_packed_tokens"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(
+                    f"{name} must be a positive number of {'sequences' if 'batch' in name else 'tokens'} "
+                    f"or None, got {value!r}"
+                )
         if self.nonfinite_loss not in ("error", "skip_step"):
             raise ValueError(f"nonfinite_loss must be 'error' or 'skip_step', got {self.nonfinite_loss!r}")
         for name in ("packing", "padding_free", "eval_packing"):

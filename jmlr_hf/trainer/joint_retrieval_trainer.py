@@ -52,7 +52,7 @@ from ..models import (
 )
 from ..utils.atomic import atomic_directory, recover_interrupted_swap
 from .fsdp import all_reduce_retriever_gradients, configure_fsdp2
-from .joint_retrieval_config import JointRetrievalConfig
+from .joint_retrieval_config import DEFAULT_MAX_PACKED_TOKENS, JointRetrievalConfig
 
 logger = logging.getLogger(__name__)
 
@@ -692,7 +692,15 @@ class JointRetrievalTrainer(SFTTrainer):
         # Dropout off: the NLLs are a measurement, and a noisy one would blur the ranking target.
         with eval_mode(jmlr.generator):
             packed = self._padding_free(jmlr, device)
-            nll = answer_nll(model, ids, mask, labels, micro_batch_size=micro_batch_size, packed=packed)
+            nll = answer_nll(
+                model,
+                ids,
+                mask,
+                labels,
+                micro_batch_size=micro_batch_size,
+                packed=packed,
+                max_packed_tokens=self._max_packed_tokens(jmlr) if packed else None,
+            )
             if packed and not getattr(self, "_padding_free_checked", False):
                 padded = answer_nll(model, ids, mask, labels, micro_batch_size=micro_batch_size)
                 self._check_padding_free(nll, padded, jmlr)
@@ -709,6 +717,14 @@ class JointRetrievalTrainer(SFTTrainer):
                 setting = device.type == "cpu" or "flash" in attention
             self._nll_padding_free = bool(setting)
         return self._nll_padding_free
+
+    def _max_packed_tokens(self, jmlr: JMLRForCausalLM) -> int | None:
+        """The NLL pass's longest packed row (`nll_max_packed_tokens`; `None`: `DEFAULT_MAX_PACKED_TOKENS`, uncapped
+        with flash attention, whose variable-length kernels spend nothing on a long row)."""
+        if self.args.nll_max_packed_tokens is not None:
+            return self.args.nll_max_packed_tokens
+        attention = str(getattr(jmlr.generator.config, "_attn_implementation", None) or "")
+        return None if "flash" in attention else DEFAULT_MAX_PACKED_TOKENS
 
     def _check_padding_free(self, packed: torch.Tensor, padded: torch.Tensor, jmlr: JMLRForCausalLM) -> None:
         """Packed NLLs must equal padded ones, to the generator's precision ([`packing_tolerance`]): a model whose

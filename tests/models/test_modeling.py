@@ -380,9 +380,11 @@ def test_packed_answer_nll_equals_the_padded_and_the_reference_nlls(make_tiny_mo
             reference.append(-log_probs[valid].gather(-1, target[valid, None]).mean().item())
     reference = torch.tensor(reference)
     padded = model.answer_nll(ids, mask, labels)
+    lengths = mask.sum(-1).tolist()
     for micro in (None, 2, 1):
-        packed = model.answer_nll(ids, mask, labels, micro_batch_size=micro, packed=True)
-        torch.testing.assert_close(packed, reference, atol=1e-5, rtol=0)
+        for cap in (None, 1, max(lengths[:2]) + min(lengths)):
+            packed = model.answer_nll(ids, mask, labels, micro_batch_size=micro, packed=True, max_packed_tokens=cap)
+            torch.testing.assert_close(packed, reference, atol=1e-5, rtol=0)
     torch.testing.assert_close(padded, reference, atol=1e-5, rtol=0)
 
     pack = pack_sequences(ids, mask, labels)
@@ -634,3 +636,40 @@ def test_weights_fingerprint(make_tiny_model):
     with torch.no_grad():
         weight.copy_(make_tiny_model(0).retriever.encoder.encoder.layer[1].attention.self.query.weight)
     assert model.retriever.weights_fingerprint() == first
+
+
+def test_packed_rows_hold_whole_sequences_up_to_the_token_cap(make_tiny_model, generator_tokenizer):
+    """`packed_groups` cuts consecutive sequences into rows of at most `max_tokens` (a longer one alone), and
+    `answer_nll` sends exactly those rows through the model: each forward's row is one group, none over the cap
+    unless it holds a single sequence."""
+    from jmlr_hf.models.modeling_jmlr import packed_groups
+
+    assert packed_groups([100, 200, 300, 50], None) == [slice(0, 4)]
+    assert packed_groups([100, 200, 300, 50], 300) == [slice(0, 2), slice(2, 3), slice(3, 4)]
+    assert packed_groups([100, 200, 300, 50], 350) == [slice(0, 2), slice(2, 4)]
+    assert packed_groups([500, 10, 10], 100) == [slice(0, 1), slice(1, 3)]
+
+    model = make_tiny_model(4).eval()
+    prompts = [
+        f"Document [1]: {'Insulin lowers blood sugar. ' * n}\nQuestion: What does insulin do?\nAnswer:"
+        for n in (1, 6, 2, 5, 1)
+    ]
+    batch = tokenize_for_lm(generator_tokenizer, prompts, ["It lowers blood sugar."] * 5, max_length=256)
+    lengths = batch["attention_mask"].sum(-1).tolist()
+    cap = lengths[0] + lengths[1]
+    widths = []
+    handle = model.generator.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    try:
+        model.answer_nll(
+            batch["input_ids"], batch["attention_mask"], batch["labels"], packed=True, max_packed_tokens=cap
+        )
+    finally:
+        handle.remove()
+    expected = [sum(lengths[group]) for group in packed_groups(lengths, cap)]
+    assert len(expected) > 1 and [tuple(shape) for shape in widths] == [(1, width) for width in expected]
+    assert all(
+        width <= cap or len(lengths[group]) == 1
+        for width, group in zip(expected, packed_groups(lengths, cap), strict=True)
+    )

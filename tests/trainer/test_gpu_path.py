@@ -42,8 +42,18 @@ def test_packing_on_a_bf16_model_is_not_mistaken_for_a_leak(
     SmolLM2 shows."""
     original = trainer_module.answer_nll
 
-    def rounded(causal_lm, input_ids, attention_mask, labels, micro_batch_size=None, packed=False):
-        nll = original(causal_lm, input_ids, attention_mask, labels, micro_batch_size, packed=packed)
+    def rounded(
+        causal_lm, input_ids, attention_mask, labels, micro_batch_size=None, packed=False, max_packed_tokens=None
+    ):
+        nll = original(
+            causal_lm,
+            input_ids,
+            attention_mask,
+            labels,
+            micro_batch_size,
+            packed=packed,
+            max_packed_tokens=max_packed_tokens,
+        )
         return nll.to(torch.bfloat16).float() if packed else nll
 
     monkeypatch.setattr(trainer_module, "answer_nll", rounded)
@@ -64,8 +74,18 @@ def test_a_leaking_bf16_model_is_still_caught(
     nats on most sequences of the same SmolLM2 batch)."""
     original = trainer_module.answer_nll
 
-    def leaky(causal_lm, input_ids, attention_mask, labels, micro_batch_size=None, packed=False):
-        nll = original(causal_lm, input_ids, attention_mask, labels, micro_batch_size, packed=packed)
+    def leaky(
+        causal_lm, input_ids, attention_mask, labels, micro_batch_size=None, packed=False, max_packed_tokens=None
+    ):
+        nll = original(
+            causal_lm,
+            input_ids,
+            attention_mask,
+            labels,
+            micro_batch_size,
+            packed=packed,
+            max_packed_tokens=max_packed_tokens,
+        )
         return nll + 1.0 if packed else nll
 
     monkeypatch.setattr(trainer_module, "answer_nll", leaky)

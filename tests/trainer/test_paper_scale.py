@@ -343,8 +343,18 @@ def test_a_model_that_ignores_packing_is_caught_on_the_first_pass(
     packing asked for explicitly is an error."""
     original = trainer_module.answer_nll
 
-    def leaky(causal_lm, input_ids, attention_mask, labels, micro_batch_size=None, packed=False):
-        nll = original(causal_lm, input_ids, attention_mask, labels, micro_batch_size, packed=packed)
+    def leaky(
+        causal_lm, input_ids, attention_mask, labels, micro_batch_size=None, packed=False, max_packed_tokens=None
+    ):
+        nll = original(
+            causal_lm,
+            input_ids,
+            attention_mask,
+            labels,
+            micro_batch_size,
+            packed=packed,
+            max_packed_tokens=max_packed_tokens,
+        )
         return nll + 0.5 if packed else nll
 
     monkeypatch.setattr(trainer_module, "answer_nll", leaky)

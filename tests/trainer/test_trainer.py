@@ -28,6 +28,7 @@ from jmlr_hf.trainer import (
     sample_without_replacement,
 )
 from jmlr_hf.trainer import joint_retrieval_trainer as trainer_module
+from jmlr_hf.trainer.joint_retrieval_config import DEFAULT_MAX_PACKED_TOKENS
 from tests.testing_utils.models import TOY_ROWS
 from tests.testing_utils.training import lora_config, make_args, make_trainer, snapshot
 
@@ -212,14 +213,22 @@ def test_nll_pass_is_batched(
     calls = []
     original = trainer_module.answer_nll
 
-    def spy(causal_lm, input_ids, attention_mask, labels, micro_batch_size=None, packed=False):
+    def spy(causal_lm, input_ids, attention_mask, labels, micro_batch_size=None, packed=False, max_packed_tokens=None):
         shapes = []
         # The NLL pass is the generator's only no-gradient forward of a training step.
         handle = model.generator.register_forward_pre_hook(
             lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
         )
         try:
-            result = original(causal_lm, input_ids, attention_mask, labels, micro_batch_size, packed=packed)
+            result = original(
+                causal_lm,
+                input_ids,
+                attention_mask,
+                labels,
+                micro_batch_size,
+                packed=packed,
+                max_packed_tokens=max_packed_tokens,
+            )
         finally:
             handle.remove()
         step = micro_batch_size or input_ids.shape[0]
@@ -229,6 +238,7 @@ def test_nll_pass_is_batched(
                 "rows": input_ids.shape[0],
                 "micro": micro_batch_size,
                 "packed": packed,
+                "max_packed_tokens": max_packed_tokens,
                 "forwards": shapes,
                 "tokens": tokens,
             }
@@ -240,6 +250,10 @@ def test_nll_pass_is_batched(
     make_trainer(model, args, generator_tokenizer, retriever_tokenizer).train()
     # One training step, one NLL pass; padding-free, the first pass is checked against a padded one.
     assert [call["packed"] for call in calls] == ([True, False] if padding_free else [False])
+    # Packed rows are capped on this CPU (SDPA computes a packed row's whole attention); the toy rows fit in one.
+    assert [call["max_packed_tokens"] for call in calls] == (
+        [DEFAULT_MAX_PACKED_TOKENS, None] if padding_free else [None]
+    )
     assert all(call["rows"] == 8 and call["micro"] == micro_batch_size for call in calls)
     assert [rows for rows, _ in calls[-1]["forwards"]] == expected_sizes
     if padding_free:  # each micro-batch in one row, exactly as long as its sequences' real tokens
@@ -541,3 +555,23 @@ def test_lm_loss_is_the_causal_lm_loss_computed_from_the_answer_positions_only(m
     # transformers' loss: logits at every position; the joint step's: at the answer tokens' positions only.
     assert positions[0] == tuple(batch["input_ids"].shape)
     assert positions[1] == (int((batch["labels"] != -100).sum()),)
+
+
+def test_the_packed_row_cap_defaults_by_attention_kernel(
+    tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer
+):
+    """`nll_max_packed_tokens=None` caps packed rows at `DEFAULT_MAX_PACKED_TOKENS` where the kernel computes a packed
+    row's whole attention (SDPA, eager) and leaves them uncapped with flash attention; a value is taken as given, and
+    a non-positive one is refused with the field's name."""
+    model = make_tiny_model(0)
+    trainer = make_trainer(model, make_args(tmp_path), generator_tokenizer, retriever_tokenizer)
+    assert trainer._max_packed_tokens(model) == DEFAULT_MAX_PACKED_TOKENS == 1024
+    model.generator.config._attn_implementation = "flash_attention_2"
+    assert trainer._max_packed_tokens(model) is None
+    explicit = make_trainer(
+        model, make_args(tmp_path / "explicit", nll_max_packed_tokens=300), generator_tokenizer, retriever_tokenizer
+    )
+    assert explicit._max_packed_tokens(model) == 300
+    for name, value in (("nll_max_packed_tokens", 0), ("nll_micro_batch_size", -2), ("nll_max_packed_tokens", 1.5)):
+        with pytest.raises(ValueError, match=f"{name} must be a positive number"):
+            make_args(tmp_path / "bad", **{name: value})
