@@ -176,6 +176,14 @@ class ExperimentArguments:
             "candidates of a question differ by ~0.1-0.6 nats, and β = 1 makes Q_LM nearly flat."
         },
     )
+    in_batch_negatives: bool = field(
+        default=False,
+        metadata={
+            "help": "The other questions' candidates of the batch as negatives of the LLM-supervised arms' loss "
+            "(jmlr, retriever; `JMLRConfig.in_batch_negatives`): with llm_rank, each sampled document ranks above "
+            "them. The supervised reference keeps none, as it keeps its own τ."
+        },
+    )
     train_document_encoder: bool = field(
         default=True,
         metadata={
@@ -325,6 +333,7 @@ RETRIEVER_ONLY_FIELDS = (
     "retrieval_temperature",
     "lm_temperature",
     "train_document_encoder",
+    "in_batch_negatives",
 )
 #: The values of settings added after the first PubMedQA runs, as those runs used them.
 LEGACY_DEFAULTS = {
@@ -342,6 +351,7 @@ LEGACY_DEFAULTS = {
     "generative_limit": 0,
     "max_new_tokens": 12,
     "train_subset": None,
+    "in_batch_negatives": False,
 }
 
 
@@ -351,7 +361,7 @@ def run_settings(settings: dict[str, Any], arm: str, retrieval_loss: str) -> dic
     relevant = {key: value for key, value in (LEGACY_DEFAULTS | settings).items() if key not in skip}
     relevant.update(arm=arm, retrieval_loss=retrieval_loss)
     if arm == "supervised":
-        relevant["retrieval_temperature"] = SUPERVISED_RETRIEVAL_TEMPERATURE
+        relevant.update(retrieval_temperature=SUPERVISED_RETRIEVAL_TEMPERATURE, in_batch_negatives=False)
     return relevant
 
 
@@ -407,7 +417,7 @@ def build_arm_model(args: ExperimentArguments, arm: str, retrieval_loss: str) ->
         "max_length": args.max_length,
     }
     if arm in RETRIEVAL_ARMS:
-        overrides["retrieval_loss"] = retrieval_loss
+        overrides.update(retrieval_loss=retrieval_loss, in_batch_negatives=args.in_batch_negatives)
     if arm == "supervised":
         overrides.update(
             retrieval_loss=SUPERVISED_LOSS,

@@ -35,7 +35,10 @@ def _nan_if_not_finite(loss: torch.Tensor, valid: torch.Tensor, *inputs: torch.T
 
 
 def llm_rank_loss(
-    retriever_logits: torch.Tensor, lm_nll: torch.Tensor, mask: torch.Tensor | None = None
+    retriever_logits: torch.Tensor,
+    lm_nll: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    negative_logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Pairwise RankNet loss over the sampled documents (JMLR, Wang et al. 2024, arXiv 2402.17887, §3).
 
@@ -51,6 +54,20 @@ def llm_rank_loss(
     numerically stable BCE-with-logits (not `log(1 - sigmoid(d))`, which is `-inf` once `sigmoid` rounds to 1), and
     tied pairs carry no preference, so they are skipped rather than counted as negatives. Returns 0 (with a
     gradient path) when no pair differs.
+
+    With `negative_logits` (`[B, M]`: the other questions' candidates of the batch, scored against this question)
+    a second mean joins it, over the pairs (own sampled document i, in-batch negative m), each with target 1:
+
+    $$\mathcal{L} = \frac{1}{|P|} \sum_{(i,j) \in P} \mathrm{BCEWithLogits}(d_{ij}, y_{ij})
+                  + \frac{1}{|N|} \sum_{(i,m) \in N} \log\big(1 + e^{-(s_i - s_m)}\big)$$
+
+    The LLM's NLL of another question's document is not measured; the pairs only say that a question's own
+    candidates (its first stage's top N, passages about its topic) rank above the others' (other topics). Trained
+    on its own candidates alone, a query can drift off its topic against the rest of the corpus, since nothing in
+    the first mean holds its position there (measured on MedQuAD: experiments/RESULTS.md §6). The two means are
+    kept apart so that the N pairs (S · M per question) do not dilute the LLM's preference: while the query keeps
+    its topic, the negative pairs sit at large margins and add little gradient. A negative identical to an own
+    document scores the same and adds no gradient.
     """
     valid = _mask_or_ones(retriever_logits, mask)
     nll = lm_nll.detach()
@@ -62,7 +79,11 @@ def llm_rank_loss(
         loss = retriever_logits.masked_fill(~valid, 0.0).sum() * 0.0
     else:
         loss = F.binary_cross_entropy_with_logits(diff[pairs], target[pairs], reduction="mean")
-    return _nan_if_not_finite(loss, valid, retriever_logits, nll)
+    if negative_logits is not None and negative_logits.shape[-1] > 0:
+        margins = retriever_logits.unsqueeze(-1) - negative_logits.unsqueeze(-2)  # [B, S, M]: s_i - s_m
+        own = valid.unsqueeze(-1).expand_as(margins)
+        loss = loss + F.softplus(-margins[own]).mean()
+    return _nan_if_not_finite(loss, valid, retriever_logits, nll, negative_logits)
 
 
 def lsr_loss(

@@ -134,6 +134,59 @@ def test_llm_rank_pairs_pooled_over_batch():
     assert llm_rank_loss(logits, nll, mask=mask).item() == pytest.approx(0.5166782684, abs=1e-9)
 
 
+def test_llm_rank_in_batch_negatives_hand_computed():
+    # Own s = [2, 0, 1], NLL = [0.5, 1.5, 1.0] (the first mean: RANK_EXPECTED); M = 2 negatives, s_m = [0.5, 3].
+    # Negative pairs (i, m), target 1: softplus(-(s_i - s_m)) for margins
+    #   i=0: 1.5, -1;  i=1: -0.5, -3;  i=2: 0.5, -2
+    #   softplus(-1.5) = 0.2014132779, softplus(1) = 1.3132616875, softplus(0.5) = 0.9740769842,
+    #   softplus(3) = 3.0485873516, softplus(-0.5) = 0.4740769842, softplus(2) = 2.1269280110
+    #   mean = 8.1383442964 / 6 = 1.3563907161;  total = 0.2511504620 + 1.3563907161 = 1.6075411781
+    margins = [1.5, -1.0, -0.5, -3.0, 0.5, -2.0]
+    assert sum(softplus(-m) for m in margins) / 6 == pytest.approx(1.3563907161, abs=1e-9)
+    own = t([[2.0, 0.0, 1.0]], requires_grad=True)
+    negatives = t([[0.5, 3.0]], requires_grad=True)
+    loss = llm_rank_loss(own, t([[0.5, 1.5, 1.0]]), negative_logits=negatives)
+    assert loss.item() == pytest.approx(1.6075411781, abs=1e-9)
+    # Empty negatives change nothing; descent lowers every negative's logit and raises the own documents' total.
+    assert llm_rank_loss(own, t([[0.5, 1.5, 1.0]]), negative_logits=t([[]]).view(1, 0)).item() == pytest.approx(
+        RANK_EXPECTED, abs=1e-9
+    )
+    loss.backward()
+    assert (negatives.grad > 0).all() and own.grad.sum().item() < 0
+
+
+def test_llm_rank_negatives_do_not_dilute_the_llm_preference():
+    # Negatives far below every own document (margins of 40 in logits) add ~0 loss and ~0 gradient: the gradient on
+    # the own documents is the one without negatives, however many negatives there are.
+    own = t([[2.0, 0.0, 1.0]], requires_grad=True)
+    llm_rank_loss(own, t([[0.5, 1.5, 1.0]])).backward()
+    alone = own.grad.clone()
+    own.grad = None
+    far = torch.full((1, 50), -40.0, dtype=torch.float64)
+    loss = llm_rank_loss(own, t([[0.5, 1.5, 1.0]]), negative_logits=far)
+    assert loss.item() == pytest.approx(RANK_EXPECTED, abs=1e-9)
+    loss.backward()
+    torch.testing.assert_close(own.grad, alone, atol=1e-15, rtol=0)
+
+
+def test_llm_rank_negative_identical_to_an_own_document_adds_no_gradient():
+    # The same passage among another question's candidates: equal scores, and the two sides of its pair cancel.
+    from jmlr_hf.trainer import split_in_batch_scores
+
+    query = t([[1.0, 0.0]], requires_grad=True)
+    docs = t([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [1.0, 0.0]])  # question 1's candidates: docs 2-3 (doc 3 = doc 0)
+    scores = (query @ docs.T).repeat(2, 1)  # [B = 2, B * N = 4], both rows the same query for the arithmetic
+    own, negatives = split_in_batch_scores(scores, 2)
+    loss = llm_rank_loss(own[:1], t([[0.5, 1.0]]), negative_logits=negatives[:1, 1:])  # only the duplicate
+    assert loss.item() > 0
+    (grad,) = torch.autograd.grad(loss - llm_rank_loss(own[:1], t([[0.5, 1.0]])), query)
+    # The negative term's gradient: pairs (doc 0, doc 3) cancel exactly; (doc 1, doc 3) does not.
+    margins_grad = torch.sigmoid(-(own[0, 1] - negatives[0, 1])).item()
+    expected = -0.5 * margins_grad * (docs[1] - docs[3])
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(grad[0], expected.detach(), atol=1e-12, rtol=0)
+
+
 @pytest.mark.parametrize("name", ["llm_rank", "lsr", "ppl_distill"])
 def test_no_gradient_into_nll(name):
     logits = t([[2.0, 0.0, 1.0]], requires_grad=True)

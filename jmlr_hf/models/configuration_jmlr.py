@@ -166,8 +166,10 @@ class JMLRConfig(PretrainedConfig):
             `"llm_rank"` (the paper's pairwise RankNet loss), `"lsr"` (RePlug's LM-supervised retrieval,
             KL(P_R ‖ Q_LM)) or `"ppl_distill"` (Atlas' perplexity distillation, KL(Q_LM ‖ P_R)).
         in_batch_negatives (`bool`, *optional*, defaults to `False`):
-            Whether the other examples' candidates in the batch act as extra negatives in the distribution-matching
-            losses (`lsr`, `ppl_distill`).
+            Whether the other examples' candidates in the batch act as extra negatives: in the distribution-matching
+            losses (`lsr`, `ppl_distill`) they join the softmax; in `llm_rank` each sampled document is to rank above
+            each of them (a second mean of pairs, see `jmlr_hf.losses.llm_rank_loss`), which holds the query on its
+            own candidates' topic.
         in_batch_negative_mass (`float`, *optional*, defaults to 1e-3):
             Total LM-side probability given to the in-batch negatives for `lsr`, whose KL(P_R ‖ Q_LM) is infinite
             where Q_LM is zero. The sampled documents share the rest.
@@ -347,8 +349,7 @@ class JMLRConfig(PretrainedConfig):
                 raise ValueError(
                     f"{name} must be in [{TEMPERATURE_RANGE[0]:g}, {TEMPERATURE_RANGE[1]:g}], got {getattr(self, name)}"
                 )
-        pairwise_only = self.retrieval_loss == "llm_rank" or not self.in_batch_negatives
-        if self.retrieval_loss_weight > 0 and self.num_sampled < 2 and pairwise_only:
+        if self.retrieval_loss_weight > 0 and self.num_sampled < 2 and not self.in_batch_negatives:
             raise ValueError(
                 f"num_sampled={self.num_sampled} with retrieval_loss={self.retrieval_loss!r}: the retrieval loss "
                 "compares the sampled documents' NLLs, and one document has nothing to be compared with (the "

@@ -137,7 +137,10 @@ class RetrievalArguments:
     lm_temperature: float | None = field(default=None, metadata={"help": "β of the LM softmax over -NLL."})
     retrieval_loss_weight: float | None = field(default=None, metadata={"help": "λ: weight of the retrieval loss."})
     retrieval_loss: str | None = field(default=None, metadata={"help": "'llm_rank', 'lsr' or 'ppl_distill'."})
-    in_batch_negatives: bool | None = field(default=None, metadata={"help": "In-batch negatives for lsr/ppl_distill."})
+    in_batch_negatives: bool | None = field(
+        default=None,
+        metadata={"help": "The other questions' candidates as in-batch negatives (every retrieval loss)."},
+    )
     scoring: str | None = field(default=None, metadata={"help": "'maxsim' or 'dense'."})
     projection_dim: int | None = field(default=None, metadata={"help": "Retriever projection size (None: none)."})
     train_document_encoder: bool | None = field(

@@ -519,7 +519,7 @@ class JointRetrievalTrainer(SFTTrainer):
 
         # 5. LM loss with the top-K documents before the question; the retriever's scores with gradient, same call.
         # With a frozen generator only the retriever runs (through the wrapped model, for DDP's gradient sync).
-        use_negatives = cfg.in_batch_negatives and cfg.retrieval_loss != "llm_rank" and batch_size > 1
+        use_negatives = cfg.in_batch_negatives and batch_size > 1
         if self.args.freeze_generator:
             outputs = model(**retrieval_inputs, score_all_pairs=use_negatives)
             lm_loss = None
@@ -749,7 +749,7 @@ class JointRetrievalTrainer(SFTTrainer):
     @staticmethod
     def _retrieval_loss(cfg: JMLRConfig, sampled_logits, lm_nll, negative_logits) -> torch.Tensor:
         if cfg.retrieval_loss == "llm_rank":
-            return RETRIEVAL_LOSSES["llm_rank"](sampled_logits, lm_nll)
+            return RETRIEVAL_LOSSES["llm_rank"](sampled_logits, lm_nll, negative_logits=negative_logits)
         kwargs = {"lm_temperature": cfg.lm_temperature, "negative_logits": negative_logits}
         if cfg.retrieval_loss == "lsr":
             kwargs["negative_mass"] = cfg.in_batch_negative_mass

@@ -188,7 +188,7 @@ def expected_error(
         (not low <= retrieval_temperature <= high, "retrieval_temperature"),
         (not low <= lm_temperature <= high, "lm_temperature"),
         (
-            retrieval_loss_weight > 0 and num_sampled < 2 and (retrieval_loss == "llm_rank" or not in_batch_negatives),
+            retrieval_loss_weight > 0 and num_sampled < 2 and not in_batch_negatives,
             "num_sampled=",
         ),
     ]

@@ -126,6 +126,7 @@ def test_config_invalid_knobs_raise(kwargs, field):
 
 def test_one_sampled_document_is_fine_where_something_else_trains_the_retriever():
     JMLRConfig(num_sampled=1, retrieval_loss="lsr", in_batch_negatives=True)  # the other questions' documents
+    JMLRConfig(num_sampled=1, retrieval_loss="llm_rank", in_batch_negatives=True)  # own document above theirs
     JMLRConfig(num_sampled=1, num_context_documents=1, retrieval_loss_weight=0.0)  # nothing trains it: RAG-SFT
 
 

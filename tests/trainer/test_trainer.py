@@ -575,3 +575,34 @@ def test_the_packed_row_cap_defaults_by_attention_kernel(
     for name, value in (("nll_max_packed_tokens", 0), ("nll_micro_batch_size", -2), ("nll_max_packed_tokens", 1.5)):
         with pytest.raises(ValueError, match=f"{name} must be a positive number"):
             make_args(tmp_path / "bad", **{name: value})
+
+
+def test_llm_rank_takes_in_batch_negatives(tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer):
+    """`in_batch_negatives=True` with `llm_rank` adds the (own document, other question's candidate) pairs, where it
+    used to be ignored: on the same batch and the same sampled documents the retrieval loss is the one without
+    negatives plus that second mean, computed here from the model's own all-pairs scores."""
+    from jmlr_hf.losses import llm_rank_loss
+
+    model = make_tiny_model(0, retrieval_loss="llm_rank", in_batch_negatives=True, num_candidates=4, num_sampled=4)
+    trainer = make_trainer(model, make_args(tmp_path), generator_tokenizer, retriever_tokenizer)
+    inputs = JointRetrievalCollator(model.config, retriever_tokenizer, generator_tokenizer)(TOY_ROWS)
+    model.eval()  # no dropout: the two passes score alike
+    losses = {}
+    for negatives in (True, False):
+        model.config.in_batch_negatives = negatives
+        trainer._metrics["eval"].clear()
+        trainer.state.global_step = 0
+        trainer.__dict__.pop("_sampling_counters", None)  # the same sampled documents in both passes
+        with torch.no_grad():
+            trainer.compute_loss(model, inputs)
+        losses[negatives] = trainer._metrics["eval"]["retrieval_loss"][-1]
+    with torch.no_grad():
+        retrieval_inputs = {key: inputs[key] for key in trainer_module.RETRIEVAL_INPUT_KEYS}
+        scores = model(**retrieval_inputs, score_all_pairs=True).retrieval_scores
+        own_scores, _ = trainer_module.split_in_batch_scores(scores, 4)
+        logits = trainer_module.scores_to_logits(scores, own_scores, model.config)
+        own, negative = trainer_module.split_in_batch_scores(logits, 4)
+    # Every own candidate is sampled when S = N, and the negative term does not depend on their order.
+    expected_negative_term = llm_rank_loss(own, torch.zeros_like(own), negative_logits=negative).item()
+    assert expected_negative_term > 0.05
+    assert losses[True] == pytest.approx(losses[False] + expected_negative_term, abs=1e-5)
