@@ -90,6 +90,12 @@ def test_baselines_do_not_depend_on_retriever_settings():
     assert run_settings(tau_only, "supervised", "none")["retrieval_temperature"] == 0.05
     assert run_settings(base, "supervised", "none") != run_settings(changed, "supervised", "none")
     assert run_settings(base, "rag", "none") != run_settings(base | {"max_steps": 99}, "rag", "none")
+    # In-batch negatives are a setting of the LLM-supervised arms; the supervised reference and RAG-SFT ignore them.
+    negatives = base | {"in_batch_negatives": True}
+    assert run_settings(base, "supervised", "none") == run_settings(negatives, "supervised", "none")
+    assert run_settings(base, "rag", "none") == run_settings(negatives, "rag", "none")
+    for arm in ("jmlr", "retriever"):
+        assert run_settings(base, arm, "llm_rank") != run_settings(negatives, arm, "llm_rank")
     # Where the outputs go and what is only logged does not change a run.
     logged = base | {"output_dir": "elsewhere", "eval_retrieval_steps": 5, "seeds": [7]}
     assert run_settings(base, "jmlr", "lsr") == run_settings(logged, "jmlr", "lsr")
@@ -110,6 +116,10 @@ def test_query_side_only_training_is_a_retriever_setting(tiny_checkpoints):
     assert not any(p.requires_grad for p in frozen_docs.document_encoder.parameters())
     assert any(p.requires_grad for p in frozen_docs.encoder.parameters())
     assert experiment_module.build_arm_model(args, "rag", "none").retriever.document_encoder is None
+    with_negatives = dataclasses.replace(args, in_batch_negatives=True)
+    assert experiment_module.build_arm_model(with_negatives, "jmlr", "llm_rank").config.in_batch_negatives
+    assert experiment_module.build_arm_model(with_negatives, "retriever", "llm_rank").config.in_batch_negatives
+    assert not experiment_module.build_arm_model(with_negatives, "supervised", "none").config.in_batch_negatives
 
 
 @pytest.mark.integration

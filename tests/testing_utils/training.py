@@ -51,3 +51,15 @@ def make_trainer(model, args, generator_tokenizer, retriever_tokenizer, rows=Non
 
 def snapshot(model) -> dict[str, torch.Tensor]:
     return {name: param.detach().clone() for name, param in model.named_parameters()}
+
+
+def transform_packed_nlls(monkeypatch, trainer_module, transform) -> None:
+    """Make the trainer's NLL pass return `transform(nll)` where it packs (`packed=True`), the real NLLs where it
+    pads: a stand-in for a model whose packed NLLs differ from its padded ones (one that ignores packing, or rounds)."""
+    original = trainer_module.answer_nll
+
+    def stand_in(*args, **kwargs):
+        nll = original(*args, **kwargs)
+        return transform(nll) if kwargs.get("packed") else nll
+
+    monkeypatch.setattr(trainer_module, "answer_nll", stand_in)

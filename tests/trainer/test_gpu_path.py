@@ -20,7 +20,7 @@ from jmlr_hf.trainer import JointRetrievalCollator
 from jmlr_hf.trainer import joint_retrieval_trainer as trainer_module
 from jmlr_hf.utils import atomic as atomic_module
 from tests.testing_utils.models import TOY_ROWS
-from tests.testing_utils.training import make_args, make_trainer
+from tests.testing_utils.training import make_args, make_trainer, transform_packed_nlls
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -40,23 +40,7 @@ def test_packing_on_a_bf16_model_is_not_mistaken_for_a_leak(
     A tiny random model rounds the same way in both layouts (its logits are nearly flat), so the stand-in adds the
     rounding explicitly: the packed NLLs are rounded to bf16, an error of at most 0.031 at NLL 10.8, half of what
     SmolLM2 shows."""
-    original = trainer_module.answer_nll
-
-    def rounded(
-        causal_lm, input_ids, attention_mask, labels, micro_batch_size=None, packed=False, max_packed_tokens=None
-    ):
-        nll = original(
-            causal_lm,
-            input_ids,
-            attention_mask,
-            labels,
-            micro_batch_size,
-            packed=packed,
-            max_packed_tokens=max_packed_tokens,
-        )
-        return nll.to(torch.bfloat16).float() if packed else nll
-
-    monkeypatch.setattr(trainer_module, "answer_nll", rounded)
+    transform_packed_nlls(monkeypatch, trainer_module, lambda nll: nll.to(torch.bfloat16).float())
     model = make_tiny_model(0)
     model.generator.to(torch.bfloat16)
     trainer = make_trainer(model, make_args(tmp_path, nll_padding_free=True), generator_tokenizer, retriever_tokenizer)
@@ -72,23 +56,7 @@ def test_a_leaking_bf16_model_is_still_caught(
 ):
     """The low-precision tolerance stays far below what a model that ignores packing does to the NLLs (0.2 to 3.2
     nats on most sequences of the same SmolLM2 batch)."""
-    original = trainer_module.answer_nll
-
-    def leaky(
-        causal_lm, input_ids, attention_mask, labels, micro_batch_size=None, packed=False, max_packed_tokens=None
-    ):
-        nll = original(
-            causal_lm,
-            input_ids,
-            attention_mask,
-            labels,
-            micro_batch_size,
-            packed=packed,
-            max_packed_tokens=max_packed_tokens,
-        )
-        return nll + 1.0 if packed else nll
-
-    monkeypatch.setattr(trainer_module, "answer_nll", leaky)
+    transform_packed_nlls(monkeypatch, trainer_module, lambda nll: nll + 1.0)
     model = make_tiny_model(0)
     model.generator.to(torch.bfloat16)
     trainer = make_trainer(model, make_args(tmp_path, nll_padding_free=True), generator_tokenizer, retriever_tokenizer)

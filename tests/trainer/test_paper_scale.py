@@ -18,7 +18,7 @@ from jmlr_hf.models import build_prompt, fit_prompt, tokenize_for_lm
 from jmlr_hf.trainer import JointRetrievalCollator
 from jmlr_hf.trainer import joint_retrieval_trainer as trainer_module
 from tests.testing_utils.models import TOY_ROWS, BosTokenizer
-from tests.testing_utils.training import make_args, make_trainer, snapshot
+from tests.testing_utils.training import make_args, make_trainer, snapshot, transform_packed_nlls
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -341,23 +341,7 @@ def test_a_model_that_ignores_packing_is_caught_on_the_first_pass(
     """Padding-free NLLs from a model whose attention ignores packed position ids would let each sequence see its
     neighbours. The first pass compares them with padded ones: automatic packing falls back (with a warning),
     packing asked for explicitly is an error."""
-    original = trainer_module.answer_nll
-
-    def leaky(
-        causal_lm, input_ids, attention_mask, labels, micro_batch_size=None, packed=False, max_packed_tokens=None
-    ):
-        nll = original(
-            causal_lm,
-            input_ids,
-            attention_mask,
-            labels,
-            micro_batch_size,
-            packed=packed,
-            max_packed_tokens=max_packed_tokens,
-        )
-        return nll + 0.5 if packed else nll
-
-    monkeypatch.setattr(trainer_module, "answer_nll", leaky)
+    transform_packed_nlls(monkeypatch, trainer_module, lambda nll: nll + 0.5)
     model = make_tiny_model(0)
     trainer = make_trainer(
         model, make_args(tmp_path, nll_padding_free=setting), generator_tokenizer, retriever_tokenizer

@@ -213,24 +213,17 @@ def test_nll_pass_is_batched(
     calls = []
     original = trainer_module.answer_nll
 
-    def spy(causal_lm, input_ids, attention_mask, labels, micro_batch_size=None, packed=False, max_packed_tokens=None):
+    def spy(causal_lm, input_ids, attention_mask, labels, micro_batch_size=None, **options):
         shapes = []
         # The NLL pass is the generator's only no-gradient forward of a training step.
         handle = model.generator.register_forward_pre_hook(
             lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
         )
         try:
-            result = original(
-                causal_lm,
-                input_ids,
-                attention_mask,
-                labels,
-                micro_batch_size,
-                packed=packed,
-                max_packed_tokens=max_packed_tokens,
-            )
+            result = original(causal_lm, input_ids, attention_mask, labels, micro_batch_size, **options)
         finally:
             handle.remove()
+        packed, max_packed_tokens = options.get("packed", False), options.get("max_packed_tokens")
         step = micro_batch_size or input_ids.shape[0]
         tokens = [int(attention_mask[i : i + step].sum()) for i in range(0, input_ids.shape[0], step)]
         calls.append(
