@@ -343,6 +343,19 @@ class JointRetrievalTrainer(SFTTrainer):
             logger.info("max_length=%d replaces the model's max_length=%d", args.max_length, model.config.max_length)
             model.config.max_length = args.max_length
         model.config.validate_retrieval_settings()
+        if (
+            model.config.retrieval_loss_weight > 0
+            and model.config.num_sampled < 2
+            and args.per_device_train_batch_size < 2
+        ):
+            # The config allows S = 1 when in-batch negatives give the retrieval loss something to compare; with one
+            # question per micro-batch there are none (`compute_loss` needs B > 1), and the retriever would get no
+            # gradient at all.
+            raise ValueError(
+                f"num_sampled=1 with in_batch_negatives needs per_device_train_batch_size >= 2 (got "
+                f"{args.per_device_train_batch_size}): with one question per batch there are no in-batch negatives, "
+                "and the retrieval loss would train nothing; raise the batch size or num_sampled"
+            )
         if args.freeze_generator:
             if model.config.retrieval_loss_weight == 0:
                 raise ValueError(

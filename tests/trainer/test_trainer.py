@@ -599,3 +599,18 @@ def test_llm_rank_takes_in_batch_negatives(tmp_path, make_tiny_model, generator_
     expected_negative_term = llm_rank_loss(own, torch.zeros_like(own), negative_logits=negative).item()
     assert expected_negative_term > 0.05
     assert losses[True] == pytest.approx(losses[False] + expected_negative_term, abs=1e-5)
+
+
+def test_one_sampled_document_without_in_batch_negatives_fails_at_start(
+    tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer
+):
+    """S = 1 trains only through in-batch negatives, which a batch of one question does not have: refused before
+    training, naming the fix; with two questions per batch it is accepted."""
+    model = make_tiny_model(0, retrieval_loss="llm_rank", in_batch_negatives=True, num_sampled=1)
+    with pytest.raises(ValueError, match="per_device_train_batch_size >= 2"):
+        make_trainer(
+            model, make_args(tmp_path, per_device_train_batch_size=1), generator_tokenizer, retriever_tokenizer
+        )
+    make_trainer(
+        model, make_args(tmp_path / "two", per_device_train_batch_size=2), generator_tokenizer, retriever_tokenizer
+    )
