@@ -157,7 +157,8 @@ class JointRetrievalConfig(SFTConfig):
         default=None,
         metadata={
             "help": "Longest packed row of the NLL pass, in tokens (a longer sequence goes alone). `None` caps rows "
-            "at 1024 unless the attention is flash-attention (variable-length kernels): then no cap."
+            f"at {DEFAULT_MAX_PACKED_TOKENS} unless the attention is flash-attention (variable-length kernels): then "
+            "no cap."
         },
     )
     nonfinite_loss: str = field(

@@ -726,8 +726,7 @@ class JointRetrievalTrainer(SFTTrainer):
         if not hasattr(self, "_nll_padding_free"):
             setting = self.args.nll_padding_free
             if setting is None:
-                attention = str(getattr(jmlr.generator.config, "_attn_implementation", None) or "")
-                setting = device.type == "cpu" or "flash" in attention
+                setting = device.type == "cpu" or _flash_attention(jmlr)
             self._nll_padding_free = bool(setting)
         return self._nll_padding_free
 
@@ -736,8 +735,7 @@ class JointRetrievalTrainer(SFTTrainer):
         with flash attention, whose variable-length kernels spend nothing on a long row)."""
         if self.args.nll_max_packed_tokens is not None:
             return self.args.nll_max_packed_tokens
-        attention = str(getattr(jmlr.generator.config, "_attn_implementation", None) or "")
-        return None if "flash" in attention else DEFAULT_MAX_PACKED_TOKENS
+        return None if _flash_attention(jmlr) else DEFAULT_MAX_PACKED_TOKENS
 
     def _check_padding_free(self, packed: torch.Tensor, padded: torch.Tensor, jmlr: JMLRForCausalLM) -> None:
         """Packed NLLs must equal padded ones, to the generator's precision ([`packing_tolerance`]): a model whose
@@ -1053,6 +1051,12 @@ def scores_to_logits(scores: torch.Tensor, own_scores: torch.Tensor, config: JML
     low = own_scores.min(dim=-1, keepdim=True).values
     span = (own_scores.max(dim=-1, keepdim=True).values - low).clamp(min=1e-6)
     return (scores - low) / span / config.retrieval_temperature
+
+
+def _flash_attention(jmlr: JMLRForCausalLM) -> bool:
+    """Whether the generator's attention is a flash-attention kernel, which attends within packed sequences only
+    (variable-length): packing is exact and a long packed row costs nothing extra."""
+    return "flash" in str(getattr(jmlr.generator.config, "_attn_implementation", None) or "")
 
 
 def split_in_batch_scores(all_pairs: torch.Tensor, num_candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
