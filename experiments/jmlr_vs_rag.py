@@ -78,6 +78,9 @@ SUPERVISED_TEMPERATURE = 0.01
 #: setting, chosen on validation for them; the upper reference does not follow it (MedQuAD's first supervised seed
 #: ran at this value before the llm_rank scan).
 SUPERVISED_RETRIEVAL_TEMPERATURE = 0.05
+#: The supervised arm always scores every one of the N candidates (S = N): its target is the gold passage, known
+#: without an NLL pass, so sampling fewer would only hide the gold from some steps. `num_sampled` is the
+#: LLM-supervised arms' cost knob (each sampled document is one more sequence in the NLL pass), not the reference's.
 REPORTED_METRICS = ("accuracy", "answer_nll", "recall@1", "evidence@1")
 #: Reported when the runs measured them (`generative_limit > 0`).
 GENERATIVE_METRICS = ("generative_accuracy", "generative_unparseable", "generative_rouge_l")
@@ -361,7 +364,11 @@ def run_settings(settings: dict[str, Any], arm: str, retrieval_loss: str) -> dic
     relevant = {key: value for key, value in (LEGACY_DEFAULTS | settings).items() if key not in skip}
     relevant.update(arm=arm, retrieval_loss=retrieval_loss)
     if arm == "supervised":
-        relevant.update(retrieval_temperature=SUPERVISED_RETRIEVAL_TEMPERATURE, in_batch_negatives=False)
+        relevant.update(
+            retrieval_temperature=SUPERVISED_RETRIEVAL_TEMPERATURE,
+            in_batch_negatives=False,
+            num_sampled=relevant["num_candidates"],
+        )
     return relevant
 
 
@@ -423,6 +430,7 @@ def build_arm_model(args: ExperimentArguments, arm: str, retrieval_loss: str) ->
             retrieval_loss=SUPERVISED_LOSS,
             lm_temperature=SUPERVISED_TEMPERATURE,
             retrieval_temperature=SUPERVISED_RETRIEVAL_TEMPERATURE,
+            num_sampled=args.num_candidates,
         )
     return JMLRForCausalLM.from_components(
         resolve_model_path(args.generator), resolve_model_path(args.retriever), **overrides

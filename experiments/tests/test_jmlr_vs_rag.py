@@ -89,6 +89,11 @@ def test_baselines_do_not_depend_on_retriever_settings():
     assert run_settings(base, "supervised", "none") == run_settings(tau_only, "supervised", "none")
     assert run_settings(tau_only, "supervised", "none")["retrieval_temperature"] == 0.05
     assert run_settings(base, "supervised", "none") != run_settings(changed, "supervised", "none")
+    # ...and scores all N candidates whatever S the LLM-supervised arms sample (S is their NLL pass's cost knob).
+    fewer_sampled = base | {"num_sampled": 2}
+    assert run_settings(base, "supervised", "none") == run_settings(fewer_sampled, "supervised", "none")
+    assert run_settings(fewer_sampled, "supervised", "none")["num_sampled"] == base["num_candidates"]
+    assert run_settings(base, "retriever", "llm_rank") != run_settings(fewer_sampled, "retriever", "llm_rank")
     assert run_settings(base, "rag", "none") != run_settings(base | {"max_steps": 99}, "rag", "none")
     # In-batch negatives are a setting of the LLM-supervised arms; the supervised reference and RAG-SFT ignore them.
     negatives = base | {"in_batch_negatives": True}
@@ -120,6 +125,9 @@ def test_query_side_only_training_is_a_retriever_setting(tiny_checkpoints):
     assert experiment_module.build_arm_model(with_negatives, "jmlr", "llm_rank").config.in_batch_negatives
     assert experiment_module.build_arm_model(with_negatives, "retriever", "llm_rank").config.in_batch_negatives
     assert not experiment_module.build_arm_model(with_negatives, "supervised", "none").config.in_batch_negatives
+    fewer_sampled = dataclasses.replace(args, num_candidates=4, num_sampled=2)
+    assert experiment_module.build_arm_model(fewer_sampled, "supervised", "none").config.num_sampled == 4
+    assert experiment_module.build_arm_model(fewer_sampled, "jmlr", "llm_rank").config.num_sampled == 2
 
 
 @pytest.mark.integration
