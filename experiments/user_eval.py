@@ -3,14 +3,21 @@
 `jmlr evaluate --model <saved run> --task … --output <file>.json` writes one result per model, task and setting. This
 module reads a folder of them and answers the questions the separate files cannot:
 
-* per **condition** (task + closed book / retrieval) and **arm** (the model folder's name without `-seed<N>`):
-  accuracy as mean ± sample std over seeds (one seed: its binomial SE, sqrt(p(1 - p) / n), in brackets), and how
-  often the arm gives its most frequent answer (`top_answer_share`: on PubMedQA-L a model that always says "yes"
-  scores the majority rate, 0.552, and ranks nothing);
-* **paired by question and seed**, each arm against a reference arm (RAG-SFT by default): the mean of
-  correct(arm) − correct(reference) over the questions both answered, with its standard error
-  (sample std of the per-question differences / sqrt(n)). Pairing removes the question-to-question spread that makes
-  the unpaired binomial SEs (≈ 0.015 on MMLU-Med's 1,089 questions) too wide to rank two close models.
+* per **condition** (task + closed book / retrieval) and **arm** (the model folder's name without `-seed<N>`): the
+  per-question **score** as mean ± sample std over seeds (one seed: the SE of its question mean in brackets). The
+  score is whether the answer is right on multiple-choice and yes/no tasks (accuracy; SE sqrt(p(1 - p) / n)); on
+  open-answer tasks (MedQuAD) it is the answer NLL in nats per target token (likelihood mode; lower is better) or the
+  greedy reply's ROUGE-L F (generative mode), with SE = sample std / sqrt(n). For choices, also how often the arm gives
+  its most frequent answer (`top_answer_share`: on PubMedQA-L a model that always says "yes" scores the majority
+  rate, 0.552, and ranks nothing);
+* where the results name each question's gold passages and the passage that answered (MedQuAD, PubMedQA with
+  `--index`), **gold at top 1**: whether the first document put in the prompt is a gold passage;
+* **paired by question and seed**, each arm against a reference arm (RAG-SFT by default; a reference evaluated once
+  without a seed — the untrained base, named by its folder — pairs with every seed): the mean of
+  score(arm) − score(reference) over the questions both answered, with its standard error
+  (sample std of the per-question differences / sqrt(n)), and the same for gold at top 1. Pairing removes the
+  question-to-question spread that makes the unpaired SEs (≈ 0.015 on MMLU-Med's 1,089 questions) too wide to rank
+  two close models.
 
     python -m experiments.user_eval --input outputs/joint-pubmedqa/user-eval --reference rag
 
@@ -38,10 +45,14 @@ from .jmlr_vs_rag import stats_cell, value_stats
 SEED_PATTERN = re.compile(r"^(?P<arm>.+)-seed(?P<seed>\d+)$")
 #: The mode whose answers are compared, in order of preference.
 MODE_PREFERENCE = ("likelihood", "generative")
+#: The per-question score of open-answer results (no choices: MedQuAD), by mode; choices score `accuracy`.
+OPEN_SCORES = {"likelihood": "answer_nll", "generative": "rouge_l"}
 
 
 def read_result(path: str) -> dict[str, Any]:
-    """One `jmlr evaluate` result as `{arm, seed, condition, mode, correct: {question id: 0/1}, answers}`.
+    """One `jmlr evaluate` result as `{arm, seed, condition, mode, score, scores: {question id: value}, answers,
+    gold_top1: {question id: 0/1}}` (`score` names the per-question value: `accuracy`, `answer_nll` or `rouge_l`;
+    `answers` is empty for open questions; `gold_top1` is empty where the records name no gold or no documents).
 
     Raises `ValueError` naming the file and the missing field for a file that is not such a result."""
     with open(path, encoding="utf-8") as handle:
@@ -63,19 +74,29 @@ def read_result(path: str) -> dict[str, Any]:
     arm, seed = (match["arm"], int(match["seed"])) if match else (model, None)
     documents = settings.get("num_documents") or 0
     where = "closed book" if not documents else f"top {documents} of {settings.get('num_candidates')} retrieved"
-    correct, answers = {}, []
+    is_open = bool(settings.get("open_questions"))
+    score = OPEN_SCORES[mode] if is_open else "accuracy"
+    value_field = score if is_open else f"{mode}_prediction"
+    scores: dict[str, float] = {}
+    answers: list[str] = []
+    gold_top1: dict[str, int] = {}
     for row, record in enumerate(data["predictions"]):
-        for field in ("id", "answer", f"{mode}_prediction"):
+        for field in ("id", "answer", value_field):
             if field not in record:
                 raise ValueError(f"{path}: predictions[{row}] has no '{field}' field")
         key = str(record["id"])
-        if key in correct:
+        if key in scores:
             raise ValueError(
                 f"{path}: predictions[{row}]: question id {key!r} appears twice; pairing needs unique ids"
             )
-        correct[key] = int(record[f"{mode}_prediction"] == record["answer"])
-        answers.append(record[f"{mode}_prediction"])
-    if not correct:
+        if is_open:
+            scores[key] = float(record[value_field])
+        else:
+            scores[key] = int(record[value_field] == record["answer"])
+            answers.append(record[value_field])
+        if record.get("gold_doc_ids") and record.get("document_ids"):
+            gold_top1[key] = int(record["document_ids"][0] in record["gold_doc_ids"])
+    if not scores:
         raise ValueError(f"{path}: no predictions")
     return {
         "path": path,
@@ -83,23 +104,36 @@ def read_result(path: str) -> dict[str, Any]:
         "seed": seed,
         "condition": f"{settings.get('task', '?')}, {where}",
         "mode": mode,
-        "correct": correct,
+        "score": score,
+        "scores": scores,
         "answers": answers,
+        "gold_top1": gold_top1,
     }
 
 
-def paired_difference(correct: dict[str, int], reference: dict[str, int]) -> dict[str, float]:
-    """Mean and SE of correct − reference over the questions both answered (`n`); SE = sample std / sqrt(n)."""
-    shared = sorted(set(correct) & set(reference))
-    differences = [correct[key] - reference[key] for key in shared]
+def paired_difference(values: dict[str, float], reference: dict[str, float]) -> dict[str, float]:
+    """Mean and SE of values − reference over the questions both have (`n`); SE = sample std / sqrt(n)."""
+    shared = sorted(set(values) & set(reference))
+    differences = [values[key] - reference[key] for key in shared]
     n = len(differences)
     mean = statistics.fmean(differences) if n else math.nan
     se = statistics.stdev(differences) / math.sqrt(n) if n > 1 else math.nan
     return {"mean": mean, "se": se, "n": n}
 
 
+def question_mean_se(values: Sequence[float], is_proportion: bool) -> float:
+    """The SE of one run's mean over its questions: binomial, sqrt(p(1 - p) / n), for a proportion; else the sample
+    std / sqrt(n)."""
+    n = len(values)
+    if is_proportion:
+        p = statistics.fmean(values)
+        return math.sqrt(p * (1 - p) / n)
+    return statistics.stdev(values) / math.sqrt(n) if n > 1 else math.nan
+
+
 def summarize_results(results: Sequence[dict[str, Any]], reference_arm: str) -> dict[str, Any]:
-    """`{"conditions": {condition: {arm: {...}}}, "paired": {condition: {arm: {seed: diff, "mean": …}}}}`."""
+    """`{"conditions": {condition: {arm: {...}}}, "paired": {condition: {arm: {...}}}}`: per arm the score over seeds
+    (and gold at top 1 where measured); per arm other than the reference, the paired differences by seed."""
     conditions: dict[str, dict[str, list[dict]]] = {}
     for result in results:
         by_arm = conditions.setdefault(result["condition"], {})
@@ -108,6 +142,12 @@ def summarize_results(results: Sequence[dict[str, Any]], reference_arm: str) -> 
                 f"{result['path']}: a second result for {result['arm']} seed {result['seed']} under "
                 f"'{result['condition']}'; keep one file per model and setting"
             )
+        first = next((r for runs in by_arm.values() for r in runs), None)
+        if first is not None and first["score"] != result["score"]:
+            raise ValueError(
+                f"{result['path']}: scored by {result['score']}, but {first['path']} under the same condition "
+                f"'{result['condition']}' by {first['score']}; evaluate them in the same mode"
+            )
         by_arm.setdefault(result["arm"], []).append(result)
     table: dict[str, dict[str, dict]] = {}
     paired: dict[str, dict[str, dict]] = {}
@@ -115,65 +155,88 @@ def summarize_results(results: Sequence[dict[str, Any]], reference_arm: str) -> 
         table[condition] = {}
         for arm, runs in sorted(by_arm.items()):
             runs.sort(key=lambda r: -1 if r["seed"] is None else r["seed"])
-            accuracies = [statistics.fmean(r["correct"].values()) for r in runs]
-            n = len(runs[0]["correct"])
-            shares = [Counter(r["answers"]).most_common(1)[0][1] / len(r["answers"]) for r in runs]
-            table[condition][arm] = {
+            score = runs[0]["score"]
+            means = [statistics.fmean(r["scores"].values()) for r in runs]
+            row: dict[str, Any] = {
                 "seeds": [r["seed"] for r in runs],
-                "questions": n,
-                "accuracy": value_stats(accuracies),
-                "binomial_se": math.sqrt(accuracies[0] * (1 - accuracies[0]) / n),
-                "top_answer": Counter(runs[0]["answers"]).most_common(1)[0][0],
-                "top_answer_share": value_stats(shares),
+                "questions": len(runs[0]["scores"]),
+                "score": score,
+                "mean": value_stats(means),
+                "question_se": question_mean_se(list(runs[0]["scores"].values()), score == "accuracy"),
             }
+            if runs[0]["answers"]:
+                row["top_answer"] = Counter(runs[0]["answers"]).most_common(1)[0][0]
+                row["top_answer_share"] = value_stats(
+                    [Counter(r["answers"]).most_common(1)[0][1] / len(r["answers"]) for r in runs]
+                )
+            if all(r["gold_top1"] for r in runs):
+                row["gold_top1"] = value_stats([statistics.fmean(r["gold_top1"].values()) for r in runs])
+            table[condition][arm] = row
         reference = {r["seed"]: r for r in by_arm.get(reference_arm, [])}
+        # A reference without a seed (an untrained model, named by its own folder) is every seed's reference.
+        unseeded = reference.get(None) if len(reference) == 1 else None
         for arm, runs in sorted(by_arm.items()):
             if arm == reference_arm:
                 continue
-            per_seed = {
-                r["seed"]: paired_difference(r["correct"], reference[r["seed"]]["correct"])
-                for r in runs
-                if r["seed"] in reference
+            mates = [(r, unseeded or reference[r["seed"]]) for r in runs if unseeded or r["seed"] in reference]
+            if not mates:
+                continue
+            per_seed = {r["seed"]: paired_difference(r["scores"], ref["scores"]) for r, ref in mates}
+            pair: dict[str, Any] = {
+                "per_seed": per_seed,
+                "mean": statistics.fmean(d["mean"] for d in per_seed.values()),
             }
-            if per_seed:
-                paired.setdefault(condition, {})[arm] = {
-                    "per_seed": per_seed,
-                    "mean": statistics.fmean(d["mean"] for d in per_seed.values()),
-                }
+            if all(r["gold_top1"] and ref["gold_top1"] for r, ref in mates):
+                gold = {r["seed"]: paired_difference(r["gold_top1"], ref["gold_top1"]) for r, ref in mates}
+                pair["gold_top1"] = {"per_seed": gold, "mean": statistics.fmean(d["mean"] for d in gold.values())}
+            paired.setdefault(condition, {})[arm] = pair
     return {"reference": reference_arm, "conditions": table, "paired": paired}
 
 
+def _paired_cells(pair: dict[str, Any]) -> str:
+    return "; ".join(
+        f"seed {seed}: {d['mean']:+.4f} ± {d['se']:.4f} ({d['n']})" for seed, d in pair["per_seed"].items()
+    )
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
-    """The accuracy table and the paired differences, as Markdown."""
+    """The score table and the paired differences, as Markdown."""
     lines = [
-        "| condition | arm | seeds | questions | accuracy: mean ± std (n) [binomial SE] | most frequent answer: share |",
-        "|---|---|---|---|---|---|",
+        "| condition | arm | seeds | questions | score: mean ± std (n) [SE over questions] | gold at top 1 | "
+        "most frequent answer: share |",
+        "|---|---|---|---|---|---|---|",
     ]
     for condition, arms in summary["conditions"].items():
         for arm, row in arms.items():
             seeds = ", ".join("–" if s is None else str(s) for s in row["seeds"])
-            accuracy = f"{stats_cell(row['accuracy'])} [{row['binomial_se']:.4f}]"
-            share = f"{row['top_answer']}: {row['top_answer_share']['mean']:.3f}"
-            lines.append(f"| {condition} | {arm} | {seeds} | {row['questions']} | {accuracy} | {share} |")
+            score = f"{row['score']} {stats_cell(row['mean'])} [{row['question_se']:.4f}]"
+            gold = stats_cell(row["gold_top1"]) if "gold_top1" in row else "–"
+            share = f"{row['top_answer']}: {row['top_answer_share']['mean']:.3f}" if "top_answer" in row else "–"
+            lines.append(f"| {condition} | {arm} | {seeds} | {row['questions']} | {score} | {gold} | {share} |")
     if summary["paired"]:
         lines += [
             "",
-            f"Paired by question and seed, accuracy of the arm − accuracy of `{summary['reference']}` (± SE):",
+            f"Paired by question and seed, the arm's score − that of `{summary['reference']}` (± SE; for answer_nll, "
+            "lower is better):",
             "",
-            "| condition | arm | per seed | mean over seeds |",
-            "|---|---|---|---|",
+            "| condition | arm | measure | per seed | mean over seeds |",
+            "|---|---|---|---|---|",
         ]
         for condition, arms in summary["paired"].items():
+            score = next(iter(summary["conditions"][condition].values()))["score"]
             for arm, pair in arms.items():
-                cells = "; ".join(
-                    f"seed {seed}: {d['mean']:+.4f} ± {d['se']:.4f} ({d['n']})" for seed, d in pair["per_seed"].items()
-                )
-                lines.append(f"| {condition} | {arm} | {cells} | {pair['mean']:+.4f} |")
+                lines.append(f"| {condition} | {arm} | {score} | {_paired_cells(pair)} | {pair['mean']:+.4f} |")
+                if "gold_top1" in pair:
+                    gold = pair["gold_top1"]
+                    lines.append(
+                        f"| {condition} | {arm} | gold at top 1 | {_paired_cells(gold)} | {gold['mean']:+.4f} |"
+                    )
     return "\n".join(lines)
 
 
 def plot_summary(summary: dict[str, Any], path: str) -> str:
-    """Accuracy per arm, one panel per condition; bars are seed means, whiskers the seed std (one seed: binomial SE)."""
+    """The score per arm, one panel per condition; bars are seed means, whiskers the seed std (one seed: the SE over
+    questions)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,16 +246,17 @@ def plot_summary(summary: dict[str, Any], path: str) -> str:
     figure, axes = plt.subplots(1, len(conditions), figsize=(4.2 * len(conditions), 3.6), squeeze=False)
     for axis, condition in zip(axes[0], conditions):
         arms = summary["conditions"][condition]
-        means = [row["accuracy"]["mean"] for row in arms.values()]
+        means = [row["mean"]["mean"] for row in arms.values()]
         errors = [
-            row["binomial_se"] if math.isnan(row["accuracy"]["std"]) else row["accuracy"]["std"]
-            for row in arms.values()
+            row["question_se"] if math.isnan(row["mean"]["std"]) else row["mean"]["std"] for row in arms.values()
         ]
         axis.bar(range(len(arms)), means, yerr=errors, capsize=3, color="tab:blue")
         axis.set_xticks(range(len(arms)), list(arms), rotation=30, ha="right", fontsize=8)
         axis.set_title(condition, fontsize=9)
-        axis.set_ylabel("accuracy")
-        axis.set_ylim(0, 1)
+        score = next(iter(arms.values()))["score"]
+        axis.set_ylabel(score + (" (nats/token, lower is better)" if score == "answer_nll" else ""))
+        if score != "answer_nll":
+            axis.set_ylim(0, 1)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

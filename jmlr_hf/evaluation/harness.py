@@ -98,7 +98,8 @@ class EvaluationResult:
         per_subject: per subject (MMLU subject, MedMCQA subject, MedQA step), `num_questions` and
             `<scoring>_accuracy` (open questions: `likelihood_answer_nll`, `generative_rouge_l`); empty when the
             questions have no subject.
-        predictions: one record per question (id, subject, answer, documents, choice NLLs, generated text, cloze
+        predictions: one record per question (id, subject, answer, `document_ids` of the documents in the prompt
+            best first, `gold_doc_ids` where the question has gold passages, choice NLLs, generated text, cloze
             `option_nll` and `option_tokens`, the predictions of each scoring).
     """
 
@@ -294,6 +295,9 @@ def evaluate_dataset(
         record: dict[str, Any] = {"id": row["id"], "subject": row.get("subject") or "", "answer": row["answer"]}
         if "candidate_ids" in row and top:
             record["document_ids"] = [row["candidate_ids"][j] for j in top]
+        if row.get("gold_doc_ids"):
+            # Beside the documents used, so that a reader can pair two models' retrieval question by question.
+            record["gold_doc_ids"] = list(row["gold_doc_ids"])
         predictions.append(record)
     if is_open:
         _score_open_answers(model, dataset, modes, prompts, predictions, max_new_tokens, batch_size, show_progress)

@@ -328,6 +328,8 @@ def test_evaluate_dataset_reranks_candidates_into_the_prompt(tiny, monkeypatch):
     for record, row_ids, ranking, documents in zip(result.predictions, ids, rankings, prompt_documents, strict=True):
         assert record["document_ids"] == [row_ids[j] for j in ranking[:2]]
         assert documents == [DOCS[doc_id] for doc_id in record["document_ids"]]  # short: not truncated
+    # Each record names its gold passages (none for the 4th question), so two results pair question by question.
+    assert [r.get("gold_doc_ids") for r in result.predictions] == [["d1"], ["d2"], ["d3"], None]
     assert result.settings["num_documents"] == 2 and result.settings["num_candidates"] == 3
     # The documents change what the model sees, hence the NLLs.
     assert [r["choice_nll"] for r in result.predictions] != [r["choice_nll"] for r in closed.predictions]
