@@ -37,6 +37,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from jmlr_hf.evaluation.harness import OPEN_SCORES  # the per-question score of open answers, by mode
 from jmlr_hf.utils.atomic import write_json, write_text
 
 from .jmlr_vs_rag import stats_cell, value_stats
@@ -45,8 +46,6 @@ from .jmlr_vs_rag import stats_cell, value_stats
 SEED_PATTERN = re.compile(r"^(?P<arm>.+)-seed(?P<seed>\d+)$")
 #: The mode whose answers are compared, in order of preference.
 MODE_PREFERENCE = ("likelihood", "generative")
-#: The per-question score of open-answer results (no choices: MedQuAD), by mode; choices score `accuracy`.
-OPEN_SCORES = {"likelihood": "answer_nll", "generative": "rouge_l"}
 
 
 def read_result(path: str) -> dict[str, Any]:

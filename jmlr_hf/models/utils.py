@@ -42,6 +42,24 @@ def apply_peft_to_generator(model: JMLRForCausalLM, peft_config) -> None:
         param.requires_grad_(True)
 
 
+def keep_4bit_layers_differentiable_on_cpu(model: JMLRForCausalLM) -> int:
+    """Turn off bitsandbytes' CPU inference repacking of the generator's 4-bit layers; returns how many it turned off.
+
+    On a CPU with AVX-512 BF16 (Intel Xeon with AMX), a bitsandbytes `Linear4bit` repacks its weight for a faster CPU
+    kernel at its first eval-mode forward without gradient — which JMLR's NLL pass is, every step — and from then on
+    every forward, the training one included, runs that kernel, which has no backward: the loss still falls through
+    the LoRA layers of the top, but no gradient reaches the adapters below a quantised layer, and PyTorch only warns
+    ("an autograd kernel was not registered"). Training must keep the differentiable path; a CPU without the
+    instructions never repacks, so this changes nothing there (nor on a GPU).
+    """
+    turned_off = 0
+    for module in model.generator.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            turned_off += 1
+    return turned_off
+
+
 def has_generator_adapter(model: JMLRForCausalLM) -> bool:
     """Whether the generator is PEFT-wrapped (it has an adapter that can be saved alone or merged)."""
     return hasattr(model.generator, "peft_config") and hasattr(model.generator, "merge_and_unload")

@@ -44,6 +44,7 @@ from ..models import (
     build_target,
     eval_mode,
     fit_prompt,
+    keep_4bit_layers_differentiable_on_cpu,
     kept_logits,
     target_token_ids,
     tokenize_for_lm,
@@ -375,6 +376,10 @@ class JointRetrievalTrainer(SFTTrainer):
             if args.gradient_checkpointing:
                 model.generator.enable_input_require_grads()
         prepare_retriever_for_training(model)
+        if keep_4bit_layers_differentiable_on_cpu(model):
+            logger.info(
+                "4-bit generator on a CPU with AVX-512 BF16: bitsandbytes' inference repacking (no backward) off"
+            )
         if args.should_save:
             # Before the Trainer makes `output_dir`: a final save killed between the two renames of the swap's
             # fallback (macOS, NFS) left it missing, its previous contents (checkpoints included) renamed aside.
