@@ -52,7 +52,7 @@ from jmlr_hf.evaluation import (
     rank_candidates,
     single_document_nlls,
 )
-from jmlr_hf.models import JMLRForCausalLM, merge_generator_adapter, truncate_to_tokens
+from jmlr_hf.models import JMLRForCausalLM, merge_generator_adapter, save_model, truncate_to_tokens
 from jmlr_hf.retrieval import BM25Index, DocumentIndex, add_candidates
 from jmlr_hf.trainer import LOG_PREFIX, JointRetrievalConfig, JointRetrievalTrainer, RetrievalRecallCallback
 from jmlr_hf.utils.atomic import write_json
@@ -265,7 +265,8 @@ class ExperimentArguments:
         default=False,
         metadata={
             "help": "Save each run's final model (LoRA merged: a plain JMLR checkpoint with both tokenizers) to "
-            "<run dir>/models/<run name>, for `jmlr index` / `jmlr evaluate` as a user would run them."
+            "<run dir>/models/<run name>, for `jmlr index` / `jmlr evaluate` as a user would run them; the untrained "
+            "base arm to <run dir>/models/base (no seed: it is the same model for every seed)."
         },
     )
     save_steps: int = field(
@@ -725,6 +726,10 @@ def run_one(
             args, arm, name, seed, model, tokenizer, retriever_tokenizer, train, evaluation, settings
         )
         train_seconds = time.perf_counter() - start
+    elif args.save_models:
+        # With the experiment's config (N, K, document and prompt lengths), so that `jmlr evaluate` measures the
+        # base as the trained arms are measured; `--model <LM> --retriever <encoder>` would take JMLRConfig's defaults.
+        save_model(model, tokenizer, retriever_tokenizer, os.path.join(run_dir(args), "models", "base"))
     start = time.perf_counter()
     metrics = evaluate_model(
         model,

@@ -305,6 +305,10 @@ def test_retriever_arm_validation_split_and_retriever_metrics(tmp_path, tiny_che
 
     base = json.loads((out / "runs" / "base-seed0.json").read_text())
     assert base["log_history"] == [] and base["train_seconds"] == 0.0
+    # The untrained base is saved once, without a seed, with the experiment's config, as the trained arms are.
+    saved_base = experiment_module.JMLRForCausalLM.from_pretrained(out / "models" / "base")
+    assert (saved_base.config.max_document_length, saved_base.config.num_candidates) == (32, 4)
+    assert (out / "models" / "rag-seed0").is_dir() and not (out / "models" / "base-seed0").exists()
     rag = json.loads((out / "runs" / "rag-seed0.json").read_text())
     # RAG-SFT never trains its retriever: it ranks as the untrained base, which captures no headroom by definition.
     for metric in ("llm_top1_agreement", "llm_top1_nll", "recall@1", "corpus_recall@1", "corpus_evidence@1"):
