@@ -78,9 +78,6 @@ SUPERVISED_TEMPERATURE = 0.01
 #: setting, chosen on validation for them; the upper reference does not follow it (MedQuAD's first supervised seed
 #: ran at this value before the llm_rank scan).
 SUPERVISED_RETRIEVAL_TEMPERATURE = 0.05
-#: The supervised arm always scores every one of the N candidates (S = N): its target is the gold passage, known
-#: without an NLL pass, so sampling fewer would only hide the gold from some steps. `num_sampled` is the
-#: LLM-supervised arms' cost knob (each sampled document is one more sequence in the NLL pass), not the reference's.
 REPORTED_METRICS = ("accuracy", "answer_nll", "recall@1", "evidence@1")
 #: Reported when the runs measured them (`generative_limit > 0`).
 GENERATIVE_METRICS = ("generative_accuracy", "generative_unparseable", "generative_rouge_l")
@@ -431,6 +428,9 @@ def build_arm_model(args: ExperimentArguments, arm: str, retrieval_loss: str) ->
             retrieval_loss=SUPERVISED_LOSS,
             lm_temperature=SUPERVISED_TEMPERATURE,
             retrieval_temperature=SUPERVISED_RETRIEVAL_TEMPERATURE,
+            # All N candidates (S = N): the target is the gold passage, known without an NLL pass, so sampling fewer
+            # would only hide it from some steps. `num_sampled` is the LLM-supervised arms' cost knob (each sampled
+            # document is one more sequence in their NLL pass), not the reference's.
             num_sampled=args.num_candidates,
         )
     return JMLRForCausalLM.from_components(
