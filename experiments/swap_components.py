@@ -38,7 +38,7 @@ SWAP_RECORD = "swap_components.json"
 
 def config_differences(retriever_config: dict, generator_config: dict) -> dict[str, list]:
     """The top-level config fields whose values differ between the two models, as `{field: [retriever donor's,
-    generator donor's]}` (the generator sub-config is compared separately and must be equal)."""
+    generator donor's]}` (applied to the generator sub-configs too, which must not differ)."""
     keys = sorted(set(retriever_config) | set(generator_config))
     return {
         key: [retriever_config.get(key), generator_config.get(key)]
@@ -61,12 +61,8 @@ def swap_components(retriever_from: str, generator_from: str, output: str) -> di
     model = JMLRForCausalLM.from_pretrained(retriever_from)
     donor = JMLRForCausalLM.from_pretrained(generator_from)
     ours, theirs = model.config.to_dict(), donor.config.to_dict()
-    mine, other = dict(ours["generator"]), dict(theirs["generator"])
-    for config in (mine, other):
-        config.pop("transformers_version", None)
-        config.pop("_name_or_path", None)
-    if mine != other:
-        changed = sorted(k for k in set(mine) | set(other) if mine.get(k) != other.get(k))
+    changed = config_differences(ours["generator"], theirs["generator"])
+    if changed:
         raise ValueError(
             f"{retriever_from} and {generator_from} have different generators (config fields {', '.join(changed)}): "
             "only generators of one architecture can be swapped"
