@@ -184,6 +184,20 @@ class ExperimentArguments:
             "them. The supervised reference keeps none, as it keeps its own τ."
         },
     )
+    llm_rank_min_nll_gap: float = field(
+        default=0.0,
+        metadata={
+            "help": "δ of the LLM-supervised arms' llm_rank (`JMLRConfig.llm_rank_min_nll_gap`): only pairs whose "
+            "answer NLLs differ by more than δ nats/token count. 0: every untied pair (the paper)."
+        },
+    )
+    llm_rank_pair_weighting: str = field(
+        default="uniform",
+        metadata={
+            "help": "How the LLM-supervised arms' llm_rank weights its pairs (`JMLRConfig.llm_rank_pair_weighting`): "
+            "'uniform' (the paper) or 'nll_gap' (by the difference of the pair's NLLs)."
+        },
+    )
     train_document_encoder: bool = field(
         default=True,
         metadata={
@@ -335,6 +349,8 @@ RETRIEVER_ONLY_FIELDS = (
     "lm_temperature",
     "train_document_encoder",
     "in_batch_negatives",
+    "llm_rank_min_nll_gap",
+    "llm_rank_pair_weighting",
 )
 #: The values of settings added after the first PubMedQA runs, as those runs used them.
 LEGACY_DEFAULTS = {
@@ -353,6 +369,8 @@ LEGACY_DEFAULTS = {
     "max_new_tokens": 12,
     "train_subset": None,
     "in_batch_negatives": False,
+    "llm_rank_min_nll_gap": 0.0,
+    "llm_rank_pair_weighting": "uniform",
 }
 
 
@@ -366,6 +384,8 @@ def run_settings(settings: dict[str, Any], arm: str, retrieval_loss: str) -> dic
             retrieval_temperature=SUPERVISED_RETRIEVAL_TEMPERATURE,
             in_batch_negatives=False,
             num_sampled=relevant["num_candidates"],
+            llm_rank_min_nll_gap=0.0,
+            llm_rank_pair_weighting="uniform",
         )
     return relevant
 
@@ -394,6 +414,14 @@ def planned_runs(args: ExperimentArguments) -> list[tuple[str, str, int]]:
     unknown = set(args.arms) - set(ARMS)
     if unknown:
         raise ValueError(f"unknown arms {sorted(unknown)}; expected some of {ARMS}")
+    shaped = args.llm_rank_min_nll_gap != 0.0 or args.llm_rank_pair_weighting != "uniform"
+    other_losses = sorted(set(args.retrieval_losses) - {"llm_rank"})
+    if shaped and other_losses and set(args.arms) & set(RETRIEVAL_ARMS):
+        # Checked before the first run, not when the first lsr run's config is built hours into the experiment.
+        raise ValueError(
+            f"llm_rank_min_nll_gap / llm_rank_pair_weighting apply to llm_rank only, and retrieval_losses also has "
+            f"{other_losses}: run those losses separately (their knob is lm_temperature)"
+        )
     if len(args.seeds) < 2:
         logger.warning(
             "With %d seed(s) there is no standard deviation; the issue asks for at least 3", len(args.seeds)
@@ -422,7 +450,12 @@ def build_arm_model(args: ExperimentArguments, arm: str, retrieval_loss: str) ->
         "max_length": args.max_length,
     }
     if arm in RETRIEVAL_ARMS:
-        overrides.update(retrieval_loss=retrieval_loss, in_batch_negatives=args.in_batch_negatives)
+        overrides.update(
+            retrieval_loss=retrieval_loss,
+            in_batch_negatives=args.in_batch_negatives,
+            llm_rank_min_nll_gap=args.llm_rank_min_nll_gap,
+            llm_rank_pair_weighting=args.llm_rank_pair_weighting,
+        )
     if arm == "supervised":
         overrides.update(
             retrieval_loss=SUPERVISED_LOSS,

@@ -39,6 +39,8 @@ def llm_rank_loss(
     lm_nll: torch.Tensor,
     mask: torch.Tensor | None = None,
     negative_logits: torch.Tensor | None = None,
+    min_nll_gap: float = 0.0,
+    weight_by_nll_gap: bool = False,
 ) -> torch.Tensor:
     r"""Pairwise RankNet loss over the sampled documents (JMLR, Wang et al. 2024, arXiv 2402.17887, §3).
 
@@ -53,7 +55,22 @@ def llm_rank_loss(
     Two defects of the authors' released code are avoided on purpose: the loss is computed from logits with the
     numerically stable BCE-with-logits (not `log(1 - sigmoid(d))`, which is `-inf` once `sigmoid` rounds to 1), and
     tied pairs carry no preference, so they are skipped rather than counted as negatives. Returns 0 (with a
-    gradient path) when no pair differs.
+    gradient path) when no pair is left.
+
+    Two options (not in the paper; both off by default, which is the paper's loss) decide how much each pair of P
+    counts. They exist because the LLM's NLLs of two passages it finds equally unhelpful differ by noise: on MedQuAD,
+    half of the pairs that do not involve the LLM's best candidate differ by < 0.1 nats/token, and the plain mean
+    weights those orderings like the decisive ones (experiments/RESULTS.md §6).
+
+    * `min_nll_gap` = δ ≥ 0 keeps only the pairs with $|\mathrm{NLL}_i - \mathrm{NLL}_j| > δ$ (δ = 0: every pair
+      that is not tied).
+    * `weight_by_nll_gap=True` weights each pair by its gap, $w_{ij} = |\mathrm{NLL}_i - \mathrm{NLL}_j|$, and
+      takes the weighted mean (as LambdaRank weights a pair by how much swapping it changes the metric):
+
+    $$\mathcal{L}_{\text{pairs}} = \frac{\sum_{(i,j) \in P} w_{ij}\, \mathrm{BCEWithLogits}(d_{ij}, y_{ij})}
+                                    {\sum_{(i,j) \in P} w_{ij}}$$
+
+      `False` is $w_{ij} = 1$, the mean above.
 
     With `negative_logits` (`[B, M]`: the other questions' candidates of the batch, scored against this question)
     a second mean joins it, over the pairs (own sampled document i, in-batch negative m), each with target 1:
@@ -69,16 +86,25 @@ def llm_rank_loss(
     its topic, the negative pairs sit at large margins and add little gradient. A negative identical to an own
     document scores the same and adds no gradient.
     """
+    if min_nll_gap < 0 or not math.isfinite(min_nll_gap):
+        raise ValueError(f"min_nll_gap must be a finite number >= 0, got {min_nll_gap}")
     valid = _mask_or_ones(retriever_logits, mask)
     nll = lm_nll.detach()
     diff = retriever_logits.unsqueeze(-1) - retriever_logits.unsqueeze(-2)  # [B, S, S]: s_i - s_j
     target = (nll.unsqueeze(-1) < nll.unsqueeze(-2)).to(retriever_logits.dtype)
+    gap = (nll.unsqueeze(-1) - nll.unsqueeze(-2)).abs()
     upper = torch.triu(torch.ones_like(diff, dtype=torch.bool), diagonal=1)
-    pairs = upper & (nll.unsqueeze(-1) != nll.unsqueeze(-2)) & valid.unsqueeze(-1) & valid.unsqueeze(-2)
+    # At δ = 0 `gap > δ` is `NLL_i != NLL_j`; a NaN gap makes no pair, and `_nan_if_not_finite` returns NaN anyway.
+    pairs = upper & (gap > min_nll_gap) & valid.unsqueeze(-1) & valid.unsqueeze(-2)
     if not pairs.any():
         loss = retriever_logits.masked_fill(~valid, 0.0).sum() * 0.0
     else:
-        loss = F.binary_cross_entropy_with_logits(diff[pairs], target[pairs], reduction="mean")
+        per_pair = F.binary_cross_entropy_with_logits(diff[pairs], target[pairs], reduction="none")
+        if weight_by_nll_gap:
+            weights = gap[pairs].to(per_pair.dtype)
+            loss = (weights * per_pair).sum() / weights.sum()
+        else:
+            loss = per_pair.mean()
     if negative_logits is not None and negative_logits.shape[-1] > 0:
         margins = retriever_logits.unsqueeze(-1) - negative_logits.unsqueeze(-2)  # [B, S, M]: s_i - s_m
         own = valid.unsqueeze(-1).expand_as(margins)

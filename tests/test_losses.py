@@ -187,6 +187,83 @@ def test_llm_rank_negative_identical_to_an_own_document_adds_no_gradient():
     torch.testing.assert_close(grad[0], expected.detach(), atol=1e-12, rtol=0)
 
 
+# The pair-shaping options on the same example. Gaps |NLL_i - NLL_j|: (0, 1) 1.0, (0, 2) 0.5, (1, 2) 0.5 (all exact
+# in binary floating point). Per-pair losses as above: 0.1269280110, 0.3132616875, 0.3132616875.
+
+
+def test_llm_rank_min_nll_gap_keeps_only_pairs_above_it():
+    # δ = 0.5: the two pairs at exactly 0.5 are dropped (strictly greater), (0, 1) is left: softplus(-2).
+    assert llm_rank_loss(t([[2.0, 0.0, 1.0]]), t([[0.5, 1.5, 1.0]]), min_nll_gap=0.5).item() == pytest.approx(
+        0.1269280110, abs=1e-9
+    )
+    # δ just below 0.5 keeps all three: the paper's mean.
+    assert llm_rank_loss(t([[2.0, 0.0, 1.0]]), t([[0.5, 1.5, 1.0]]), min_nll_gap=0.4999).item() == pytest.approx(
+        RANK_EXPECTED, abs=1e-9
+    )
+    # δ = 0 is the default exactly (ties still skipped).
+    assert llm_rank_loss(t([[2.0, 0.0, 1.0]]), t([[0.5, 0.5, 1.0]]), min_nll_gap=0.0).item() == pytest.approx(
+        0.8132616875, abs=1e-9
+    )
+
+
+def test_llm_rank_min_nll_gap_above_every_pair_is_zero_with_grad_path():
+    logits = t([[2.0, 0.0, 1.0]], requires_grad=True)
+    loss = llm_rank_loss(logits, t([[0.5, 1.5, 1.0]]), min_nll_gap=1.0)  # the largest gap is 1.0: nothing left
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_llm_rank_nll_gap_weighting_hand_computed():
+    # (1.0 * 0.1269280110 + 0.5 * 0.3132616875 + 0.5 * 0.3132616875) / (1.0 + 0.5 + 0.5) = 0.2200948493
+    logits = t([[2.0, 0.0, 1.0]], requires_grad=True)
+    loss = llm_rank_loss(logits, t([[0.5, 1.5, 1.0]]), weight_by_nll_gap=True)
+    assert loss.item() == pytest.approx((0.1269280110 + 0.3132616875) / 2, abs=1e-9)
+    # dL/ds_i = sum over pairs of w_ij (sigmoid(d_ij) - y_ij) (+1 for i, -1 for j) / sum of w.
+    loss.backward()
+    sig = torch.sigmoid
+    g01, g02, g12 = 1.0 * (sig(t(2.0)) - 1), 0.5 * (sig(t(1.0)) - 1), 0.5 * (sig(t(-1.0)) - 0)
+    expected = torch.stack([g01 + g02, -g01 + g12, -g02 - g12]) / 2.0
+    torch.testing.assert_close(logits.grad[0], expected, atol=1e-12, rtol=0)
+
+
+def test_llm_rank_nll_gap_weighting_shrinks_a_near_tie_against_a_decisive_pair():
+    # Two questions, one pair each, both wrongly ordered by 1 logit: a decisive pair (gap 1.0) and a near-tie (gap
+    # 0.01). Uniform: equal gradients. Weighted by the gap: the near-tie gets 1/100 of the decisive pair's.
+    logits = t([[0.0, 1.0], [0.0, 1.0]], requires_grad=True)
+    nll = t([[1.0, 2.0], [1.0, 1.01]])
+    llm_rank_loss(logits, nll).backward()
+    assert logits.grad[0, 0].item() == pytest.approx(logits.grad[1, 0].item(), rel=1e-12)
+    logits.grad = None
+    llm_rank_loss(logits, nll, weight_by_nll_gap=True).backward()
+    assert logits.grad[1, 0].item() / logits.grad[0, 0].item() == pytest.approx(0.01, rel=1e-6)
+
+
+def test_llm_rank_options_combine_and_ignore_masked_pairs():
+    # δ = 0.6 leaves (0, 1) alone, whatever the weighting; the masked 4th document (gap 6.5 to the others) adds nothing.
+    logits, nll = t([[2.0, 0.0, 1.0, 9.0]]), t([[0.5, 1.5, 1.0, 7.0]])
+    mask = torch.tensor([[True, True, True, False]])
+    loss = llm_rank_loss(logits, nll, mask=mask, min_nll_gap=0.6, weight_by_nll_gap=True)
+    assert loss.item() == pytest.approx(0.1269280110, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"min_nll_gap": -0.1}, "min_nll_gap must be a finite number >= 0, got -0.1"),
+        ({"min_nll_gap": math.inf}, "min_nll_gap must be a finite number >= 0, got inf"),
+    ],
+)
+def test_llm_rank_bad_options_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        llm_rank_loss(t([[2.0, 0.0, 1.0]]), t([[0.5, 1.5, 1.0]]), **kwargs)
+
+
+def test_llm_rank_options_keep_a_nan_nll_nan():
+    for kwargs in ({"min_nll_gap": 0.2}, {"weight_by_nll_gap": True}):
+        assert math.isnan(llm_rank_loss(t([[2.0, 0.0, 1.0]]), t([[0.5, math.nan, 1.0]]), **kwargs).item())
+
+
 @pytest.mark.parametrize("name", ["llm_rank", "lsr", "ppl_distill"])
 def test_no_gradient_into_nll(name):
     logits = t([[2.0, 0.0, 1.0]], requires_grad=True)
@@ -387,7 +464,7 @@ def test_pairwise_agreement_mask():
     assert value.item() == 1.0
 
 
-@pytest.mark.parametrize("name", sorted(RETRIEVAL_LOSSES))
+@pytest.mark.parametrize("name", [*sorted(RETRIEVAL_LOSSES), "llm_rank[nll_gap]"])
 @pytest.mark.parametrize("tau", [0.05, 1.0])
 @pytest.mark.parametrize("beta", [0.1, 1.0])
 def test_descending_each_loss_orders_the_scores_as_the_llm_prefers(name, tau, beta):
@@ -397,8 +474,10 @@ def test_descending_each_loss_orders_the_scores_as_the_llm_prefers(name, tau, be
     raise the best document: the KL losses' gradient also depends on where P_R stands against the target.)"""
     nll = torch.tensor([[2.1, 1.8, 2.4, 1.9, 2.0]], dtype=torch.float64)
     scores = (0.5 + 0.01 * nll).clone().requires_grad_()  # higher NLL, higher score: the reverse order
-    loss_fn = RETRIEVAL_LOSSES[name]
-    kwargs = {} if name == "llm_rank" else {"lm_temperature": beta}
+    loss_fn = RETRIEVAL_LOSSES[name.split("[")[0]]
+    kwargs = {"lm_temperature": beta}
+    if name.startswith("llm_rank"):  # β is not a knob of llm_rank; its pair weighting is
+        kwargs = {"weight_by_nll_gap": True} if name == "llm_rank[nll_gap]" else {}
     for _ in range(400):
         (grad,) = torch.autograd.grad(loss_fn(scores / tau, nll, **kwargs), scores)
         with torch.no_grad():

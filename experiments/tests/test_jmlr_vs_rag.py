@@ -473,3 +473,30 @@ def test_a_checkpoint_written_before_a_setting_existed_resumes_with_its_legacy_v
     assert experiment_module.resume_checkpoint(str(tmp_path), settings) == str(checkpoint)
     with pytest.raises(ValueError, match="other settings"):
         experiment_module.resume_checkpoint(str(tmp_path), settings | {"train_subset": 100})
+
+
+def test_llm_rank_pair_shaping_is_refused_with_other_losses_before_any_run():
+    args = ExperimentArguments(
+        arms=["rag", "jmlr"], retrieval_losses=["llm_rank", "lsr"], llm_rank_pair_weighting="nll_gap", seeds=[0, 1]
+    )
+    with pytest.raises(ValueError, match=r"apply to llm_rank only, and retrieval_losses also has \['lsr'\]"):
+        experiment_module.planned_runs(args)
+    # Arms without a retrieval loss do not care; llm_rank alone is the option's use.
+    assert experiment_module.planned_runs(dataclasses.replace(args, arms=["rag"]))
+    assert experiment_module.planned_runs(dataclasses.replace(args, retrieval_losses=["llm_rank"]))
+
+
+def test_pair_shaping_is_an_outcome_setting_of_the_llm_supervised_arms_only(tmp_path):
+    """A run recorded before the pair-shaping options existed is reused where they keep the paper's values, and not
+    where a variant changes them; the arms whose loss they do not touch (RAG-SFT, the supervised reference) ignore
+    them."""
+    defaults = dataclasses.asdict(ExperimentArguments())
+    shaped = defaults | {"llm_rank_min_nll_gap": 0.1}
+    recorded = run_settings(defaults, "retriever", "llm_rank")
+    older = {key: value for key, value in recorded.items() if not key.startswith("llm_rank_")}
+    path = tmp_path / "retriever-llm_rank-seed0.json"
+    path.write_text(json.dumps({"arm": "retriever", "retrieval_loss": "llm_rank", "settings": older}))
+    assert experiment_module._load_record(str(path), recorded, None) is not None
+    assert experiment_module._load_record(str(path), run_settings(shaped, "retriever", "llm_rank"), None) is None
+    for arm, loss in (("rag", "none"), ("supervised", "ppl_distill")):
+        assert run_settings(shaped, arm, loss) == run_settings(defaults, arm, loss)

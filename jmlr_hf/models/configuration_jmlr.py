@@ -29,6 +29,8 @@ OPTION_LETTERS = "ABCDEFGHIJ"
 COLBERT_TOKEN_KEYS = ("query_marker", "document_marker", "mask", "pad", "skiplist")
 # The range `retrieval_temperature` and `lm_temperature` must lie in (see `validate_retrieval_settings`).
 TEMPERATURE_RANGE = (1e-4, 1e4)
+# How `llm_rank` weights its pairs (`llm_rank_pair_weighting`): the paper's plain mean, or by the pair's NLL gap.
+LLM_RANK_PAIR_WEIGHTINGS = ("uniform", "nll_gap")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -170,6 +172,13 @@ class JMLRConfig(PretrainedConfig):
             losses (`lsr`, `ppl_distill`) they join the softmax; in `llm_rank` each sampled document is to rank above
             each of them (a second mean of pairs, see `jmlr_hf.losses.llm_rank_loss`), which holds the query on its
             own candidates' topic.
+        llm_rank_min_nll_gap (`float`, *optional*, defaults to 0.0):
+            δ, `llm_rank` only: a pair of sampled documents counts only when their answer NLLs (nats/token) differ by
+            more than δ; 0 keeps every pair that is not tied (the paper). Pairs the LLM barely tells apart order
+            noise rather than help (see `jmlr_hf.losses.llm_rank_loss`).
+        llm_rank_pair_weighting (`str`, *optional*, defaults to `"uniform"`):
+            `llm_rank` only: `"uniform"`, the plain mean over pairs (the paper); or `"nll_gap"`, each pair weighted by
+            the difference of its two NLLs, so that decisive pairs count more than near-ties.
         in_batch_negative_mass (`float`, *optional*, defaults to 1e-3):
             Total LM-side probability given to the in-batch negatives for `lsr`, whose KL(P_R ‖ Q_LM) is infinite
             where Q_LM is zero. The sampled documents share the rest.
@@ -269,6 +278,8 @@ class JMLRConfig(PretrainedConfig):
     retrieval_loss_weight: float = 1.0
     retrieval_loss: Literal["llm_rank", "lsr", "ppl_distill"] = "llm_rank"
     in_batch_negatives: bool = False
+    llm_rank_min_nll_gap: float = 0.0
+    llm_rank_pair_weighting: Literal["uniform", "nll_gap"] = "uniform"
     in_batch_negative_mass: float = 1e-3
     scoring: Literal["maxsim", "dense"] = "maxsim"
     colbert_conventions: bool = False
@@ -361,12 +372,26 @@ class JMLRConfig(PretrainedConfig):
                 f"base model (got generator_base_model={self.generator_base_model!r}, "
                 f"generator_adapter={self.generator_adapter!r})"
             )
+        if not (0.0 <= self.llm_rank_min_nll_gap < float("inf")):
+            raise ValueError(f"llm_rank_min_nll_gap must be a finite number >= 0, got {self.llm_rank_min_nll_gap}")
+        if self.llm_rank_pair_weighting not in LLM_RANK_PAIR_WEIGHTINGS:
+            raise ValueError(
+                f"llm_rank_pair_weighting must be one of {LLM_RANK_PAIR_WEIGHTINGS}, got {self.llm_rank_pair_weighting!r}"
+            )
+        if self.retrieval_loss != "llm_rank" and (
+            self.llm_rank_min_nll_gap != 0.0 or self.llm_rank_pair_weighting != "uniform"
+        ):
+            raise ValueError(
+                f"llm_rank_min_nll_gap / llm_rank_pair_weighting shape the pairs of llm_rank, not {self.retrieval_loss}"
+                " (which weighs documents by softmax(-NLL / β)): set lm_temperature instead, or retrieval_loss='llm_rank'"
+            )
         if not 0.0 < self.in_batch_negative_mass < 1.0:
             raise ValueError(f"in_batch_negative_mass must be in (0, 1), got {self.in_batch_negative_mass}")
 
 
 __all__ = [
     "COLBERT_TOKEN_KEYS",
+    "LLM_RANK_PAIR_WEIGHTINGS",
     "MISSING_MARKERS",
     "OPTION_LETTERS",
     "JMLRConfig",

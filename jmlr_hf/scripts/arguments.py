@@ -141,6 +141,16 @@ class RetrievalArguments:
         default=None,
         metadata={"help": "The other questions' candidates as in-batch negatives (every retrieval loss)."},
     )
+    llm_rank_min_nll_gap: float | None = field(
+        default=None,
+        metadata={"help": "llm_rank only: skip pairs whose answer NLLs differ by at most this (nats/token; 0: ties)."},
+    )
+    llm_rank_pair_weighting: str | None = field(
+        default=None,
+        metadata={
+            "help": "llm_rank only: 'uniform' (the paper's mean over pairs) or 'nll_gap' (pairs weighted by it)."
+        },
+    )
     scoring: str | None = field(default=None, metadata={"help": "'maxsim' or 'dense'."})
     projection_dim: int | None = field(default=None, metadata={"help": "Retriever projection size (None: none)."})
     train_document_encoder: bool | None = field(

@@ -765,7 +765,13 @@ class JointRetrievalTrainer(SFTTrainer):
     @staticmethod
     def _retrieval_loss(cfg: JMLRConfig, sampled_logits, lm_nll, negative_logits) -> torch.Tensor:
         if cfg.retrieval_loss == "llm_rank":
-            return RETRIEVAL_LOSSES["llm_rank"](sampled_logits, lm_nll, negative_logits=negative_logits)
+            return RETRIEVAL_LOSSES["llm_rank"](
+                sampled_logits,
+                lm_nll,
+                negative_logits=negative_logits,
+                min_nll_gap=cfg.llm_rank_min_nll_gap,
+                weight_by_nll_gap=cfg.llm_rank_pair_weighting == "nll_gap",
+            )
         kwargs = {"lm_temperature": cfg.lm_temperature, "negative_logits": negative_logits}
         if cfg.retrieval_loss == "lsr":
             kwargs["negative_mass"] = cfg.in_batch_negative_mass

@@ -117,6 +117,11 @@ def test_config_defaults_are_the_paper_settings():
         ({"num_context_documents": -1}, "num_context_documents"),
         ({"retrieval_loss_weight": -0.5}, "retrieval_loss_weight"),
         ({"num_context_documents": 0}, "num_context_documents=0"),  # closed book needs λ = 0
+        ({"llm_rank_min_nll_gap": -0.1}, "llm_rank_min_nll_gap must be a finite number >= 0"),
+        ({"llm_rank_min_nll_gap": float("nan")}, "llm_rank_min_nll_gap must be a finite number >= 0"),
+        ({"llm_rank_pair_weighting": "lambda"}, "llm_rank_pair_weighting must be one of"),
+        ({"retrieval_loss": "lsr", "llm_rank_min_nll_gap": 0.1}, "shape the pairs of llm_rank, not lsr"),
+        ({"retrieval_loss": "ppl_distill", "llm_rank_pair_weighting": "nll_gap"}, "set lm_temperature instead"),
     ],
 )
 def test_config_invalid_knobs_raise(kwargs, field):

@@ -601,6 +601,46 @@ def test_llm_rank_takes_in_batch_negatives(tmp_path, make_tiny_model, generator_
     assert losses[True] == pytest.approx(losses[False] + expected_negative_term, abs=1e-5)
 
 
+@pytest.mark.parametrize(
+    "shaping",
+    [
+        {"llm_rank_pair_weighting": "nll_gap"},
+        {"llm_rank_min_nll_gap": 0.3},
+        {"llm_rank_min_nll_gap": 0.3, "llm_rank_pair_weighting": "nll_gap"},
+    ],
+)
+def test_llm_rank_pair_shaping_reaches_the_training_loss(
+    tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer, shaping
+):
+    """`llm_rank_min_nll_gap` / `llm_rank_pair_weighting` set on the config shape the loss the trainer trains on: the
+    logged retrieval loss of a step is `llm_rank_loss` with those options, computed here from the model's own scores
+    and the rows' cached NLLs (the retriever-only arm's input), and differs from the paper's plain mean."""
+    from jmlr_hf.losses import llm_rank_loss
+
+    nlls = [[0.5, 1.5, 1.0, 0.6], [2.0, 2.05, 1.2, 2.4]]  # gaps from 0.05 to 1.2
+    rows = [{**row, "candidate_nlls": row_nlls} for row, row_nlls in zip(TOY_ROWS[:2], nlls, strict=True)]
+    model = make_tiny_model(0, retrieval_loss="llm_rank", num_candidates=4, num_sampled=4, **shaping)
+    trainer = make_trainer(model, make_args(tmp_path, freeze_generator=True), generator_tokenizer, retriever_tokenizer)
+    inputs = JointRetrievalCollator(model.config, retriever_tokenizer, generator_tokenizer)(rows)
+    model.eval()
+    trainer._metrics["eval"].clear()
+    with torch.no_grad():
+        trainer.compute_loss(model, inputs)
+        logged = trainer._metrics["eval"]["retrieval_loss"][-1]
+        retrieval_inputs = {key: inputs[key] for key in trainer_module.RETRIEVAL_INPUT_KEYS}
+        scores = model(**retrieval_inputs).retrieval_scores
+        logits = trainer_module.scores_to_logits(scores, scores, model.config)
+    # S = N: every candidate is sampled, and the pairwise loss does not depend on the order they are sampled in.
+    options = {
+        "min_nll_gap": model.config.llm_rank_min_nll_gap,
+        "weight_by_nll_gap": model.config.llm_rank_pair_weighting == "nll_gap",
+    }
+    expected = llm_rank_loss(logits, torch.tensor(nlls, dtype=logits.dtype), **options).item()
+    plain = llm_rank_loss(logits, torch.tensor(nlls, dtype=logits.dtype)).item()
+    assert logged == pytest.approx(expected, abs=1e-5)
+    assert abs(expected - plain) > 1e-3
+
+
 def test_one_sampled_document_without_in_batch_negatives_fails_at_start(
     tmp_path, make_tiny_model, generator_tokenizer, retriever_tokenizer
 ):
