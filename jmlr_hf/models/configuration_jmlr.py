@@ -174,8 +174,8 @@ class JMLRConfig(PretrainedConfig):
             own candidates' topic.
         llm_rank_min_nll_gap (`float`, *optional*, defaults to 0.0):
             δ, `llm_rank` only: a pair of sampled documents counts only when their answer NLLs (nats/token) differ by
-            more than δ; 0 keeps every pair that is not tied (the paper). Pairs the LLM barely tells apart order
-            noise rather than help (see `jmlr_hf.losses.llm_rank_loss`).
+            more than δ; 0 keeps every pair that is not tied (the paper). See `jmlr_hf.losses.llm_rank_loss` for why
+            it exists and what it did on MedQuAD (nothing measurable).
         llm_rank_pair_weighting (`str`, *optional*, defaults to `"uniform"`):
             `llm_rank` only: `"uniform"`, the plain mean over pairs (the paper); or `"nll_gap"`, each pair weighted by
             the difference of its two NLLs, so that decisive pairs count more than near-ties.
