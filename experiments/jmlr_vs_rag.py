@@ -23,13 +23,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
-import statistics
 import time
 import typing
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -55,8 +52,18 @@ from jmlr_hf.evaluation import (
 from jmlr_hf.models import JMLRForCausalLM, merge_generator_adapter, save_model, truncate_to_tokens
 from jmlr_hf.retrieval import BM25Index, DocumentIndex, add_candidates
 from jmlr_hf.trainer import LOG_PREFIX, JointRetrievalConfig, JointRetrievalTrainer, RetrievalRecallCallback
-from jmlr_hf.utils.atomic import write_json
+from jmlr_hf.utils.atomic import write_json, write_text
 from jmlr_hf.utils.demo_models import resolve_model_path
+
+from .tables import (
+    mean_curve,
+    paired_by_seed,
+    paired_table,
+    plot_experiment,
+    reported_metrics,
+    summarize,
+    summary_table,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,20 +85,6 @@ SUPERVISED_TEMPERATURE = 0.01
 #: setting, chosen on validation for them; the upper reference does not follow it (MedQuAD's first supervised seed
 #: ran at this value before the llm_rank scan).
 SUPERVISED_RETRIEVAL_TEMPERATURE = 0.05
-REPORTED_METRICS = ("accuracy", "answer_nll", "recall@1", "evidence@1")
-#: Reported when the runs measured them (`generative_limit > 0`).
-GENERATIVE_METRICS = ("generative_accuracy", "generative_unparseable", "generative_rouge_l")
-#: Reported when the runs measured them (`eval_preference_limit > 0`, `corpus_evidence`).
-RETRIEVER_METRICS = (
-    "llm_top1_agreement",
-    "llm_pairwise_agreement",
-    "llm_top1_nll",
-    "llm_best_nll",
-    "headroom_captured",
-    "corpus_recall@1",
-    "corpus_recall@8",
-    "corpus_evidence@1",
-)
 #: The cut-offs of the whole-corpus search (`corpus_evidence`).
 CORPUS_K_VALUES = (1, 8)
 
@@ -397,16 +390,6 @@ def run_dir(args: ExperimentArguments) -> str:
 
 def run_name(arm: str, retrieval_loss: str, seed: int) -> str:
     return f"{arm}-{retrieval_loss}-seed{seed}" if arm in RETRIEVAL_ARMS else f"{arm}-seed{seed}"
-
-
-def arm_label(arm: str, retrieval_loss: str) -> str:
-    if arm == "retriever":
-        return f"retriever only, LLM frozen ({retrieval_loss})"
-    if arm == "supervised":
-        return "supervised retriever (gold passages), LLM frozen"
-    if arm == "base":
-        return "base models (untrained)"
-    return f"jmlr ({retrieval_loss})" if arm == "jmlr" else {"sft": "SFT (no docs)", "rag": "RAG-SFT"}[arm]
 
 
 def planned_runs(args: ExperimentArguments) -> list[tuple[str, str, int]]:
@@ -898,139 +881,6 @@ def cached_document_nlls(
     return [cached[row_id] for row_id in rows["id"]]
 
 
-def reported_metrics(records: Sequence[dict]) -> tuple[str, ...]:
-    """The metrics of the tables and bars: the four always (`n/a` where a task cannot measure one, e.g. recall on
-    MedMCQA, which has no gold passages), the generative and retriever ones when the runs measured them."""
-    measured = tuple(m for m in GENERATIVE_METRICS + RETRIEVER_METRICS if any(m in r["metrics"] for r in records))
-    return REPORTED_METRICS + measured
-
-
-def summarize(records: Sequence[dict], metrics: Sequence[str] = REPORTED_METRICS) -> dict[str, dict[str, dict]]:
-    """`{arm label: {metric: {"mean", "std", "n", "values"}}}`; std is the sample standard deviation (n - 1)."""
-    groups: dict[str, list[dict]] = {}
-    for record in records:
-        groups.setdefault(arm_label(record["arm"], record["retrieval_loss"]), []).append(record)
-    summary = {}
-    for label, group in groups.items():
-        summary[label] = {}
-        for metric in metrics:
-            summary[label][metric] = value_stats([r["metrics"].get(metric, math.nan) for r in group])
-    return summary
-
-
-def value_stats(values: Sequence[float]) -> dict:
-    """`{"mean", "std", "n", "values"}` of the measured (non-NaN) `values`; std is the sample one (n - 1)."""
-    values = [v for v in values if not math.isnan(v)]
-    return {
-        "mean": statistics.fmean(values) if values else math.nan,
-        "std": statistics.stdev(values) if len(values) > 1 else math.nan,
-        "n": len(values),
-        "values": values,
-    }
-
-
-def stats_cell(stats: dict) -> str:
-    """`mean ± std (n)` of one `summarize` entry; `n/a` when no run measured it."""
-    if stats["n"] == 0:
-        return "n/a"
-    std = "–" if math.isnan(stats["std"]) else f"{stats['std']:.4f}"  # one run has no spread
-    return f"{stats['mean']:.4f} ± {std} ({stats['n']})"
-
-
-def summary_table(
-    summary: dict[str, dict[str, dict]], metrics: Sequence[str] = REPORTED_METRICS, first_column: str = "arm"
-) -> str:
-    """Markdown: one row per arm, `mean ± std (n)` per metric, `n/a` where no run could measure it."""
-    lines = [f"| {first_column} | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-    for label, row in summary.items():
-        lines.append(f"| {label} | " + " | ".join(stats_cell(row[m]) for m in metrics) + " |")
-    return "\n".join(lines)
-
-
-def _mean_curve(records: Sequence[dict], key: str) -> tuple[list[int], list[float]]:
-    """`key` of the log histories against the step, averaged over the records (seeds) that logged it there."""
-    per_step: dict[int, list[float]] = {}
-    for record in records:
-        for entry in record["log_history"]:
-            if key in entry and "step" in entry:
-                per_step.setdefault(entry["step"], []).append(entry[key])
-    steps = sorted(per_step)
-    return steps, [statistics.fmean(per_step[s]) for s in steps]
-
-
-# The panels of training_curves.png: the trainer's logged losses and agreement, and the held-out retrieval callback's.
-PANELS = (
-    "lm_loss",
-    "retrieval_loss",
-    "retrieval_agreement",
-    # The training batches' top-1 agreement beside the held-out one: the two apart = the preference memorised, not
-    # learned (a question seen again in a later pass counts as agreed once the retriever fits it).
-    "lm_best_is_retriever_top1",
-    LOG_PREFIX + "recall@1",
-    LOG_PREFIX + "evidence@1",
-    LOG_PREFIX + "llm_top1_agreement",
-)
-
-
-def plot_experiment(records: Sequence[dict], summary: dict, output_dir: str) -> list[str]:
-    """`training_curves.png` (mean over seeds per arm; held-out recall over steps where it was logged) and
-    `final_metrics.png` (bars with std error bars; `n/a` panels for what the task cannot measure)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(3.8 * len(PANELS), 3.4), squeeze=False)
-    labels = list(summary)
-    for ax, key in zip(axes[0], PANELS, strict=True):
-        drawn = False
-        for label in labels:
-            group = [r for r in records if arm_label(r["arm"], r["retrieval_loss"]) == label]
-            steps, mean = _mean_curve(group, key)
-            if steps:
-                # One colour per arm in every panel, the same as in the bar chart.
-                ax.plot(steps, mean, marker="o", markersize=3, label=label, color=f"C{labels.index(label)}")
-                drawn = True
-        if not drawn:
-            ax.text(0.5, 0.5, "n/a: not measured", ha="center", va="center", transform=ax.transAxes, color="grey")
-        held_out = key.startswith(LOG_PREFIX)
-        title = f"held-out {key[len(LOG_PREFIX) :]}" if held_out else key
-        ax.set_title(f"{title} (mean over seeds)", fontsize=9)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    # One legend for every arm drawn in any panel (the first panel lacks the arms without an LM loss).
-    handles = {}
-    for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(label, handle)
-    axes[0][0].legend(list(handles.values()), list(handles), fontsize=7)
-    fig.tight_layout()
-    curves_path = os.path.join(output_dir, "training_curves.png")
-    fig.savefig(curves_path, dpi=120)
-    plt.close(fig)
-
-    metrics = reported_metrics(records)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        ax.set_title(metric, fontsize=9)
-        if all(summary[label][metric]["n"] == 0 for label in labels):
-            ax.text(0.5, 0.5, "n/a for this task", ha="center", va="center", transform=ax.transAxes, color="grey")
-            ax.set_xticks([])
-            continue
-        means = [summary[label][metric]["mean"] for label in labels]
-        stds = [
-            0.0 if math.isnan(summary[label][metric]["std"]) else summary[label][metric]["std"] for label in labels
-        ]
-        ax.bar(range(len(labels)), means, yerr=stds, capsize=4, color=[f"C{i}" for i in range(len(labels))])
-        ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=7)
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    bars_path = os.path.join(output_dir, "final_metrics.png")
-    fig.savefig(bars_path, dpi=120)
-    plt.close(fig)
-    return [curves_path, bars_path]
-
-
 def _load_record(path: str, expected: dict[str, Any], legacy_settings: dict[str, Any] | None) -> dict | None:
     """The record at `path` if it was run with the `expected` settings, else `None`.
 
@@ -1107,9 +957,12 @@ def run_experiment(args: ExperimentArguments) -> dict:
     metrics = reported_metrics(records)
     summary = summarize(records, metrics)
     table = summary_table(summary, metrics)
+    paired = paired_by_seed(records, metrics)
+    if paired:
+        table += "\n\n" + paired_table(paired, metrics)
     write_json(os.path.join(directory, "summary.json"), summary)
-    with open(os.path.join(directory, "summary.md"), "w", encoding="utf-8") as f:
-        f.write(table + "\n")
+    write_json(os.path.join(directory, "paired.json"), paired)
+    write_text(os.path.join(directory, "summary.md"), table + "\n")
     plot_experiment(records, summary, directory)
     print(table)
     return summary
@@ -1213,7 +1066,7 @@ def plot_sweep(settings: dict[str, ExperimentArguments], path: str) -> str:
                     records_by_loss.setdefault(loss, []).append(json.load(f))
         for loss, records in records_by_loss.items():
             for ax, key in zip(axes[0], keys, strict=True):
-                steps, mean = _mean_curve(records, key)
+                steps, mean = mean_curve(records, key)
                 if steps:
                     ax.plot(steps, mean, marker="o", markersize=3, color=f"C{line}", label=f"{name} ({loss})")
             line += 1

@@ -41,16 +41,14 @@ from jmlr_hf.utils.demo_models import resolve_model_path
 from .jmlr_vs_rag import (
     FROZEN_LLM_ARMS,
     ExperimentArguments,
-    arm_label,
     build_arm_model,
     cached_document_nlls,
     planned_runs,
     prepare_data,
     run_dir,
     run_name,
-    stats_cell,
-    value_stats,
 )
+from .tables import arm_label, stats_cell, value_stats
 
 #: Arms whose final LLM is the base LLM: their own-LLM reference is the base LLM's cached NLLs.
 BASE_LLM_ARMS = ("base",) + FROZEN_LLM_ARMS

@@ -40,7 +40,7 @@ from typing import Any
 from jmlr_hf.evaluation.harness import OPEN_SCORES  # the per-question score of open answers, by mode
 from jmlr_hf.utils.atomic import write_json, write_text
 
-from .jmlr_vs_rag import stats_cell, value_stats
+from .tables import stats_cell, value_stats
 
 #: `<arm>-seed<N>`: the experiment's saved-model folder names (`run_name`).
 SEED_PATTERN = re.compile(r"^(?P<arm>.+)-seed(?P<seed>\d+)$")

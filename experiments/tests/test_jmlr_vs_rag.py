@@ -15,9 +15,8 @@ from experiments.jmlr_vs_rag import (
     parse_variant,
     run_experiment,
     run_settings,
-    summarize,
-    summary_table,
 )
+from experiments.tables import paired_by_seed, paired_table, summarize, summary_table
 from jmlr_hf.models import JMLRForCausalLM
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -56,6 +55,37 @@ def test_summary_table_says_na_for_what_no_run_measured():
     ]
     table = summary_table(summarize(records, metrics=("accuracy", "recall@1")), metrics=("accuracy", "recall@1"))
     assert "| RAG-SFT | 0.5000 ± 0.0000 (2) | n/a |" in table.splitlines()
+
+
+def test_paired_by_seed_hand_computed():
+    def run(arm, loss, seed, nll):
+        return {"arm": arm, "retrieval_loss": loss, "seed": seed, "metrics": {"answer_nll": nll, "recall@1": math.nan}}
+
+    records = [run("rag", "none", s, v) for s, v in zip((0, 1, 2), (0.68, 0.70, 0.66), strict=True)]
+    # JMLR seeds 2, 0, 1 (recorded out of order) and a seed 3 RAG-SFT never ran: pairs are 0, 1, 2 by seed.
+    records += [run("jmlr", "llm_rank", s, v) for s, v in zip((2, 0, 1, 3), (0.60, 0.58, 0.59, 0.10), strict=True)]
+    records += [run("base", "none", 0, 1.24)]
+    paired = paired_by_seed(records, metrics=("answer_nll", "recall@1"))
+    assert set(paired) == {"jmlr (llm_rank)", "base models (untrained)"}  # the reference is not paired with itself
+    jmlr = paired["jmlr (llm_rank)"]["answer_nll"]
+    # Differences by seed: 0.58-0.68, 0.59-0.70, 0.60-0.66 = -0.10, -0.11, -0.06; mean -0.09.
+    assert jmlr["seeds"] == [0, 1, 2]
+    assert jmlr["differences"] == pytest.approx([-0.10, -0.11, -0.06])
+    assert jmlr["mean"] == pytest.approx(-0.09)
+    # Sample std of the differences: sqrt((0.01^2 + 0.02^2 + 0.03^2) / 2) = sqrt(0.0007); SE = that / sqrt(3).
+    assert jmlr["std"] == pytest.approx(math.sqrt(0.0007))
+    assert jmlr["se"] == pytest.approx(math.sqrt(0.0007 / 3))
+    # Each arm's own seed std: JMLR 0.58/0.59/0.60 -> 0.01; RAG-SFT 0.68/0.70/0.66 -> 0.02; pooled sqrt((1+4)/2)*0.01.
+    pooled = math.sqrt((0.01**2 + 0.02**2) / 2)
+    assert jmlr["pooled_std"] == pytest.approx(pooled)
+    assert jmlr["gap_in_pooled_std"] == pytest.approx(-0.09 / pooled)
+    assert paired["jmlr (llm_rank)"]["recall@1"]["n"] == 0  # NaN on either side: not paired
+    base = paired["base models (untrained)"]["answer_nll"]
+    assert base["n"] == 1 and base["mean"] == pytest.approx(0.56) and math.isnan(base["se"])
+    table = paired_table(paired, metrics=("answer_nll", "recall@1")).splitlines()
+    assert f"| jmlr (llm_rank) | -0.0900 ± {math.sqrt(0.0007 / 3):.4f} (3) [{-0.09 / pooled:+.1f}] | n/a |" in table
+    assert "| base models (untrained) | +0.5600 (1) | n/a |" in table
+    assert paired_by_seed([r for r in records if r["arm"] != "rag"], metrics=("answer_nll",)) == {}
 
 
 def test_parse_variant_reads_each_setting_as_its_type():
