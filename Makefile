@@ -28,8 +28,9 @@ demo: $(STAMP)
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
+# --durations: the 25 slowest tests at the end of every run, so that a CI log says where the 15-minute budget goes.
 test: $(STAMP)
-	$(PYTEST) tests experiments/tests
+	$(PYTEST) --durations=25 tests experiments/tests
 
 test-fast: $(STAMP)
 	$(PYTEST) -m "not integration" tests experiments/tests
