@@ -76,6 +76,16 @@ def value_stats(values: Sequence[float]) -> dict:
 PAIRED_REFERENCE = "RAG-SFT"
 
 
+def paired_difference(values: dict[str, float], reference: dict[str, float]) -> dict[str, float]:
+    """Mean and SE of values − reference over the keys both have (`n`: questions, or seeds); SE = sample std / sqrt(n)."""
+    shared = sorted(set(values) & set(reference))
+    differences = [values[key] - reference[key] for key in shared]
+    n = len(differences)
+    mean = statistics.fmean(differences) if n else math.nan
+    se = statistics.stdev(differences) / math.sqrt(n) if n > 1 else math.nan
+    return {"mean": mean, "se": se, "n": n}
+
+
 def paired_by_seed(
     records: Sequence[dict], metrics: Sequence[str], reference: str = PAIRED_REFERENCE
 ) -> dict[str, dict[str, dict]]:
@@ -104,11 +114,10 @@ def paired_by_seed(
                 for s in seeds
             ]
             pairs = [(a, b, s) for a, b, s in pairs if not (math.isnan(a) or math.isnan(b))]
-            differences = [a - b for a, b, _ in pairs]
-            stats = value_stats(differences)
+            stats = paired_difference({s: a for a, _, s in pairs}, {s: b for _, b, s in pairs})
             n = stats["n"]
-            stats["se"] = stats["std"] / math.sqrt(n) if n > 1 else math.nan
-            stats["differences"] = stats.pop("values")
+            stats["std"] = stats["se"] * math.sqrt(n) if n > 1 else math.nan
+            stats["differences"] = [a - b for a, b, _ in pairs]
             stats["seeds"] = [s for _, _, s in pairs]
             spreads = [value_stats([a for a, _, _ in pairs])["std"], value_stats([b for _, b, _ in pairs])["std"]]
             stats["pooled_std"] = math.sqrt((spreads[0] ** 2 + spreads[1] ** 2) / 2) if n > 1 else math.nan

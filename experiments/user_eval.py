@@ -40,7 +40,7 @@ from typing import Any
 from jmlr_hf.evaluation.harness import OPEN_SCORES  # the per-question score of open answers, by mode
 from jmlr_hf.utils.atomic import write_json, write_text
 
-from .tables import stats_cell, value_stats
+from .tables import paired_difference, stats_cell, value_stats
 
 #: `<arm>-seed<N>`: the experiment's saved-model folder names (`run_name`).
 SEED_PATTERN = re.compile(r"^(?P<arm>.+)-seed(?P<seed>\d+)$")
@@ -108,16 +108,6 @@ def read_result(path: str) -> dict[str, Any]:
         "answers": answers,
         "gold_top1": gold_top1,
     }
-
-
-def paired_difference(values: dict[str, float], reference: dict[str, float]) -> dict[str, float]:
-    """Mean and SE of values − reference over the questions both have (`n`); SE = sample std / sqrt(n)."""
-    shared = sorted(set(values) & set(reference))
-    differences = [values[key] - reference[key] for key in shared]
-    n = len(differences)
-    mean = statistics.fmean(differences) if n else math.nan
-    se = statistics.stdev(differences) / math.sqrt(n) if n > 1 else math.nan
-    return {"mean": mean, "se": se, "n": n}
 
 
 def question_mean_se(values: Sequence[float], is_proportion: bool) -> float:
